@@ -1,0 +1,2 @@
+//! Build live-patchable C objects and inspect them. (In progress.)
+pub mod inspect;

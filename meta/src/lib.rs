@@ -1,0 +1,14 @@
+//! What libpulp-rs's tools and runtime must agree on:
+//!
+//! - [`format`]: the `patch.meta` file (what `pulp pack` writes and `pulp-trigger` reads),
+//! - [`prologue`]: the function entry kinds that can be live-patched and how they are recognised,
+//! - [`abi`]: the fixed layout the tools read from and write to inside a running `libpulp_rs.so`.
+//!
+//! No dependencies: the runtime links this crate and stays lean.
+
+pub mod abi;
+pub mod format;
+pub mod prologue;
+
+pub use format::{Function, MetaError, PatchMeta, Target};
+pub use prologue::Prologue;

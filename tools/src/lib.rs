@@ -1,0 +1,1 @@
+//! libpulp-rs tools: packing, inspecting and applying live patches.
