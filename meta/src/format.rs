@@ -1,9 +1,39 @@
-//! The `patch.meta` file. (Implementation in progress.)
+//! The `patch.meta` file: what `pulp pack` writes and `pulp-trigger` and the runtime read.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! magic      8 bytes  "PULPMETA"
+//! version    u32      FORMAT_VERSION
+//! length     u32      payload length in bytes
+//! payload    length bytes
+//! checksum   u32      CRC-32 (IEEE) of the payload
+//! ```
+//!
+//! Payload: `flags u32`, `patch_so str`, `patch_build_id bytes`, `labels: u32 count, str…`,
+//! `targets: u32 count`, each `path str`, `build_id bytes`, `u32 function count`, each
+//! `old str`, `offset u64`, `prologue u8`, `new str`. A `str` / `bytes` is a `u32` length
+//! followed by that many bytes (UTF-8 for a `str`).
+//!
+//! [`PatchMeta::decode`] validates every field and never panics, whatever the input.
 
 use std::fmt;
 
+use crate::Prologue;
+
 /// Flag: switch every thread at once, no transition.
 pub const FLAG_IMMEDIATE: u32 = 1;
+
+/// First bytes of every `patch.meta` file.
+pub const MAGIC: [u8; 8] = *b"PULPMETA";
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Longest string or byte field accepted.
+pub const MAX_FIELD_LEN: usize = 4096;
+/// Largest element count accepted (labels, targets, functions of a target).
+pub const MAX_COUNT: usize = 100_000;
+/// Size of magic + version + payload length.
+const HEADER_LEN: usize = 16;
 
 /// A packed patch: what `pulp pack` writes and `pulp-trigger` applies.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,14 +68,67 @@ pub struct Function {
     pub new: String,
 }
 
+/// Why a `patch.meta` could not be decoded. `field` names the field being read, e.g.
+/// `targets[0].functions[2].new`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetaError {
-    Placeholder,
+    /// The file does not start with `PULPMETA`.
+    BadMagic,
+    /// The file was written by a format version this build cannot read.
+    UnsupportedVersion { found: u32 },
+    /// The data ended while `field` was being read.
+    Truncated { field: String },
+    /// The payload's CRC-32 does not match the stored one.
+    ChecksumMismatch { expected: u32, found: u32 },
+    /// Bytes left after the checksum (`after_file`) or after the last payload field.
+    TrailingBytes { count: usize, after_file: bool },
+    /// A string field is not valid UTF-8.
+    InvalidUtf8 { field: String },
+    /// A prologue byte names no known kind.
+    UnknownPrologue { field: String, value: u8 },
+    /// A name or path that must not be empty is.
+    Empty { field: String },
+    /// `patch_so` is not an absolute path.
+    NotAbsolute { field: String, path: String },
+    /// The patch has no target.
+    NoTargets,
+    /// A target has no function.
+    NoFunctions { field: String },
+    /// A length or count is above its limit.
+    TooLarge { field: String, value: u64, max: usize },
 }
 
 impl fmt::Display for MetaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self:?}")
+        match self {
+            Self::BadMagic => write!(f, "not a patch.meta file (bad magic)"),
+            Self::UnsupportedVersion { found } => {
+                write!(f, "unsupported patch.meta format version {found} (this build reads version {FORMAT_VERSION})")
+            }
+            Self::Truncated { field } => write!(f, "truncated patch.meta: data ends while reading {field}"),
+            Self::ChecksumMismatch { expected, found } => {
+                write!(f, "corrupt patch.meta: checksum mismatch (expected {expected:#010x}, found {found:#010x})")
+            }
+            Self::TrailingBytes { count, after_file: true } => {
+                write!(f, "corrupt patch.meta: {count} unexpected trailing bytes after the checksum")
+            }
+            Self::TrailingBytes { count, after_file: false } => {
+                write!(f, "corrupt patch.meta: {count} unexpected trailing bytes at the end of the payload")
+            }
+            Self::InvalidUtf8 { field } => write!(f, "corrupt patch.meta: {field} is not valid UTF-8"),
+            Self::UnknownPrologue { field, value } => {
+                write!(f, "corrupt patch.meta: {field} has unknown prologue kind {value}")
+            }
+            Self::Empty { field } => write!(f, "invalid patch.meta: {field} is empty"),
+            Self::NotAbsolute { field, path } => {
+                write!(f, "invalid patch.meta: {field} `{path}` is not an absolute path")
+            }
+            Self::NoTargets => write!(f, "invalid patch.meta: no targets"),
+            Self::NoFunctions { field } => write!(f, "invalid patch.meta: {field} has no functions"),
+            Self::TooLarge { field, value, max } => {
+                write!(f, "corrupt patch.meta: {field} is {value}, more than the limit of {max}")
+            }
+        }
     }
 }
 
@@ -57,16 +140,512 @@ impl PatchMeta {
         hex(&self.patch_build_id)
     }
 
+    /// Serialise to the `patch.meta` format. Fields longer than the decoder accepts are
+    /// written as they are (and refused by [`PatchMeta::decode`]); use
+    /// [`PatchMeta::validate`] first to catch that early.
     pub fn encode(&self) -> Vec<u8> {
-        todo!()
+        let mut p = Vec::new();
+        put_u32(&mut p, self.flags);
+        put_bytes(&mut p, self.patch_so.as_bytes());
+        put_bytes(&mut p, &self.patch_build_id);
+        put_u32(&mut p, self.labels.len() as u32);
+        for l in &self.labels {
+            put_bytes(&mut p, l.as_bytes());
+        }
+        put_u32(&mut p, self.targets.len() as u32);
+        for t in &self.targets {
+            put_bytes(&mut p, t.path.as_bytes());
+            put_bytes(&mut p, &t.build_id);
+            put_u32(&mut p, t.functions.len() as u32);
+            for func in &t.functions {
+                put_bytes(&mut p, func.old.as_bytes());
+                p.extend_from_slice(&func.offset.to_le_bytes());
+                p.push(func.prologue as u8);
+                put_bytes(&mut p, func.new.as_bytes());
+            }
+        }
+        let mut out = Vec::with_capacity(HEADER_LEN + p.len() + 4);
+        out.extend_from_slice(&MAGIC);
+        put_u32(&mut out, FORMAT_VERSION);
+        put_u32(&mut out, p.len() as u32);
+        out.extend_from_slice(&p);
+        put_u32(&mut out, crc32(&p));
+        out
     }
 
-    pub fn decode(_bytes: &[u8]) -> Result<Self, MetaError> {
-        todo!()
+    /// Parse and validate a `patch.meta`. Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MetaError> {
+        if bytes.len() < MAGIC.len() {
+            return Err(if MAGIC.starts_with(bytes) && !bytes.is_empty() {
+                truncated("magic")
+            } else {
+                MetaError::BadMagic
+            });
+        }
+        if bytes[..MAGIC.len()] != MAGIC {
+            return Err(MetaError::BadMagic);
+        }
+        let mut r = Reader { buf: &bytes[MAGIC.len()..] };
+        let version = r.u32("version")?;
+        if version != FORMAT_VERSION {
+            return Err(MetaError::UnsupportedVersion { found: version });
+        }
+        let len = r.u32("payload length")? as usize;
+        let payload = r.take(len, "payload")?;
+        let expected = r.u32("checksum")?;
+        if !r.buf.is_empty() {
+            return Err(MetaError::TrailingBytes { count: r.buf.len(), after_file: true });
+        }
+        let found = crc32(payload);
+        if found != expected {
+            return Err(MetaError::ChecksumMismatch { expected, found });
+        }
+        let meta = Self::decode_payload(&mut Reader { buf: payload })?;
+        meta.validate()?;
+        Ok(meta)
     }
+
+    fn decode_payload(r: &mut Reader<'_>) -> Result<Self, MetaError> {
+        let flags = r.u32("flags")?;
+        let patch_so = r.string("patch_so")?;
+        let patch_build_id = r.bytes("patch_build_id")?.to_vec();
+        let n = r.count("labels")?;
+        let labels = (0..n).map(|i| r.string(&format!("labels[{i}]"))).collect::<Result<_, _>>()?;
+        let n = r.count("targets")?;
+        let mut targets = Vec::with_capacity(n.min(64));
+        for t in 0..n {
+            let path = r.string(&format!("targets[{t}].path"))?;
+            let build_id = r.bytes(&format!("targets[{t}].build_id"))?.to_vec();
+            let nf = r.count(&format!("targets[{t}].functions"))?;
+            let mut functions = Vec::with_capacity(nf.min(1024));
+            for i in 0..nf {
+                let field = |name: &str| format!("targets[{t}].functions[{i}].{name}");
+                let old = r.string(&field("old"))?;
+                let offset = r.u64(&field("offset"))?;
+                let kind = r.u8(&field("prologue"))?;
+                let prologue = Prologue::from_u8(kind)
+                    .ok_or_else(|| MetaError::UnknownPrologue { field: field("prologue"), value: kind })?;
+                let new = r.string(&field("new"))?;
+                functions.push(Function { old, offset, prologue, new });
+            }
+            targets.push(Target { path, build_id, functions });
+        }
+        if !r.buf.is_empty() {
+            return Err(MetaError::TrailingBytes { count: r.buf.len(), after_file: false });
+        }
+        Ok(Self { flags, patch_so, patch_build_id, labels, targets })
+    }
+
+    /// Check the semantic rules [`PatchMeta::decode`] enforces: names and paths present,
+    /// `patch_so` absolute, at least one target, each with at least one function, and
+    /// every length and count within the limits.
+    pub fn validate(&self) -> Result<(), MetaError> {
+        check_len("patch_so", self.patch_so.len())?;
+        check_len("patch_build_id", self.patch_build_id.len())?;
+        non_empty("patch_so", &self.patch_so)?;
+        if !self.patch_so.starts_with('/') {
+            return Err(MetaError::NotAbsolute { field: "patch_so".into(), path: self.patch_so.clone() });
+        }
+        non_empty_bytes("patch_build_id", &self.patch_build_id)?;
+        check_count("labels", self.labels.len())?;
+        for (i, l) in self.labels.iter().enumerate() {
+            check_len(&format!("labels[{i}]"), l.len())?;
+        }
+        check_count("targets", self.targets.len())?;
+        if self.targets.is_empty() {
+            return Err(MetaError::NoTargets);
+        }
+        for (t, target) in self.targets.iter().enumerate() {
+            check_len(&format!("targets[{t}].path"), target.path.len())?;
+            check_len(&format!("targets[{t}].build_id"), target.build_id.len())?;
+            non_empty(&format!("targets[{t}].path"), &target.path)?;
+            non_empty_bytes(&format!("targets[{t}].build_id"), &target.build_id)?;
+            check_count(&format!("targets[{t}].functions"), target.functions.len())?;
+            if target.functions.is_empty() {
+                return Err(MetaError::NoFunctions { field: format!("targets[{t}]") });
+            }
+            for (i, func) in target.functions.iter().enumerate() {
+                let field = |name: &str| format!("targets[{t}].functions[{i}].{name}");
+                check_len(&field("old"), func.old.len())?;
+                check_len(&field("new"), func.new.len())?;
+                non_empty(&field("old"), &func.old)?;
+                non_empty(&field("new"), &func.new)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn truncated(field: &str) -> MetaError {
+    MetaError::Truncated { field: field.into() }
+}
+
+fn non_empty(field: &str, s: &str) -> Result<(), MetaError> {
+    non_empty_bytes(field, s.as_bytes())
+}
+
+fn non_empty_bytes(field: &str, b: &[u8]) -> Result<(), MetaError> {
+    if b.is_empty() {
+        return Err(MetaError::Empty { field: field.into() });
+    }
+    Ok(())
+}
+
+fn check_len(field: &str, len: usize) -> Result<(), MetaError> {
+    if len > MAX_FIELD_LEN {
+        return Err(MetaError::TooLarge { field: field.into(), value: len as u64, max: MAX_FIELD_LEN });
+    }
+    Ok(())
+}
+
+fn check_count(field: &str, n: usize) -> Result<(), MetaError> {
+    if n > MAX_COUNT {
+        return Err(MetaError::TooLarge { field: format!("{field} count"), value: n as u64, max: MAX_COUNT });
+    }
+    Ok(())
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u32(out, b.len() as u32);
+    out.extend_from_slice(b);
+}
+
+/// A bounds-checked cursor over the input.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8], MetaError> {
+        if self.buf.len() < n {
+            return Err(truncated(field));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self, field: &str) -> Result<[u8; N], MetaError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N, field)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self, field: &str) -> Result<u8, MetaError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+
+    fn u32(&mut self, field: &str) -> Result<u32, MetaError> {
+        self.array(field).map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self, field: &str) -> Result<u64, MetaError> {
+        self.array(field).map(u64::from_le_bytes)
+    }
+
+    fn count(&mut self, field: &str) -> Result<usize, MetaError> {
+        let n = self.u32(&format!("{field} count"))?;
+        check_count(field, n as usize)?;
+        Ok(n as usize)
+    }
+
+    fn bytes(&mut self, field: &str) -> Result<&'a [u8], MetaError> {
+        let n = self.u32(&format!("{field} length"))? as usize;
+        check_len(field, n)?;
+        self.take(n, field)
+    }
+
+    fn string(&mut self, field: &str) -> Result<String, MetaError> {
+        let b = self.bytes(field)?;
+        std::str::from_utf8(b).map(str::to_owned).map_err(|_| MetaError::InvalidUtf8 { field: field.into() })
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), as used by zlib and PNG.
+pub fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
+    let mut crc = !0u32;
+    for &b in data {
+        crc = TABLE[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
 }
 
 /// Lower-case hex of a byte string (build-ids).
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PatchMeta {
+        PatchMeta {
+            flags: FLAG_IMMEDIATE,
+            patch_so: "/opt/fix/libfix.so".into(),
+            patch_build_id: vec![0xde, 0xad, 0xbe, 0xef],
+            labels: vec!["CVE-2026-1234".into(), "fix parse".into()],
+            targets: vec![
+                Target {
+                    path: "/usr/lib/libfoo.so".into(),
+                    build_id: vec![1, 2, 3],
+                    functions: vec![
+                        Function {
+                            old: "foo_parse".into(),
+                            offset: 0x1130,
+                            prologue: Prologue::NopPad66,
+                            new: "foo_parse_fixed".into(),
+                        },
+                        Function {
+                            old: "foo_len".into(),
+                            offset: 0x1190,
+                            prologue: Prologue::NopPad90,
+                            new: "foo_len_fixed".into(),
+                        },
+                        Function { old: "f".into(), offset: u64::MAX, prologue: Prologue::FentryCall, new: "g".into() },
+                    ],
+                },
+                Target {
+                    path: "/usr/lib/libbar.so".into(),
+                    build_id: vec![9; 20],
+                    functions: vec![Function {
+                        old: "bar".into(),
+                        offset: 0x10,
+                        prologue: Prologue::EndbrNopPad,
+                        new: "bar2".into(),
+                    }],
+                },
+            ],
+        }
+    }
+
+    /// Re-frame a (possibly modified) payload with a correct header and checksum.
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        put_u32(&mut out, FORMAT_VERSION);
+        put_u32(&mut out, payload.len() as u32);
+        out.extend_from_slice(payload);
+        put_u32(&mut out, crc32(payload));
+        out
+    }
+
+    fn payload_of(bytes: &[u8]) -> Vec<u8> {
+        bytes[HEADER_LEN..bytes.len() - 4].to_vec()
+    }
+
+    fn decode_with(m: &PatchMeta) -> Result<PatchMeta, MetaError> {
+        PatchMeta::decode(&frame(&payload_of(&m.encode())))
+    }
+
+    #[test]
+    fn crc32_matches_reference_values() {
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b"The quick brown fox jumps over the lazy dog"), 0x414F_A339);
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = sample();
+        let bytes = m.encode();
+        assert_eq!(&bytes[..8], b"PULPMETA");
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+        assert_eq!(PatchMeta::decode(&bytes).unwrap(), m);
+        assert_eq!(m.id(), "deadbeef");
+    }
+
+    #[test]
+    fn bad_magic_and_version() {
+        let mut b = sample().encode();
+        b[0] = b'X';
+        assert_eq!(PatchMeta::decode(&b), Err(MetaError::BadMagic));
+        assert_eq!(PatchMeta::decode(b""), Err(MetaError::BadMagic));
+        assert_eq!(PatchMeta::decode(b"\x7fELF"), Err(MetaError::BadMagic));
+        assert!(matches!(PatchMeta::decode(b"PULP"), Err(MetaError::Truncated { .. })));
+        let mut b = sample().encode();
+        b[8] = 7;
+        let e = PatchMeta::decode(&b).unwrap_err();
+        assert_eq!(e, MetaError::UnsupportedVersion { found: 7 });
+        assert!(e.to_string().contains("version 7"));
+    }
+
+    #[test]
+    fn truncation_names_the_field() {
+        let b = sample().encode();
+        assert_eq!(PatchMeta::decode(&b[..10]), Err(truncated("version")));
+        assert_eq!(PatchMeta::decode(&b[..14]), Err(truncated("payload length")));
+        assert_eq!(PatchMeta::decode(&b[..40]), Err(truncated("payload")));
+        assert_eq!(PatchMeta::decode(&b[..b.len() - 1]), Err(truncated("checksum")));
+        // A payload cut inside a function: the header says it is shorter, checksum agrees.
+        let p = payload_of(&b);
+        let cut = p.len() - 3;
+        let e = PatchMeta::decode(&frame(&p[..cut])).unwrap_err();
+        assert_eq!(e, truncated("targets[1].functions[0].new"));
+        assert_eq!(e.to_string(), "truncated patch.meta: data ends while reading targets[1].functions[0].new");
+        let e = PatchMeta::decode(&frame(&p[..2])).unwrap_err();
+        assert_eq!(e, truncated("flags"));
+    }
+
+    #[test]
+    fn truncation_inside_first_target_functions() {
+        let mut m = sample();
+        m.targets.truncate(1);
+        let p = payload_of(&m.encode());
+        // Drop the last function's `new` string body (1 byte "g") and its prologue etc.
+        let e = PatchMeta::decode(&frame(&p[..p.len() - 1])).unwrap_err();
+        assert_eq!(e, truncated("targets[0].functions[2].new"));
+        let e = PatchMeta::decode(&frame(&p[..p.len() - 5])).unwrap_err();
+        assert_eq!(e, truncated("targets[0].functions[2].new length"));
+    }
+
+    #[test]
+    fn checksum_and_trailing_bytes() {
+        let mut b = sample().encode();
+        let n = b.len();
+        b[n - 10] ^= 0x40;
+        let e = PatchMeta::decode(&b).unwrap_err();
+        assert!(matches!(e, MetaError::ChecksumMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("expected 0x"));
+        let mut b = sample().encode();
+        b.push(0);
+        assert_eq!(PatchMeta::decode(&b), Err(MetaError::TrailingBytes { count: 1, after_file: true }));
+        let mut p = payload_of(&sample().encode());
+        p.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(PatchMeta::decode(&frame(&p)), Err(MetaError::TrailingBytes { count: 3, after_file: false }));
+    }
+
+    #[test]
+    fn invalid_utf8_and_unknown_prologue() {
+        let mut m = sample();
+        m.targets[0].functions[1].new = "zzzz_fixed".into();
+        let mut p = payload_of(&m.encode());
+        let at = p.windows(4).position(|w| w == b"zzzz").unwrap();
+        p[at] = 0xff;
+        let e = PatchMeta::decode(&frame(&p)).unwrap_err();
+        assert_eq!(e, MetaError::InvalidUtf8 { field: "targets[0].functions[1].new".into() });
+
+        let m = sample();
+        let mut p = payload_of(&m.encode());
+        // The prologue byte of targets[1].functions[0] precedes its `new` ("bar2", 4+4 bytes).
+        let at = p.len() - 8 - 1;
+        assert_eq!(p[at], Prologue::EndbrNopPad as u8);
+        p[at] = 99;
+        let e = PatchMeta::decode(&frame(&p)).unwrap_err();
+        assert_eq!(e, MetaError::UnknownPrologue { field: "targets[1].functions[0].prologue".into(), value: 99 });
+        assert!(e.to_string().contains("targets[1].functions[0].prologue"));
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let mut m = sample();
+        m.targets[0].functions[2].old.clear();
+        assert_eq!(decode_with(&m), Err(MetaError::Empty { field: "targets[0].functions[2].old".into() }));
+
+        let mut m = sample();
+        m.patch_so = "fix.so".into();
+        assert!(matches!(decode_with(&m), Err(MetaError::NotAbsolute { .. })));
+
+        let mut m = sample();
+        m.patch_so.clear();
+        assert_eq!(decode_with(&m), Err(MetaError::Empty { field: "patch_so".into() }));
+
+        let mut m = sample();
+        m.targets.clear();
+        assert_eq!(decode_with(&m), Err(MetaError::NoTargets));
+
+        let mut m = sample();
+        m.targets[1].functions.clear();
+        assert_eq!(decode_with(&m), Err(MetaError::NoFunctions { field: "targets[1]".into() }));
+
+        let mut m = sample();
+        m.targets[1].path.clear();
+        assert_eq!(decode_with(&m), Err(MetaError::Empty { field: "targets[1].path".into() }));
+
+        let mut m = sample();
+        m.patch_build_id.clear();
+        assert_eq!(decode_with(&m), Err(MetaError::Empty { field: "patch_build_id".into() }));
+    }
+
+    #[test]
+    fn too_large() {
+        let mut m = sample();
+        m.labels[1] = "x".repeat(MAX_FIELD_LEN + 1);
+        let e = decode_with(&m).unwrap_err();
+        assert_eq!(e, MetaError::TooLarge { field: "labels[1]".into(), value: 4097, max: MAX_FIELD_LEN });
+        assert!(m.validate().is_err());
+
+        // A huge count must be refused before anything is allocated.
+        let mut p = Vec::new();
+        put_u32(&mut p, 1);
+        put_bytes(&mut p, b"/x.so");
+        put_bytes(&mut p, b"id");
+        put_u32(&mut p, 0);
+        put_u32(&mut p, u32::MAX);
+        let e = PatchMeta::decode(&frame(&p)).unwrap_err();
+        assert_eq!(e, MetaError::TooLarge { field: "targets count".into(), value: u32::MAX as u64, max: MAX_COUNT });
+
+        let mut p = Vec::new();
+        put_u32(&mut p, 1);
+        put_u32(&mut p, u32::MAX);
+        let e = PatchMeta::decode(&frame(&p)).unwrap_err();
+        assert!(matches!(e, MetaError::TooLarge { ref field, .. } if field == "patch_so"), "{e}");
+    }
+
+    /// Every truncation and many random byte flips: an error or a value, never a panic.
+    #[test]
+    fn never_panics_on_damaged_input() {
+        let good = sample().encode();
+        for n in 0..good.len() {
+            assert!(PatchMeta::decode(&good[..n]).is_err());
+        }
+        let p = payload_of(&good);
+        for n in 0..p.len() {
+            assert!(PatchMeta::decode(&frame(&p[..n])).is_err(), "payload cut at {n}");
+        }
+        // xorshift: deterministic pseudo-random flips, both through the checksum and past it.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut b = good.clone();
+            let flips = 1 + next() % 4;
+            for _ in 0..flips {
+                let i = (next() % b.len() as u64) as usize;
+                b[i] ^= 1 << (next() % 8);
+            }
+            let _ = PatchMeta::decode(&b);
+            let mut q = p.clone();
+            for _ in 0..flips {
+                let i = (next() % q.len() as u64) as usize;
+                q[i] = next() as u8;
+            }
+            if let Ok(m) = PatchMeta::decode(&frame(&q)) {
+                // Whatever decodes must re-encode to the same payload.
+                assert_eq!(payload_of(&m.encode()), q);
+            }
+        }
+    }
 }

@@ -2,12 +2,14 @@
 //!
 //! - [`format`]: the `patch.meta` file (what `pulp pack` writes and `pulp-trigger` reads),
 //! - [`prologue`]: the function entry kinds that can be live-patched and how they are recognised,
+//! - [`note`]: the GNU build-id note,
 //! - [`abi`]: the fixed layout the tools read from and write to inside a running `libpulp_rs.so`.
 //!
 //! No dependencies: the runtime links this crate and stays lean.
 
 pub mod abi;
 pub mod format;
+pub mod note;
 pub mod prologue;
 
 pub use format::{Function, MetaError, PatchMeta, Target};

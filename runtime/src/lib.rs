@@ -1,1 +1,19 @@
+//! `libpulp_rs.so`, the runtime preloaded into a live-patchable process
+//! (`LD_PRELOAD=libpulp_rs.so app`).
+//!
+//! Preloading it changes nothing: it has no constructor, no thread, opens no file or
+//! socket and installs no signal handler. All it does is wait to be called by
+//! `pulp-trigger`, which hijacks one thread of the process to run an entry point:
+//!
+//! - [`info`]: the one exported symbol, `pulp_rs_info`, telling the tools where
+//!   everything is;
+//! - [`entry`]: the entry points (apply, revert, sync-core) and their request buffer;
+//! - [`registry`]: applied patches and the descriptor of each redirected function;
+//! - [`loader`]: the dynamic linker's view: loaded objects, build-ids, `dlopen`/`dlsym`.
+//!
+//! The assembly (descriptor table, dispatch trampoline, hijack stub) is in `trm/`.
 
+pub mod entry;
+pub mod info;
+pub mod loader;
+pub mod registry;

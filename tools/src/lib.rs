@@ -1,1 +1,16 @@
 //! libpulp-rs tools: packing, inspecting and applying live patches.
+//!
+//! - `process`: a target seen from `/proc` (maps, threads, build-ids, memory),
+//! - `ptrace`: one traced thread as an RAII guard,
+//! - `hijack`: choosing a thread at a safe point and running a runtime entry in it,
+//! - `pack`: `.dsc` description to `patch.meta`; `dump`: `patch.meta` to text or JSON,
+//! - `apply`: the phases of applying and reverting a patch,
+//! - `error`: what `pulp-trigger` reports.
+
+pub mod apply;
+pub mod dump;
+pub mod error;
+pub mod hijack;
+pub mod pack;
+pub mod process;
+pub mod ptrace;

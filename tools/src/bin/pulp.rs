@@ -1,1 +1,90 @@
-fn main() {}
+//! `pulp`: pack and inspect live patches.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pulp_tools::{dump, pack};
+
+#[derive(Parser)]
+#[command(name = "pulp", version, about = "Pack and inspect libpulp-rs live patches")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Pack a description file (.dsc) into a patch.meta.
+    Pack {
+        /// The description file.
+        dsc: PathBuf,
+        /// Where to write the patch.meta (default: the .dsc with the extension .meta).
+        #[arg(short = 'o', long = "output", value_name = "FILE.meta")]
+        output: Option<PathBuf>,
+    },
+    /// Show every field of a patch.meta.
+    Dump {
+        /// The patch.meta file.
+        meta: PathBuf,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("pulp: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<(), String> {
+    match cmd {
+        Cmd::Pack { dsc, output } => {
+            let output = output.unwrap_or_else(|| dsc.with_extension("meta"));
+            let meta = pack::pack(&dsc).map_err(|e| e.to_string())?;
+            write_atomically(&output, &meta.encode())
+                .map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
+            let functions: usize = meta.targets.iter().map(|t| t.functions.len()).sum();
+            println!("packed {functions} functions in {} targets into {}", meta.targets.len(), output.display());
+        }
+        Cmd::Dump { meta, json } => {
+            let m = dump::read_meta(&meta).map_err(|e| e.to_string())?;
+            if json {
+                let text = serde_json::to_string_pretty(&dump::to_json(&m)).map_err(|e| e.to_string())?;
+                println!("{text}");
+            } else {
+                print!("{}", dump::to_text(&m));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write `data` to `path` through a temporary file in the same folder, so that a reader
+/// never sees a half-written patch.meta.
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,47 @@
+//! `pulp_rs_info`: the fixed record through which the tools find the runtime's pieces.
+
+use crate::entry;
+use pulp_meta::abi::{self, Descriptor};
+
+/// Mirror of [`abi::RuntimeInfo`] with pointers, so that it can be a constant the
+/// dynamic linker relocates; the assertions below keep the two layouts identical.
+#[repr(C)]
+pub struct Info {
+    magic: u64,
+    version_and_desc_size: u64,
+    descs: *const Descriptor,
+    desc_count: u64,
+    call_stub: *const (),
+    entry_apply: *const (),
+    entry_revert: *const (),
+    entry_sync_core: *const (),
+    buffer: *const u8,
+    buffer_len: u64,
+}
+
+// SAFETY: `Info` is immutable after relocation; its pointers are only addresses for the
+// tools to read, never dereferenced through this struct.
+unsafe impl Sync for Info {}
+
+const _: () = {
+    assert!(core::mem::size_of::<Info>() == abi::RuntimeInfo::SIZE);
+    assert!(core::mem::offset_of!(Info, buffer_len) == core::mem::offset_of!(abi::RuntimeInfo, buffer_len));
+    assert!(core::mem::offset_of!(Info, call_stub) == core::mem::offset_of!(abi::RuntimeInfo, call_stub));
+};
+
+/// What the tools read; its name is [`abi::INFO_SYMBOL`].
+#[no_mangle]
+#[used]
+pub static pulp_rs_info: Info = Info {
+    magic: abi::INFO_MAGIC,
+    version_and_desc_size: abi::ABI_VERSION as u64 | ((core::mem::size_of::<Descriptor>() as u64) << 32),
+    // SAFETY (no unsafe needed): only the address of the extern static is taken.
+    descs: core::ptr::addr_of!(pulp_trm::pulp_rs_descs) as *const Descriptor,
+    desc_count: pulp_trm::DESC_COUNT as u64,
+    call_stub: pulp_trm::pulp_rs_call_stub as *const (),
+    entry_apply: entry::pulp_rs_entry_apply as *const (),
+    entry_revert: entry::pulp_rs_entry_revert as *const (),
+    entry_sync_core: entry::pulp_rs_entry_sync_core as *const (),
+    buffer: entry::BUFFER.as_ptr(),
+    buffer_len: entry::BUFFER_LEN as u64,
+};

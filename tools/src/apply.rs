@@ -1,0 +1,288 @@
+//! Applying and reverting a patch in a running process, in phases:
+//!
+//! 1. check everything from outside, touching nothing: the process, the runtime, each
+//!    target (mapped, build-id read from memory), each function's prologue, the reach of
+//!    the runtime's descriptors, the patch object (present, safe, right build-id);
+//! 2. stop one thread at a safe point and make it run the runtime's entry point, which
+//!    loads the patch and points the descriptors at the new versions (revert: at the
+//!    previous ones);
+//! 3. write the code: each new pad jump, a membarrier so every core drops stale
+//!    instructions, then each entry, one byte at a time in an order where every
+//!    intermediate state is a harmless instruction (see `pulp_meta::prologue`);
+//! 4. put the thread back exactly as it was.
+//!
+//! A failure in phase 1 or a refusal by the runtime leaves the process untouched.
+
+use crate::error::{Result, TriggerError};
+use crate::hijack::Hijacked;
+use crate::process::{MappedObject, Process};
+use pulp_meta::abi::{self, EntryAction, EntryStatus, FuncReply, RuntimeInfo};
+use pulp_meta::format::hex;
+use pulp_meta::prologue::{self, ENTRY_JUMP, PAD_BEFORE};
+use pulp_meta::{PatchMeta, Prologue};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    Revert,
+}
+
+/// What happened, for the summary line.
+#[derive(Debug)]
+pub struct Outcome {
+    /// `NothingToDo`: already applied (apply) or not applied (revert).
+    pub status: EntryStatus,
+    pub functions: usize,
+    /// Entries whose code was written (redirected or restored).
+    pub entries_written: usize,
+    pub tid: i32,
+    /// How long the hijacked thread was stopped.
+    pub stopped: Duration,
+    pub total: Duration,
+}
+
+/// Apply or revert `meta` (whose encoded form is `bytes`) in process `pid`.
+pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let proc = Process::open(pid)?;
+    let objects = proc.objects()?;
+    let info = runtime_info(&proc, &objects)?;
+    let functions = check_functions(&proc, &objects, &info, meta, mode)?;
+    if mode == Mode::Apply {
+        check_patch_object(&proc, meta)?;
+    }
+    if bytes.len() as u64 > info.buffer_len {
+        return Err(TriggerError::Target {
+            pid,
+            what: format!(
+                "the patch metadata ({} bytes) exceeds the runtime's buffer ({} bytes)",
+                bytes.len(),
+                info.buffer_len
+            ),
+        });
+    }
+
+    let thread = Hijacked::attach(&proc, info)?;
+    proc.write(info.buffer, bytes)?;
+    let entry = if mode == Mode::Apply { info.entry_apply } else { info.entry_revert };
+    let rc = thread.call(entry, bytes.len() as u64)?;
+    let status = EntryStatus::from_i64(rc)
+        .ok_or_else(|| TriggerError::Target { pid, what: format!("the runtime returned an unknown status {rc}") })?;
+    if status == EntryStatus::Refused {
+        let message = abi::decode_message(&proc.read(info.buffer, 4 + 4096)?);
+        return Err(TriggerError::Refused { pid, message });
+    }
+    let replies = read_reply(&proc, &info)?;
+    let entries_written = write_code(&proc, &thread, &info, &replies)?;
+    let tid = thread.tid();
+    let stopped = thread.stopped_at.elapsed();
+    thread.release()?;
+    Ok(Outcome { status, functions, entries_written, tid, stopped, total: t0.elapsed() })
+}
+
+/// Find `libpulp_rs.so` in the process and read its `pulp_rs_info`.
+fn runtime_info(proc: &Process, objects: &[MappedObject]) -> Result<RuntimeInfo> {
+    let pid = proc.pid;
+    let runtime = objects
+        .iter()
+        .find(|o| o.path.rsplit('/').next().is_some_and(|n| n.starts_with("libpulp_rs")))
+        .ok_or(TriggerError::RuntimeNotLoaded { pid })?;
+    // Read the symbol from the mapped file itself (map_files), falling back to its path.
+    let maps = proc.mappings()?;
+    let header = maps.iter().find(|m| m.start == runtime.header).ok_or(TriggerError::RuntimeNotLoaded { pid })?;
+    let candidates = [
+        format!("/proc/{pid}/map_files/{:x}-{:x}", header.start, header.end),
+        format!("/proc/{pid}/root{}", runtime.path),
+    ];
+    let value = candidates.iter().find_map(|p| symbol_value(Path::new(p), abi::INFO_SYMBOL)).ok_or_else(|| {
+        TriggerError::RuntimeMismatch { pid, what: format!("{} does not export {}", runtime.path, abi::INFO_SYMBOL) }
+    })?;
+    let info =
+        RuntimeInfo::from_bytes(&proc.read(runtime.base + value, RuntimeInfo::SIZE)?).expect("read returns SIZE bytes");
+    if info.magic != abi::INFO_MAGIC {
+        return Err(TriggerError::RuntimeMismatch {
+            pid,
+            what: format!("bad magic {:#x} in {}", info.magic, abi::INFO_SYMBOL),
+        });
+    }
+    if info.abi_version() != abi::ABI_VERSION || info.desc_size() != std::mem::size_of::<abi::Descriptor>() as u64 {
+        return Err(TriggerError::RuntimeMismatch {
+            pid,
+            what: format!("runtime ABI {}, this tool speaks {}", info.abi_version(), abi::ABI_VERSION),
+        });
+    }
+    Ok(info)
+}
+
+fn symbol_value(path: &Path, name: &str) -> Option<u64> {
+    use object::{Object, ObjectSymbol};
+    // Read lazily: only the headers and the dynamic symbol table, not the whole file.
+    let data = object::ReadCache::new(std::fs::File::open(path).ok()?);
+    let file = object::File::parse(&data).ok()?;
+    let found = file.dynamic_symbols().find(|s| s.name() == Ok(name)).map(|s| s.address());
+    found
+}
+
+/// The object of the process a target names: same build-id, else report by path.
+fn find_target<'a>(pid: i32, objects: &'a [MappedObject], t: &pulp_meta::Target) -> Result<&'a MappedObject> {
+    if let Some(o) = objects.iter().find(|o| o.build_id == t.build_id) {
+        return Ok(o);
+    }
+    let name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    let same_path =
+        objects.iter().find(|o| o.path == t.path).or_else(|| objects.iter().find(|o| name(&o.path) == name(&t.path)));
+    match same_path {
+        Some(o) => Err(TriggerError::BuildIdMismatch {
+            pid,
+            path: o.path.clone(),
+            found: hex(&o.build_id),
+            expected: hex(&t.build_id),
+        }),
+        None => Err(TriggerError::TargetNotMapped { pid, path: t.path.clone() }),
+    }
+}
+
+/// Check every function's entry in memory: untouched and of the recorded kind, or
+/// already redirected through one of the runtime's descriptors.
+fn check_functions(
+    proc: &Process,
+    objects: &[MappedObject],
+    info: &RuntimeInfo,
+    meta: &PatchMeta,
+    mode: Mode,
+) -> Result<usize> {
+    let pid = proc.pid;
+    let table = info.descs..info.descs + info.desc_count * info.desc_size();
+    let mut count = 0;
+    for t in &meta.targets {
+        let obj = find_target(pid, objects, t)?;
+        for f in &t.functions {
+            let entry = obj.base + f.offset;
+            let mismatch = |found: String| TriggerError::PrologueMismatch {
+                pid,
+                path: obj.path.clone(),
+                func: f.old.clone(),
+                addr: entry,
+                expected: f.prologue.to_string(),
+                found,
+            };
+            if !f.prologue.is_supported() {
+                return Err(mismatch(format!("a {} prologue, which this release cannot patch", f.prologue)));
+            }
+            let code = proc
+                .read(entry - PAD_BEFORE as u64, PAD_BEFORE + 8)
+                .map_err(|_| mismatch("unreadable memory".into()))?;
+            let (before, at) = code.split_at(PAD_BEFORE);
+            let pad: [u8; 6] = before[PAD_BEFORE - 6..].try_into().unwrap();
+            let untouched = prologue::classify(before, at) == Some(f.prologue)
+                || (f.prologue == Prologue::NopPad90 && at[..2] == [0x66, 0x90]);
+            let ours = at[..2] == ENTRY_JUMP
+                && prologue::pad_jump_slot(entry, &pad)
+                    .is_some_and(|s| table.contains(&s) && (s - info.descs).is_multiple_of(info.desc_size()));
+            // An entry restored after a revert keeps its (unreachable) pad jump.
+            let restored = Some([at[0], at[1]]) == f.prologue.entry_bytes()
+                && prologue::pad_jump_slot(entry, &pad).is_some_and(|s| table.contains(&s));
+            if !(untouched || ours || restored) {
+                return Err(mismatch(code.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")));
+            }
+            if mode == Mode::Apply
+                && (prologue::pad_jump(entry, table.start).is_none() || prologue::pad_jump(entry, table.end).is_none())
+            {
+                return Err(TriggerError::TooFar { pid, path: obj.path.clone(), func: f.old.clone() });
+            }
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// The patch object must exist, be safe to load into the target (absolute path, owned by
+/// root or the target's owner, not writable by group or others) and match the build-id
+/// recorded in the metadata.
+fn check_patch_object(proc: &Process, meta: &PatchMeta) -> Result<()> {
+    let path = &meta.patch_so;
+    let insecure = |reason: String| TriggerError::PatchInsecure { path: path.clone(), reason };
+    if !path.starts_with('/') {
+        return Err(insecure("its path is not absolute".into()));
+    }
+    let md = std::fs::metadata(path)
+        .map_err(|e| TriggerError::PatchMissing { path: path.clone(), reason: e.to_string() })?;
+    let owner = std::fs::metadata(format!("/proc/{}", proc.pid))
+        .map(|m| m.uid())
+        .map_err(|_| TriggerError::NoSuchProcess { pid: proc.pid })?;
+    if md.uid() != 0 && md.uid() != owner {
+        return Err(insecure(format!(
+            "it is owned by uid {}, neither root nor the target's owner (uid {owner})",
+            md.uid()
+        )));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(insecure(format!("it is writable by group or others (mode {:o})", md.mode() & 0o7777)));
+    }
+    let found = pulp_cc_build::inspect::build_id(Path::new(path))
+        .map_err(|e| TriggerError::PatchMissing { path: path.clone(), reason: e.to_string() })?;
+    if found != meta.patch_build_id {
+        return Err(TriggerError::PatchBuildId {
+            path: path.clone(),
+            found: hex(&found),
+            expected: hex(&meta.patch_build_id),
+        });
+    }
+    Ok(())
+}
+
+fn read_reply(proc: &Process, info: &RuntimeInfo) -> Result<Vec<FuncReply>> {
+    let count = u32::from_le_bytes(proc.read_array::<4>(info.buffer)?) as usize;
+    let len = 4 + count.saturating_mul(abi::FUNC_REPLY_SIZE);
+    let malformed = || TriggerError::Target { pid: proc.pid, what: "the runtime's reply is malformed".into() };
+    if len as u64 > info.buffer_len {
+        return Err(malformed());
+    }
+    abi::decode_reply(&proc.read(info.buffer, len)?).ok_or_else(malformed)
+}
+
+/// Bring each entry's code to what the runtime asked for; returns how many entries changed.
+fn write_code(proc: &Process, thread: &Hijacked, info: &RuntimeInfo, replies: &[FuncReply]) -> Result<usize> {
+    let mut wrote_pad = false;
+    for r in replies.iter().filter(|r| r.action == EntryAction::Redirect) {
+        let want = prologue::pad_jump(r.entry, r.desc).ok_or_else(|| TriggerError::Target {
+            pid: proc.pid,
+            what: format!("descriptor of {:#x} out of reach", r.entry),
+        })?;
+        // The pad is not reachable until the entry jumps to it, so this write needs no order.
+        if proc.read_array::<6>(r.entry - 6)? != want {
+            proc.write(r.entry - 6, &want)?;
+            wrote_pad = true;
+        }
+    }
+    if wrote_pad {
+        // Best effort: without membarrier SYNC_CORE, x86's coherent instruction fetch still holds.
+        thread.call(info.entry_sync_core, 0)?;
+    }
+    let mut written = 0;
+    for r in replies {
+        let target = match r.action {
+            EntryAction::Redirect => ENTRY_JUMP,
+            EntryAction::Restore => r.original,
+            EntryAction::Keep => continue,
+        };
+        let now = proc.read_array::<2>(r.entry)?;
+        if now == target {
+            continue;
+        }
+        // Redirect: second byte first (66 90 -> 66 f8 = clc -> eb f8). Restore: first
+        // byte first (eb f8 -> 66 f8 = clc -> 66 90). Each write is a single byte.
+        if r.action == EntryAction::Redirect {
+            proc.write(r.entry + 1, &target[1..])?;
+            proc.write(r.entry, &target[..1])?;
+        } else {
+            proc.write(r.entry, &target[..1])?;
+            proc.write(r.entry + 1, &target[1..])?;
+        }
+        written += 1;
+    }
+    Ok(written)
+}

@@ -1,0 +1,191 @@
+//! `pulp dump`: show every field of a `patch.meta`, as text or JSON.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use pulp_meta::format::{hex, FLAG_IMMEDIATE, FORMAT_VERSION};
+use pulp_meta::{MetaError, PatchMeta};
+use serde_json::{json, Value};
+
+/// A `patch.meta` that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    Meta { path: PathBuf, source: MetaError },
+}
+
+/// Read and decode a `patch.meta` file.
+pub fn read_meta(path: &Path) -> Result<PatchMeta, ReadError> {
+    let bytes = std::fs::read(path).map_err(|source| ReadError::Io { path: path.into(), source })?;
+    PatchMeta::decode(&bytes).map_err(|source| ReadError::Meta { path: path.into(), source })
+}
+
+/// Names of the set flag bits (unknown bits as `0x…`).
+pub fn flag_names(flags: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    if flags & FLAG_IMMEDIATE != 0 {
+        names.push("immediate".to_owned());
+    }
+    let unknown = flags & !FLAG_IMMEDIATE;
+    if unknown != 0 {
+        names.push(format!("{unknown:#x}"));
+    }
+    names
+}
+
+/// Human-readable dump of every field.
+pub fn to_text(meta: &PatchMeta) -> String {
+    let mut s = String::new();
+    let flags = flag_names(meta.flags);
+    let flags = if flags.is_empty() { "none".to_owned() } else { flags.join(", ") };
+    let _ = writeln!(s, "format version: {FORMAT_VERSION}");
+    let _ = writeln!(s, "patch id:       {}", meta.id());
+    let _ = writeln!(s, "flags:          {flags} ({:#x})", meta.flags);
+    let _ = writeln!(s, "patch .so:      {}", meta.patch_so);
+    let _ = writeln!(s, "  build-id:     {}", hex(&meta.patch_build_id));
+    if meta.labels.is_empty() {
+        let _ = writeln!(s, "labels:         (none)");
+    } else {
+        let _ = writeln!(s, "labels:");
+        for l in &meta.labels {
+            let _ = writeln!(s, "  {l}");
+        }
+    }
+    let _ = writeln!(s, "targets:        {}", meta.targets.len());
+    for t in &meta.targets {
+        let _ = writeln!(s, "  target {}", t.path);
+        let _ = writeln!(s, "    build-id:   {}", hex(&t.build_id));
+        for f in &t.functions {
+            let _ = writeln!(s, "    {}@{:#x} {} -> {}", f.old, f.offset, f.prologue, f.new);
+        }
+    }
+    s
+}
+
+/// The same fields as a JSON object.
+pub fn to_json(meta: &PatchMeta) -> Value {
+    json!({
+        "format_version": FORMAT_VERSION,
+        "patch_id": meta.id(),
+        "flags": meta.flags,
+        "flag_names": flag_names(meta.flags),
+        "patch_so": { "path": meta.patch_so, "build_id": hex(&meta.patch_build_id) },
+        "labels": meta.labels,
+        "targets": meta.targets.iter().map(|t| json!({
+            "path": t.path,
+            "build_id": hex(&t.build_id),
+            "functions": t.functions.iter().map(|f| json!({
+                "old": f.old,
+                "offset": f.offset,
+                "prologue": f.prologue as u8,
+                "prologue_name": f.prologue.name(),
+                "new": f.new,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulp_meta::{Function, Prologue, Target};
+
+    fn sample() -> PatchMeta {
+        PatchMeta {
+            flags: FLAG_IMMEDIATE,
+            patch_so: "/opt/fix/libfix.so".into(),
+            patch_build_id: vec![0xab, 0xcd],
+            labels: vec!["CVE-2026-1234".into()],
+            targets: vec![Target {
+                path: "/usr/lib/libfoo.so".into(),
+                build_id: vec![1, 2, 0xff],
+                functions: vec![Function {
+                    old: "foo_parse".into(),
+                    offset: 0x1130,
+                    prologue: Prologue::NopPad66,
+                    new: "foo_parse_fixed".into(),
+                }],
+            }],
+        }
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// Rebuild a [`PatchMeta`] from the JSON dump: nothing is lost.
+    fn from_json(v: &Value) -> PatchMeta {
+        let s = |v: &Value| v.as_str().unwrap().to_owned();
+        PatchMeta {
+            flags: v["flags"].as_u64().unwrap() as u32,
+            patch_so: s(&v["patch_so"]["path"]),
+            patch_build_id: unhex(v["patch_so"]["build_id"].as_str().unwrap()),
+            labels: v["labels"].as_array().unwrap().iter().map(s).collect(),
+            targets: v["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| Target {
+                    path: s(&t["path"]),
+                    build_id: unhex(t["build_id"].as_str().unwrap()),
+                    functions: t["functions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|f| Function {
+                            old: s(&f["old"]),
+                            offset: f["offset"].as_u64().unwrap(),
+                            prologue: Prologue::from_u8(f["prologue"].as_u64().unwrap() as u8).unwrap(),
+                            new: s(&f["new"]),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let m = sample();
+        let text = serde_json::to_string_pretty(&to_json(&m)).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["format_version"], 1);
+        assert_eq!(v["patch_id"], "abcd");
+        assert_eq!(v["flag_names"], json!(["immediate"]));
+        assert_eq!(from_json(&v), m);
+    }
+
+    #[test]
+    fn text_shows_every_field() {
+        let t = to_text(&sample());
+        for needle in [
+            "format version: 1",
+            "patch id:       abcd",
+            "flags:          immediate (0x1)",
+            "/opt/fix/libfix.so",
+            "CVE-2026-1234",
+            "target /usr/lib/libfoo.so",
+            "build-id:   0102ff",
+            "foo_parse@0x1130 nop-pad (66 90) -> foo_parse_fixed",
+        ] {
+            assert!(t.contains(needle), "{needle:?} missing from\n{t}");
+        }
+    }
+
+    #[test]
+    fn read_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.meta");
+        let mut bytes = sample().encode();
+        let n = bytes.len();
+        bytes[n - 6] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        let e = read_meta(&p).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: corrupt patch.meta: checksum mismatch", p.display())), "{e}");
+        let e = read_meta(&dir.path().join("none.meta")).unwrap_err().to_string();
+        assert!(e.contains("none.meta: cannot read: "), "{e}");
+    }
+}

@@ -1,0 +1,179 @@
+//! Making one thread of the target run a runtime entry point.
+//!
+//! Only that thread is stopped. It is chosen at a safe point: `dlopen` and `malloc` in
+//! a thread that was interrupted while holding the loader or an allocator lock would
+//! deadlock, so we prefer threads blocked in a plain waiting system call (read, poll,
+//! nanosleep, ...), never take one that stopped inside the dynamic linker or inside a
+//! memory-management system call an allocator makes with its lock held, and retry with
+//! back-off when none qualifies. Sleeping threads are preferred for a second reason:
+//! stopping them delays nothing the application is doing.
+
+use crate::error::{Result, TriggerError};
+use crate::process::Process;
+use crate::ptrace::{Stop, Tracee};
+use nix::sys::signal::Signal;
+use pulp_meta::abi::{self, RuntimeInfo};
+use std::time::{Duration, Instant};
+
+/// System calls a thread waits in while holding no lock of the C library or the loader.
+const WAITING_SYSCALLS: &[i64] = &[
+    0,   // read
+    7,   // poll
+    17,  // pread64
+    19,  // readv
+    23,  // select
+    34,  // pause
+    35,  // nanosleep
+    43,  // accept
+    45,  // recvfrom
+    47,  // recvmsg
+    61,  // wait4
+    128, // rt_sigtimedwait
+    130, // rt_sigsuspend
+    230, // clock_nanosleep
+    232, // epoll_wait
+    247, // waitid
+    270, // pselect6
+    271, // ppoll
+    281, // epoll_pwait
+    288, // accept4
+    441, // epoll_pwait2
+];
+
+/// System calls an allocator makes while holding its arena lock.
+const ALLOCATOR_SYSCALLS: &[i64] = &[9, 10, 11, 12, 25, 28]; // mmap mprotect munmap brk mremap madvise
+
+/// How long a hijacked call may take before we report the thread as stuck.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to look for a thread at a safe point.
+const FIND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A stopped thread ready to run runtime entry points.
+pub struct Hijacked {
+    tracee: Tracee,
+    info: RuntimeInfo,
+    /// When the thread was stopped, for the summary.
+    pub stopped_at: Instant,
+}
+
+impl Hijacked {
+    /// Stop one thread of `proc` at a safe point.
+    pub fn attach(proc: &Process, info: RuntimeInfo) -> Result<Self> {
+        let loader: Vec<(u64, u64)> =
+            proc.mappings()?.into_iter().filter(|m| is_dynamic_linker(&m.path)).map(|m| (m.start, m.end)).collect();
+        let start = Instant::now();
+        let mut nap = Duration::from_micros(100);
+        let mut last_reason = String::from("no thread found");
+        loop {
+            for tid in ranked_threads(proc)? {
+                let Some(tracee) = Tracee::stop(proc.pid, tid)? else { continue };
+                let regs = tracee.saved_regs();
+                let in_loader = loader.iter().any(|&(s, e)| (s..e).contains(&regs.rip));
+                let syscall = regs.orig_rax as i64;
+                if in_loader {
+                    last_reason = format!("thread {tid} was inside the dynamic linker");
+                } else if ALLOCATOR_SYSCALLS.contains(&syscall) {
+                    last_reason = format!("thread {tid} was in system call {syscall} of an allocator");
+                } else {
+                    return Ok(Self { tracee, info, stopped_at: Instant::now() });
+                }
+                tracee.release()?;
+            }
+            if start.elapsed() > FIND_TIMEOUT {
+                return Err(TriggerError::NoSafeThread { pid: proc.pid, reason: last_reason });
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    pub fn tid(&self) -> i32 {
+        self.tracee.tid
+    }
+
+    /// Run `entry(arg)` in the thread and return its result (`%rax`). The thread's
+    /// registers are left as the call left them; `release` restores them.
+    pub fn call(&self, entry: u64, arg: u64) -> Result<i64> {
+        let t = &self.tracee;
+        let saved = *t.saved_regs();
+        let mut regs = saved;
+        regs.rip = self.info.call_stub + abi::CALL_STUB_ENTRY;
+        regs.rax = entry;
+        regs.rdi = arg;
+        // Below the interrupted code's 128-byte red zone, 16-byte aligned for the call.
+        regs.rsp = (saved.rsp - 128) & !15;
+        // Not in a system call: the kernel must not restart one at our stub.
+        regs.orig_rax = u64::MAX;
+        t.set_regs(&regs)?;
+        // Signals arriving meanwhile stay pending and are delivered after we restore
+        // the thread's own mask.
+        t.set_sigmask(!0)?;
+        t.resume()?;
+        loop {
+            match t.wait(Some(CALL_TIMEOUT))? {
+                Stop::Signal(Signal::SIGTRAP) => {
+                    let after = t.regs()?;
+                    // `nop; nop; call *%rax` is 4 bytes, then the int3: rip is past it.
+                    if after.rip == self.info.call_stub + 5 {
+                        return Ok(after.rax as i64);
+                    }
+                    return Err(self.crashed(format!("unexpected SIGTRAP at {:#x}", after.rip)));
+                }
+                Stop::Signal(sig) => {
+                    let at = t.regs().map(|r| r.rip).unwrap_or(0);
+                    return Err(self.crashed(format!("{sig} at {at:#x}")));
+                }
+                // A group-stop (SIGSTOP to the process) while we run: keep going.
+                Stop::Event => t.resume()?,
+                Stop::Gone => {
+                    return Err(TriggerError::Target { pid: t.pid, what: "the process exited during the call".into() })
+                }
+            }
+        }
+    }
+
+    fn crashed(&self, what: String) -> TriggerError {
+        TriggerError::Target {
+            pid: self.tracee.pid,
+            what: format!(
+                "thread {} faulted inside the runtime ({what}); it was put back where it was",
+                self.tracee.tid
+            ),
+        }
+    }
+
+    /// Restore the thread exactly as it was and let it go.
+    pub fn release(self) -> Result<()> {
+        self.tracee.release()
+    }
+}
+
+fn is_dynamic_linker(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with("ld-linux") || name.starts_with("ld64.so") || name.starts_with("ld.so"))
+}
+
+/// Threads in the order we try them: blocked in a waiting system call first, then
+/// other sleeping threads, then running ones; stopped and dead threads never.
+fn ranked_threads(proc: &Process) -> Result<Vec<i32>> {
+    let mut ranked: Vec<(u8, i32)> = proc
+        .threads()?
+        .into_iter()
+        .filter_map(|tid| {
+            let (state, syscall) = proc.thread_state(tid)?;
+            let rank = match state {
+                'S' if syscall.is_some_and(|s| WAITING_SYSCALLS.contains(&s)) => 0,
+                'S' => 1,
+                'R' | 'D' => 2,
+                _ => return None,
+            };
+            Some((rank, tid))
+        })
+        .collect();
+    ranked.sort_unstable();
+    if ranked.is_empty() {
+        return Err(TriggerError::NoSafeThread { pid: proc.pid, reason: "every thread is stopped or exiting".into() });
+    }
+    Ok(ranked.into_iter().map(|(_, tid)| tid).collect())
+}

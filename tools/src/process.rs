@@ -1,0 +1,209 @@
+//! A target process seen from outside: its threads, its mappings, the objects it has
+//! loaded (with build-ids read from memory, not from files an upgrade may have
+//! replaced), and reads and writes of its memory through `/proc/PID/mem`.
+
+use crate::error::{Result, TriggerError};
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub offset: u64,
+    pub path: String,
+}
+
+/// An object (executable or shared library) mapped into the process.
+#[derive(Clone, Debug)]
+pub struct MappedObject {
+    pub path: String,
+    /// Load base: where the object's virtual address 0 is.
+    pub base: u64,
+    /// Its first mapping (file offset 0), where the ELF header is.
+    pub header: u64,
+    pub build_id: Vec<u8>,
+}
+
+pub struct Process {
+    pub pid: i32,
+    mem: File,
+}
+
+impl Process {
+    /// Open a process for inspection; fails with the errors a user needs (no such
+    /// process, not permitted).
+    pub fn open(pid: i32) -> Result<Self> {
+        if pid <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(TriggerError::NoSuchProcess { pid });
+        }
+        let mem =
+            File::options().read(true).write(true).open(format!("/proc/{pid}/mem")).map_err(|e| match e.kind() {
+                ErrorKind::NotFound => TriggerError::NoSuchProcess { pid },
+                ErrorKind::PermissionDenied => TriggerError::NotPermitted {
+                    pid,
+                    reason: "cannot open its memory (check the user and /proc/sys/kernel/yama/ptrace_scope)".into(),
+                },
+                _ => TriggerError::Target { pid, what: format!("cannot open /proc/{pid}/mem: {e}") },
+            })?;
+        Ok(Self { pid, mem })
+    }
+
+    fn proc_path(&self, rest: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/{rest}", self.pid))
+    }
+
+    fn read_proc(&self, rest: &str) -> Result<String> {
+        std::fs::read_to_string(self.proc_path(rest)).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => TriggerError::NoSuchProcess { pid: self.pid },
+            _ => TriggerError::Target { pid: self.pid, what: format!("cannot read /proc/{}/{rest}: {e}", self.pid) },
+        })
+    }
+
+    pub fn mappings(&self) -> Result<Vec<Mapping>> {
+        Ok(self.read_proc("maps")?.lines().filter_map(parse_maps_line).collect())
+    }
+
+    /// Thread ids, from `/proc/PID/task`.
+    pub fn threads(&self) -> Result<Vec<i32>> {
+        let dir = std::fs::read_dir(self.proc_path("task"))
+            .map_err(|e| TriggerError::Target { pid: self.pid, what: format!("cannot list threads: {e}") })?;
+        let mut tids: Vec<i32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+        tids.sort_unstable();
+        Ok(tids)
+    }
+
+    /// A thread's scheduler state letter and, when blocked, the system call it is in.
+    pub fn thread_state(&self, tid: i32) -> Option<(char, Option<i64>)> {
+        let stat = std::fs::read_to_string(self.proc_path(&format!("task/{tid}/stat"))).ok()?;
+        // The command name may contain spaces and parentheses: the state follows the last ')'.
+        let state = stat[stat.rfind(')')? + 1..].trim_start().chars().next()?;
+        let syscall = std::fs::read_to_string(self.proc_path(&format!("task/{tid}/syscall")))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<i64>().ok());
+        Some((state, syscall))
+    }
+
+    pub fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0; len];
+        self.mem.read_exact_at(&mut buf, addr).map_err(|e| TriggerError::Target {
+            pid: self.pid,
+            what: format!("cannot read {len} bytes at {addr:#x}: {e}"),
+        })?;
+        Ok(buf)
+    }
+
+    pub fn read_array<const N: usize>(&self, addr: u64) -> Result<[u8; N]> {
+        Ok(self.read(addr, N)?.try_into().expect("read returns N bytes"))
+    }
+
+    /// Write bytes through `/proc/PID/mem`: this works on read-only code pages without
+    /// changing their protection. It is NOT one atomic store: callers that write code
+    /// that may be running write one byte at a time in a safe order.
+    pub fn write(&self, addr: u64, bytes: &[u8]) -> Result<()> {
+        self.mem.write_all_at(bytes, addr).map_err(|e| TriggerError::Target {
+            pid: self.pid,
+            what: format!("cannot write {} bytes at {addr:#x}: {e}", bytes.len()),
+        })
+    }
+
+    /// Every file-backed object mapped into the process, with its base and build-id.
+    pub fn objects(&self) -> Result<Vec<MappedObject>> {
+        let maps = self.mappings()?;
+        let mut out: Vec<MappedObject> = Vec::new();
+        for m in maps.iter().filter(|m| m.offset == 0 && m.path.starts_with('/')) {
+            if out.iter().any(|o| o.path == m.path) {
+                continue;
+            }
+            if let Some((base, build_id)) = self.elf_identity(m.start) {
+                out.push(MappedObject { path: m.path.clone(), base, header: m.start, build_id });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The load base and build-id of the ELF object whose header is mapped at `header`.
+    fn elf_identity(&self, header: u64) -> Option<(u64, Vec<u8>)> {
+        let eh = self.read(header, 64).ok()?;
+        if eh[..4] != *b"\x7fELF" || eh[4] != 2 {
+            return None;
+        }
+        let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u64;
+        let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        let (phoff, phentsize, phnum) = (u64_at(&eh, 32), u16_at(&eh, 54), u16_at(&eh, 56));
+        if phentsize < 56 || phnum > 256 {
+            return None;
+        }
+        let ph = self.read(header + phoff, (phentsize * phnum) as usize).ok()?;
+        let headers: Vec<&[u8]> = ph.chunks_exact(phentsize as usize).collect();
+        // The first PT_LOAD maps file offset 0 at its p_vaddr: base = header - p_vaddr.
+        let first_load = headers.iter().find(|h| u32_at(h, 0) == 1)?;
+        let base = header.wrapping_sub(u64_at(first_load, 16) & !0xfff);
+        let mut build_id = Vec::new();
+        for h in headers.iter().filter(|h| u32_at(h, 0) == 4) {
+            let (vaddr, memsz) = (u64_at(h, 16), u64_at(h, 40));
+            if memsz > 1 << 16 {
+                continue;
+            }
+            if let Ok(notes) = self.read(base + vaddr, memsz as usize) {
+                if let Some(id) = pulp_meta::note::gnu_build_id(&notes) {
+                    build_id = id.to_vec();
+                    break;
+                }
+            }
+        }
+        Some((base, build_id))
+    }
+}
+
+fn parse_maps_line(line: &str) -> Option<Mapping> {
+    let mut it = line.splitn(6, ' ');
+    let range = it.next()?;
+    let perms = it.next()?.to_string();
+    let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+    let _dev = it.next()?;
+    let _inode = it.next()?;
+    let path = it.next().unwrap_or("").trim_start().to_string();
+    let (s, e) = range.split_once('-')?;
+    Some(Mapping {
+        start: u64::from_str_radix(s, 16).ok()?,
+        end: u64::from_str_radix(e, 16).ok()?,
+        perms,
+        offset,
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines_with_and_without_paths() {
+        let m = parse_maps_line(
+            "7f1c2a000000-7f1c2a022000 r-xp 00001000 fd:01 1234    /usr/lib/x86_64-linux-gnu/libc.so.6",
+        )
+        .unwrap();
+        assert_eq!((m.start, m.end, m.offset), (0x7f1c2a000000, 0x7f1c2a022000, 0x1000));
+        assert_eq!(m.path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        let anon = parse_maps_line("7ffd1000-7ffd2000 rw-p 00000000 00:00 0 ").unwrap();
+        assert_eq!(anon.path, "");
+    }
+
+    #[test]
+    fn reads_own_objects_and_build_ids() {
+        let me = Process::open(std::process::id() as i32).unwrap();
+        let objs = me.objects().unwrap();
+        let libc = objs.iter().find(|o| o.path.contains("libc.so")).expect("libc mapped");
+        assert!(!libc.build_id.is_empty());
+        assert_eq!(
+            Process::open(i32::MAX).err().map(|e| e.to_string()),
+            Some(format!("no process with PID {}", i32::MAX))
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! One traced thread, as an RAII guard: `PTRACE_SEIZE` (no SIGSTOP sent),
+//! `PTRACE_INTERRUPT`, register and signal-mask access. Dropping the guard puts back the
+//! registers and signal mask it saved when the thread stopped and detaches, so the
+//! thread resumes exactly where it was, an interrupted system call included: the kernel
+//! restarts it from the restored `orig_rax`/`rax` (no EINTR reaches the program).
+
+use crate::error::{Result, TriggerError};
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+pub type Regs = libc::user_regs_struct;
+
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+
+/// Why a traced thread stopped.
+#[derive(Debug)]
+pub enum Stop {
+    /// Signal-delivery-stop with this signal.
+    Signal(Signal),
+    /// A `PTRACE_EVENT_STOP` (our interrupt, or a group-stop).
+    Event,
+    /// The thread or process is gone.
+    Gone,
+}
+
+pub struct Tracee {
+    pub pid: i32,
+    pub tid: i32,
+    saved_regs: Regs,
+    saved_mask: u64,
+    /// Signals that arrived before our interrupt and must be delivered after it.
+    pending: Vec<Signal>,
+    detached: bool,
+}
+
+impl Tracee {
+    /// Seize thread `tid` of process `pid` and stop it with `PTRACE_INTERRUPT`.
+    /// `Ok(None)` when the thread no longer exists.
+    pub fn stop(pid: i32, tid: i32) -> Result<Option<Self>> {
+        let t = Pid::from_raw(tid);
+        match ptrace::seize(t, ptrace::Options::empty()) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => return Ok(None),
+            Err(Errno::EPERM) => {
+                return Err(TriggerError::NotPermitted { pid, reason: format!("ptrace(PTRACE_SEIZE) of thread {tid} was refused (another tracer, or the user or /proc/sys/kernel/yama/ptrace_scope forbids it)") })
+            }
+            Err(errno) => return Err(TriggerError::Ptrace { pid, tid, what: "PTRACE_SEIZE", errno }),
+        }
+        let mut me = Self { pid, tid, saved_regs: zero_regs(), saved_mask: 0, pending: Vec::new(), detached: false };
+        if let Err(errno) = ptrace::interrupt(t) {
+            me.detached = true;
+            let _ = ptrace::detach(t, None);
+            return if errno == Errno::ESRCH {
+                Ok(None)
+            } else {
+                Err(TriggerError::Ptrace { pid, tid, what: "PTRACE_INTERRUPT", errno })
+            };
+        }
+        // Wait for our interrupt's stop; signals delivered before it are kept for later.
+        loop {
+            match me.wait(None)? {
+                Stop::Event => break,
+                Stop::Signal(sig) => {
+                    me.pending.push(sig);
+                    me.resume()?;
+                }
+                Stop::Gone => {
+                    me.detached = true;
+                    return Ok(None);
+                }
+            }
+        }
+        me.saved_regs = me.regs()?;
+        me.saved_mask = me.sigmask()?;
+        Ok(Some(me))
+    }
+
+    fn err(&self, what: &'static str, errno: Errno) -> TriggerError {
+        TriggerError::Ptrace { pid: self.pid, tid: self.tid, what, errno }
+    }
+
+    /// The registers the thread had when it stopped.
+    pub fn saved_regs(&self) -> &Regs {
+        &self.saved_regs
+    }
+
+    pub fn regs(&self) -> Result<Regs> {
+        ptrace::getregs(Pid::from_raw(self.tid)).map_err(|e| self.err("PTRACE_GETREGS", e))
+    }
+
+    pub fn set_regs(&self, regs: &Regs) -> Result<()> {
+        ptrace::setregs(Pid::from_raw(self.tid), *regs).map_err(|e| self.err("PTRACE_SETREGS", e))
+    }
+
+    pub fn sigmask(&self) -> Result<u64> {
+        let mut mask = 0u64;
+        // SAFETY: PTRACE_GETSIGMASK writes `data` = 8 bytes (the size passed in `addr`)
+        // into `mask`, which lives across the call.
+        let rc = unsafe { libc::ptrace(PTRACE_GETSIGMASK, self.tid, 8usize, &mut mask as *mut u64) };
+        if rc < 0 {
+            return Err(self.err("PTRACE_GETSIGMASK", Errno::last()));
+        }
+        Ok(mask)
+    }
+
+    pub fn set_sigmask(&self, mask: u64) -> Result<()> {
+        // SAFETY: PTRACE_SETSIGMASK reads 8 bytes from `mask`, which lives across the call.
+        let rc = unsafe { libc::ptrace(PTRACE_SETSIGMASK, self.tid, 8usize, &mask as *const u64) };
+        if rc < 0 {
+            return Err(self.err("PTRACE_SETSIGMASK", Errno::last()));
+        }
+        Ok(())
+    }
+
+    /// Let the stopped thread run (no signal injected).
+    pub fn resume(&self) -> Result<()> {
+        ptrace::cont(Pid::from_raw(self.tid), None).map_err(|e| self.err("PTRACE_CONT", e))
+    }
+
+    /// Wait for the next stop, up to `timeout` (forever with `None`). Polls with a short
+    /// back-off so that a hijacked call of a few microseconds costs little.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<Stop> {
+        let t = Pid::from_raw(self.tid);
+        let start = Instant::now();
+        let mut nap = Duration::from_micros(2);
+        loop {
+            let status = waitpid(t, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG));
+            match status {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(WaitStatus::Stopped(_, sig)) => return Ok(Stop::Signal(sig)),
+                Ok(WaitStatus::PtraceEvent(_, _, _)) => return Ok(Stop::Event),
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
+                    return Ok(Stop::Gone)
+                }
+                Ok(_) => {}
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(self.err("waitpid", e)),
+            }
+            if timeout.is_some_and(|t| start.elapsed() > t) {
+                return Err(TriggerError::Target {
+                    pid: self.pid,
+                    what: format!("thread {} did not stop within {:?}", self.tid, timeout.unwrap()),
+                });
+            }
+            if start.elapsed() > Duration::from_micros(200) {
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(1));
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Put back the saved registers and signal mask and let the thread go, re-raising
+    /// the signals that arrived before we stopped it.
+    pub fn release(mut self) -> Result<()> {
+        self.restore_and_detach()
+    }
+
+    fn restore_and_detach(&mut self) -> Result<()> {
+        if self.detached {
+            return Ok(());
+        }
+        self.detached = true;
+        let t = Pid::from_raw(self.tid);
+        let r1 = self.set_regs(&self.saved_regs);
+        let r2 = self.set_sigmask(self.saved_mask);
+        // The first pending signal is delivered by the detach itself, the others by tgkill.
+        let first = self.pending.first().copied();
+        let r3 = ptrace::detach(t, first).map_err(|e| self.err("PTRACE_DETACH", e));
+        for sig in self.pending.iter().skip(1) {
+            // SAFETY: tgkill takes plain integers.
+            unsafe { libc::syscall(libc::SYS_tgkill, self.pid, self.tid, *sig as i32) };
+        }
+        r1.and(r2).and(r3)
+    }
+}
+
+impl Drop for Tracee {
+    fn drop(&mut self) {
+        let _ = self.restore_and_detach();
+    }
+}
+
+fn zero_regs() -> Regs {
+    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
