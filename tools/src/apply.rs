@@ -48,6 +48,7 @@ pub struct Outcome {
 pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode) -> Result<Outcome> {
     let t0 = Instant::now();
     let proc = Process::open(pid)?;
+    proc.lock()?;
     let objects = proc.objects()?;
     let info = runtime_info(&proc, &objects)?;
     let functions = check_functions(&proc, &objects, &info, meta, mode)?;

@@ -48,9 +48,40 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to look for a thread at a safe point.
 const FIND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// While a thread of the target is hijacked, the signals that usually end a tool
+/// (Ctrl-C, SIGTERM, a closed terminal) are held back until the thread is restored:
+/// a tracer that dies mid-call would leave the thread to hit the stub's `int3` alone.
+struct HoldSignals(libc::sigset_t);
+
+impl HoldSignals {
+    fn new() -> Self {
+        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset/pthread_sigmask only
+        // write the sets passed to them, which live on this stack frame or in `Self`.
+        unsafe {
+            let mut hold: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut hold);
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE, libc::SIGTSTP] {
+                libc::sigaddset(&mut hold, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &hold, &mut old);
+            Self(old)
+        }
+    }
+}
+
+impl Drop for HoldSignals {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `new`; pending signals are delivered now.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
 /// A stopped thread ready to run runtime entry points.
 pub struct Hijacked {
+    // Field order matters: the tracee is restored before the signals are let through.
     tracee: Tracee,
+    _hold: HoldSignals,
     info: RuntimeInfo,
     /// When the thread was stopped, for the summary.
     pub stopped_at: Instant,
@@ -59,8 +90,12 @@ pub struct Hijacked {
 impl Hijacked {
     /// Stop one thread of `proc` at a safe point.
     pub fn attach(proc: &Process, info: RuntimeInfo) -> Result<Self> {
-        let loader: Vec<(u64, u64)> =
-            proc.mappings()?.into_iter().filter(|m| is_dynamic_linker(&m.path)).map(|m| (m.start, m.end)).collect();
+        let maps = proc.mappings()?;
+        let ranges = |pred: fn(&str) -> bool| -> Vec<(u64, u64)> {
+            maps.iter().filter(|m| pred(&m.path)).map(|m| (m.start, m.end)).collect()
+        };
+        let (loader, libc) = (ranges(is_dynamic_linker), ranges(is_c_library));
+        let hold = HoldSignals::new();
         let start = Instant::now();
         let mut nap = Duration::from_micros(100);
         let mut last_reason = String::from("no thread found");
@@ -68,14 +103,18 @@ impl Hijacked {
             for tid in ranked_threads(proc)? {
                 let Some(tracee) = Tracee::stop(proc.pid, tid)? else { continue };
                 let regs = tracee.saved_regs();
-                let in_loader = loader.iter().any(|&(s, e)| (s..e).contains(&regs.rip));
+                let inside = |r: &[(u64, u64)]| r.iter().any(|&(s, e)| (s..e).contains(&regs.rip));
                 let syscall = regs.orig_rax as i64;
-                if in_loader {
+                if inside(&loader) {
                     last_reason = format!("thread {tid} was inside the dynamic linker");
+                } else if syscall < 0 && inside(&libc) {
+                    // Running C library code, not a system call: it may hold the lock of
+                    // the allocator (malloc) or of stdio; its own code is not a safe point.
+                    last_reason = format!("thread {tid} was running inside the C library");
                 } else if ALLOCATOR_SYSCALLS.contains(&syscall) {
                     last_reason = format!("thread {tid} was in system call {syscall} of an allocator");
                 } else {
-                    return Ok(Self { tracee, info, stopped_at: Instant::now() });
+                    return Ok(Self { tracee, _hold: hold, info, stopped_at: Instant::now() });
                 }
                 tracee.release()?;
             }
@@ -152,6 +191,10 @@ fn is_dynamic_linker(path: &str) -> bool {
     path.rsplit('/')
         .next()
         .is_some_and(|name| name.starts_with("ld-linux") || name.starts_with("ld64.so") || name.starts_with("ld.so"))
+}
+
+fn is_c_library(path: &str) -> bool {
+    path.rsplit('/').next().is_some_and(|name| name.starts_with("libc.so") || name.starts_with("libc-"))
 }
 
 /// Threads in the order we try them: blocked in a waiting system call first, then

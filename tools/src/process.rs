@@ -53,6 +53,26 @@ impl Process {
         Ok(Self { pid, mem })
     }
 
+    /// Wait until no other libpulp-rs tool is changing this process, and keep it so
+    /// until this `Process` is dropped (an exclusive `flock` on `/proc/PID/mem`, whose
+    /// inode every opener of that process shares).
+    pub fn lock(&self) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: flock on a file descriptor we own; no memory is passed.
+            if unsafe { libc::flock(self.mem.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(TriggerError::Target {
+                    pid: self.pid,
+                    what: format!("cannot lock /proc/{}/mem: {e}", self.pid),
+                });
+            }
+        }
+    }
+
     fn proc_path(&self, rest: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/{rest}", self.pid))
     }

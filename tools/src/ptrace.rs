@@ -1,7 +1,8 @@
 //! One traced thread, as an RAII guard: `PTRACE_SEIZE` (no SIGSTOP sent),
 //! `PTRACE_INTERRUPT`, register and signal-mask access. Dropping the guard puts back the
 //! registers and signal mask it saved when the thread stopped and detaches, so the
-//! thread resumes exactly where it was, an interrupted system call included: the kernel
+//! thread resumes exactly where it was (general, vector and floating-point registers),
+//! an interrupted system call included: the kernel
 //! restarts it from the restored `orig_rax`/`rax` (no EINTR reaches the program).
 
 use crate::error::{Result, TriggerError};
@@ -15,6 +16,10 @@ use std::time::{Duration, Instant};
 pub type Regs = libc::user_regs_struct;
 
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+/// Register set of the extended (x87/SSE/AVX/AVX-512) state, XSAVE layout.
+const NT_X86_XSTATE: libc::c_int = 0x202;
+/// Larger than any XSAVE area a CPU has today (AVX-512 with AMX tiles is ~11 KiB).
+const XSTATE_MAX: usize = 16 << 10;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 
 /// Why a traced thread stopped.
@@ -32,6 +37,9 @@ pub struct Tracee {
     pub pid: i32,
     pub tid: i32,
     saved_regs: Regs,
+    /// The vector and floating-point registers: runtime code (and the SIMD `memcpy`s
+    /// of the C library) clobbers them, and a thread stopped in user code has them live.
+    saved_xstate: Vec<u8>,
     saved_mask: u64,
     /// Signals that arrived before our interrupt and must be delivered after it.
     pending: Vec<Signal>,
@@ -51,7 +59,15 @@ impl Tracee {
             }
             Err(errno) => return Err(TriggerError::Ptrace { pid, tid, what: "PTRACE_SEIZE", errno }),
         }
-        let mut me = Self { pid, tid, saved_regs: zero_regs(), saved_mask: 0, pending: Vec::new(), detached: false };
+        let mut me = Self {
+            pid,
+            tid,
+            saved_regs: zero_regs(),
+            saved_xstate: Vec::new(),
+            saved_mask: 0,
+            pending: Vec::new(),
+            detached: false,
+        };
         if let Err(errno) = ptrace::interrupt(t) {
             me.detached = true;
             let _ = ptrace::detach(t, None);
@@ -76,6 +92,7 @@ impl Tracee {
             }
         }
         me.saved_regs = me.regs()?;
+        me.saved_xstate = me.xstate()?;
         me.saved_mask = me.sigmask()?;
         Ok(Some(me))
     }
@@ -95,6 +112,30 @@ impl Tracee {
 
     pub fn set_regs(&self, regs: &Regs) -> Result<()> {
         ptrace::setregs(Pid::from_raw(self.tid), *regs).map_err(|e| self.err("PTRACE_SETREGS", e))
+    }
+
+    /// The extended register state (XSAVE layout), exactly as many bytes as the kernel gives.
+    pub fn xstate(&self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; XSTATE_MAX];
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: PTRACE_GETREGSET writes at most `iov_len` bytes into `buf` (alive across
+        // the call) and stores the length it wrote back into `iov`.
+        let rc = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, self.tid, NT_X86_XSTATE, &mut iov as *mut libc::iovec) };
+        if rc < 0 {
+            return Err(self.err("PTRACE_GETREGSET(NT_X86_XSTATE)", Errno::last()));
+        }
+        buf.truncate(iov.iov_len);
+        Ok(buf)
+    }
+
+    pub fn set_xstate(&self, state: &[u8]) -> Result<()> {
+        let mut iov = libc::iovec { iov_base: state.as_ptr() as *mut libc::c_void, iov_len: state.len() };
+        // SAFETY: PTRACE_SETREGSET only reads `iov_len` bytes from `state`, alive across the call.
+        let rc = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, self.tid, NT_X86_XSTATE, &mut iov as *mut libc::iovec) };
+        if rc < 0 {
+            return Err(self.err("PTRACE_SETREGSET(NT_X86_XSTATE)", Errno::last()));
+        }
+        Ok(())
     }
 
     pub fn sigmask(&self) -> Result<u64> {
@@ -168,7 +209,7 @@ impl Tracee {
         }
         self.detached = true;
         let t = Pid::from_raw(self.tid);
-        let r1 = self.set_regs(&self.saved_regs);
+        let r1 = self.set_regs(&self.saved_regs).and(self.set_xstate(&self.saved_xstate));
         let r2 = self.set_sigmask(self.saved_mask);
         // The first pending signal is delivered by the detach itself, the others by tgkill.
         let first = self.pending.first().copied();
