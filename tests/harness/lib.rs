@@ -1,1 +1,387 @@
-//! Test harness (in progress).
+//! Helpers of the end-to-end tests: find the release artifacts, build C fixtures, run
+//! applications under the preloaded runtime and talk to them line by line, call the tools.
+//!
+//! The tests drive real processes. They need `cargo build --release --workspace` first
+//! (`libpulp_rs.so`, `pulp` and `pulp-trigger` in `target/release`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+/// How long to wait for one reply line of an application.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The artifacts the tests drive.
+#[derive(Debug)]
+pub struct Artifacts {
+    /// `target/release`.
+    pub dir: PathBuf,
+    pub runtime: PathBuf,
+    pub pulp: PathBuf,
+    pub trigger: PathBuf,
+}
+
+/// The release artifacts, found through `CARGO_TARGET_DIR` or `CARGO_MANIFEST_DIR/target`.
+/// Panics with what to do when one is missing.
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => manifest.join(dir), // join keeps an absolute path as it is
+            None => manifest.join("target"),
+        };
+        let dir = target.join("release");
+        let a = Artifacts {
+            runtime: dir.join("libpulp_rs.so"),
+            pulp: dir.join("pulp"),
+            trigger: dir.join("pulp-trigger"),
+            dir,
+        };
+        for p in [&a.runtime, &a.pulp, &a.trigger] {
+            assert!(p.exists(), "{} is missing: run `cargo build --release --workspace` first", p.display());
+        }
+        a
+    })
+}
+
+/// A C source under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    assert!(p.exists(), "no fixture {}", p.display());
+    p
+}
+
+/// One C object to build: sources, defines, libraries to link (from the work folder).
+#[derive(Clone, Debug, Default)]
+pub struct CSpec {
+    pub files: Vec<PathBuf>,
+    pub defines: Vec<(String, Option<String>)>,
+    /// Built with the NOP pad (`-fpatchable-function-entry=16,14`).
+    pub patchable: bool,
+    /// Libraries (`-lNAME`) found in, and run from (rpath), the work folder.
+    pub libs: Vec<String>,
+    pub threads: bool,
+}
+
+impl CSpec {
+    /// A live-patchable object built from fixtures.
+    pub fn patchable(fixtures: &[&str]) -> Self {
+        CSpec { files: fixtures.iter().map(|f| fixture(f)).collect(), patchable: true, ..Default::default() }
+    }
+
+    /// An object without pad (applications, patch objects) built from fixtures.
+    pub fn plain(fixtures: &[&str]) -> Self {
+        CSpec { patchable: false, ..Self::patchable(fixtures) }
+    }
+
+    pub fn define(mut self, key: &str, value: Option<&str>) -> Self {
+        self.defines.push((key.into(), value.map(Into::into)));
+        self
+    }
+
+    pub fn link(mut self, lib: &str) -> Self {
+        self.libs.push(lib.into());
+        self
+    }
+
+    pub fn threads(mut self) -> Self {
+        self.threads = true;
+        self
+    }
+
+    fn builder(&self, out: &Path) -> pulp_cc_build::Build {
+        let mut b = pulp_cc_build::Build::new();
+        b.out_dir(out).opt_level(2).patchable(self.patchable).threads(self.threads).include(fixture(""));
+        for f in &self.files {
+            b.file(f);
+        }
+        for (k, v) in &self.defines {
+            b.define(k, v.as_deref());
+        }
+        if !self.libs.is_empty() {
+            b.link_dir(out).rpath(out);
+        }
+        for l in &self.libs {
+            b.link_lib(l);
+        }
+        b
+    }
+}
+
+/// A test's private work folder: fixtures are built and `.dsc`/`.meta` files written here.
+pub struct Work {
+    pub dir: TempDir,
+}
+
+impl Default for Work {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Work {
+    pub fn new() -> Self {
+        artifacts(); // fail early and clearly when the tools are not built
+        Work { dir: tempfile::Builder::new().prefix("pulp-test").tempdir().expect("cannot create a temporary folder") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Builds `lib{name}.so` into the work folder.
+    pub fn shared(&self, name: &str, spec: &CSpec) -> PathBuf {
+        spec.builder(self.path())
+            .shared(name)
+            .unwrap_or_else(|e| panic!("building lib{name}.so from {:?}: {e}", spec.files))
+    }
+
+    /// Builds the executable `name` into the work folder.
+    pub fn executable(&self, name: &str, spec: &CSpec) -> PathBuf {
+        spec.builder(self.path())
+            .executable(name)
+            .unwrap_or_else(|e| panic!("building {name} from {:?}: {e}", spec.files))
+    }
+
+    /// Writes `name.dsc`: the patch object, then each target with its `old:new` pairs.
+    pub fn dsc(&self, name: &str, patch: &Path, targets: &[(&Path, &[(&str, &str)])]) -> PathBuf {
+        let mut text = format!("{}\n!test {name}\n", patch.display());
+        for (target, funcs) in targets {
+            text.push_str(&format!("@{}\n", target.display()));
+            for (old, new) in *funcs {
+                text.push_str(&format!("{old}:{new}\n"));
+            }
+        }
+        let path = self.path().join(format!("{name}.dsc"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Writes and packs `name.dsc` into `name.meta`, asserting that packing succeeds.
+    pub fn patch(&self, name: &str, patch: &Path, targets: &[(&Path, &[(&str, &str)])]) -> PathBuf {
+        let dsc = self.dsc(name, patch, targets);
+        let meta = self.path().join(format!("{name}.meta"));
+        pack(&dsc, &meta).assert_ok("pulp pack");
+        meta
+    }
+}
+
+/// Exit code and output of one tool run.
+#[derive(Debug, Clone)]
+pub struct ToolOutput {
+    pub command: String,
+    /// `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ToolOutput {
+    pub fn assert_ok(&self, what: &str) -> &Self {
+        assert_eq!(self.code, Some(0), "{what} failed: {self:#?}");
+        self
+    }
+
+    /// Asserts a refusal: non-zero exit, no crash, one `pulp-trigger: error:` line on stderr
+    /// mentioning at least one of `keywords` (case-insensitive).
+    pub fn assert_refused(&self, keywords: &[&str]) -> &Self {
+        assert!(matches!(self.code, Some(c) if c != 0), "expected a refusal (non-zero exit), got {self:#?}");
+        let err = self.stderr.trim();
+        println!("refused as expected: {err}");
+        assert!(
+            err.starts_with("pulp-trigger: error:") || err.starts_with("pulp: error:"),
+            "expected an `error:` message on stderr, got {self:#?}"
+        );
+        assert_eq!(err.lines().count(), 1, "expected one line on stderr, got {self:#?}");
+        let lower = err.to_lowercase();
+        assert!(
+            keywords.is_empty() || keywords.iter().any(|k| lower.contains(&k.to_lowercase())),
+            "expected the message to mention one of {keywords:?}, got {err:?}"
+        );
+        self
+    }
+}
+
+/// Runs a command to completion and collects its output.
+pub fn run(cmd: &mut Command) -> ToolOutput {
+    let command = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
+    ToolOutput {
+        command,
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `pulp pack DSC -o META`.
+pub fn pack(dsc: &Path, meta: &Path) -> ToolOutput {
+    run(Command::new(&artifacts().pulp).arg("pack").arg(dsc).arg("-o").arg(meta))
+}
+
+/// `pulp-trigger -p PID META`.
+pub fn apply(pid: u32, meta: &Path) -> ToolOutput {
+    run(&mut trigger_command(pid, meta, false))
+}
+
+/// `pulp-trigger --revert -p PID META`.
+pub fn revert(pid: u32, meta: &Path) -> ToolOutput {
+    run(&mut trigger_command(pid, meta, true))
+}
+
+/// The `pulp-trigger` command line, for callers that run it differently (other user, ...).
+pub fn trigger_command(pid: u32, meta: &Path, revert: bool) -> Command {
+    let mut cmd = Command::new(&artifacts().trigger);
+    if revert {
+        cmd.arg("--revert");
+    }
+    cmd.arg("-p").arg(pid.to_string()).arg(meta);
+    cmd
+}
+
+/// Whether a process exists (`kill(pid, 0)`; a zombie counts as existing).
+pub fn pid_exists(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission; it delivers nothing.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// An application running under test. Writes commands to its stdin and reads its stdout
+/// line by line through a reader thread. Killed on drop.
+pub struct App {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    name: String,
+}
+
+impl App {
+    /// Starts `exe` with the runtime preloaded and waits for its `ready` line.
+    pub fn start(exe: &Path) -> App {
+        Self::start_with(exe, true, &[])
+    }
+
+    /// Starts `exe` (with the runtime preloaded when `preload`) and waits for `ready`.
+    pub fn start_with(exe: &Path, preload: bool, args: &[&str]) -> App {
+        let mut cmd = Command::new(exe);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if preload {
+            cmd.env("LD_PRELOAD", &artifacts().runtime);
+        } else {
+            cmd.env_remove("LD_PRELOAD");
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let err = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut app = App {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr,
+            name: exe.file_name().unwrap().to_string_lossy().into_owned(),
+        };
+        let first = app.recv();
+        assert_eq!(first, "ready", "{} did not start as expected", app.name);
+        app
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends one command line.
+    pub fn send(&mut self, line: &str) {
+        let name = &self.name;
+        let stdin = self.stdin.as_mut().expect("stdin was closed");
+        writeln!(stdin, "{line}").and_then(|_| stdin.flush()).unwrap_or_else(|e| panic!("cannot write to {name}: {e}"));
+    }
+
+    /// Writes raw bytes to the app's stdin (no newline added).
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin was closed");
+        stdin.write_all(bytes).and_then(|_| stdin.flush()).unwrap();
+    }
+
+    /// The next line of output; panics after [`REPLY_TIMEOUT`].
+    pub fn recv(&mut self) -> String {
+        match self.lines.recv_timeout(REPLY_TIMEOUT) {
+            Ok(line) => line,
+            Err(e) => {
+                let state = match self.child.try_wait() {
+                    Ok(Some(status)) => format!("exited: {status}"),
+                    _ => "still running".into(),
+                };
+                thread::sleep(Duration::from_millis(100)); // let the stderr reader catch up
+                panic!(
+                    "no reply from {} ({}; {}); its stderr: {:?}",
+                    self.name,
+                    match e {
+                        RecvTimeoutError::Timeout => "timeout",
+                        RecvTimeoutError::Disconnected => "stdout closed",
+                    },
+                    state,
+                    self.stderr.lock().unwrap()
+                )
+            }
+        }
+    }
+
+    /// Sends a command and returns its one-line reply.
+    pub fn ask(&mut self, line: &str) -> String {
+        self.send(line);
+        self.recv()
+    }
+
+    /// Whether the process is still running (not exited, not a zombie).
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Asserts that the process is alive, with its stderr in the message if not.
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            thread::sleep(Duration::from_millis(100));
+            panic!("{} died ({status}); its stderr: {:?}", self.name, self.stderr.lock().unwrap());
+        }
+    }
+
+    /// What the app wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

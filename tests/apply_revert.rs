@@ -1,0 +1,44 @@
+//! Apply and revert a patch in a running process: the output switches and switches back;
+//! applying twice and reverting twice are harmless.
+
+use libpulp_rs_tests::{apply, revert, App, CSpec, Work};
+
+#[test]
+fn apply_revert() {
+    let work = Work::new();
+    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
+    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+    let app = work.executable("calc_app", &CSpec::plain(&["calc_app.c"]).link("calc"));
+    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+
+    let mut app = App::start(&app);
+    let pid = app.pid();
+    assert_eq!(app.ask("call 5"), "calc(5)=10");
+
+    let out = apply(pid, &meta);
+    out.assert_ok("pulp-trigger");
+    assert_eq!(out.stdout.trim().lines().count(), 1, "one summary line: {out:#?}");
+    assert_eq!(app.ask("call 5"), "calc(5)=1010");
+    assert_eq!(app.ask("call 7"), "calc(7)=1014");
+
+    let again = apply(pid, &meta);
+    again.assert_ok("pulp-trigger (second apply)");
+    assert!(
+        again.stdout.to_lowercase().contains("already applied"),
+        "second apply should say `already applied`: {again:#?}"
+    );
+    assert_eq!(app.ask("call 5"), "calc(5)=1010");
+
+    revert(pid, &meta).assert_ok("pulp-trigger --revert");
+    assert_eq!(app.ask("call 5"), "calc(5)=10");
+
+    revert(pid, &meta).assert_ok("pulp-trigger --revert (second revert)");
+    assert_eq!(app.ask("call 5"), "calc(5)=10");
+
+    // And once more around: a reverted patch can be applied again.
+    apply(pid, &meta).assert_ok("pulp-trigger (apply after revert)");
+    assert_eq!(app.ask("call 5"), "calc(5)=1010");
+    revert(pid, &meta).assert_ok("pulp-trigger --revert (again)");
+    assert_eq!(app.ask("call 5"), "calc(5)=10");
+    app.assert_alive();
+}
