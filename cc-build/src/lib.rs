@@ -19,6 +19,7 @@
 //! forwarded as `cargo:warning` lines.
 
 pub mod inspect;
+pub mod wrapper;
 
 use std::ffi::OsString;
 use std::io;

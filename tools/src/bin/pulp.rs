@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pulp_tools::{dump, pack};
+use pulp_tools::{dump, livepatchable, pack};
 
 #[derive(Parser)]
 #[command(name = "pulp", version, about = "Pack and inspect libpulp-rs live patches")]
@@ -22,6 +22,10 @@ enum Cmd {
         /// Where to write the patch.meta (default: the .dsc with the extension .meta).
         #[arg(short = 'o', long = "output", value_name = "FILE.meta")]
         output: Option<PathBuf>,
+        /// Switch every thread at once instead of through a transition (same as a
+        /// `%immediate` line in the .dsc).
+        #[arg(long)]
+        immediate: bool,
     },
     /// Show every field of a patch.meta.
     Dump {
@@ -31,12 +35,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the functions of a shared object and whether each can be live-patched.
+    ///
+    /// Exits 0 when at least one function can be patched by this release and every
+    /// exported function has a patchable prologue, 1 otherwise.
+    Livepatchable {
+        /// The shared object (or executable) to inspect.
+        file: PathBuf,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(msg) => {
             eprintln!("pulp: error: {msg}");
             ExitCode::from(1)
@@ -44,11 +59,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cmd: Cmd) -> Result<(), String> {
+fn run(cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
-        Cmd::Pack { dsc, output } => {
+        Cmd::Pack { dsc, output, immediate } => {
             let output = output.unwrap_or_else(|| dsc.with_extension("meta"));
-            let meta = pack::pack(&dsc).map_err(|e| e.to_string())?;
+            let mut meta = pack::pack(&dsc).map_err(|e| e.to_string())?;
+            if immediate {
+                meta.flags |= pulp_meta::format::FLAG_IMMEDIATE;
+            }
             write_atomically(&output, &meta.encode())
                 .map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
             let functions: usize = meta.targets.iter().map(|t| t.functions.len()).sum();
@@ -63,8 +81,21 @@ fn run(cmd: Cmd) -> Result<(), String> {
                 print!("{}", dump::to_text(&m));
             }
         }
+        Cmd::Livepatchable { file, json } => {
+            let report = livepatchable::check(&file).map_err(|e| e.to_string())?;
+            if json {
+                let text = serde_json::to_string_pretty(&livepatchable::to_json(&report)).map_err(|e| e.to_string())?;
+                println!("{text}");
+            } else {
+                print!("{}", livepatchable::to_text(&report));
+            }
+            if let Err(why) = report.verdict() {
+                eprintln!("pulp: {why}");
+                return Ok(ExitCode::from(1));
+            }
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Write `data` to `path` through a temporary file in the same folder, so that a reader
