@@ -13,7 +13,7 @@ pub const INFO_SYMBOL: &str = "pulp_rs_info";
 /// `RuntimeInfo::magic`.
 pub const INFO_MAGIC: u64 = u64::from_le_bytes(*b"PULPRS\0\x01");
 /// Bumped whenever this layout or the protocol changes.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Offset from `call_stub` where the hijacked thread starts. The two bytes before it are
 /// NOPs, so a restarted system call, which moves `%rip` back by 2, is harmless.
 pub const CALL_STUB_ENTRY: u64 = 2;
@@ -30,20 +30,45 @@ pub struct RuntimeInfo {
     pub desc_count: u64,
     /// Address of the hijack stub: `nop; nop; call *%rax; int3`.
     pub call_stub: u64,
-    /// `extern "C" fn(request_len: usize) -> i64`: apply the `patch.meta` in the buffer.
+    /// `extern "C" fn(request_len: usize) -> i64`: apply the [request](encode_request)
+    /// in the buffer (immediately, or by starting a transition).
     pub entry_apply: u64,
-    /// `extern "C" fn(request_len: usize) -> i64`: revert the `patch.meta` in the buffer.
+    /// `extern "C" fn(request_len: usize) -> i64`: revert the request's patch.
     pub entry_revert: u64,
-    /// `extern "C" fn(request_len: usize) -> i64`: make every thread of the process
-    /// discard stale instructions (membarrier SYNC_CORE) before entries are flipped.
+    /// `extern "C" fn(_) -> i64`: make every thread of the process discard stale
+    /// instructions (membarrier SYNC_CORE) before entries are flipped.
     pub entry_sync_core: u64,
     /// Request/reply buffer and its size.
     pub buffer: u64,
     pub buffer_len: u64,
+    /// `extern "C" fn(force: usize) -> i64`: end the running transition: every
+    /// descriptor goes to where the goal is, gates are removed.
+    pub entry_finish: u64,
+    /// `extern "C" fn(_) -> i64`: reverse the running transition (goal 1 -> 0).
+    pub entry_reverse: u64,
+    /// Address of the transition id (`u64`, 0: none) and of the goal (`u64`, 1: threads
+    /// move to `new`, 0: back to `prev`).
+    pub transition: u64,
+    pub goal: u64,
+    /// Address of two `u64`s, set when a transition starts: the `cleared` TLS word's
+    /// offset from the thread pointer (a thread's word is at its `fs_base` + this, as a
+    /// signed number), and the address of the word's initial value in the runtime's TLS
+    /// image (what new threads start with).
+    pub cleared_offsets: u64,
+    /// Status area ([`Status`](crate::status::Status), behind a sequence counter).
+    pub status: u64,
+    pub status_len: u64,
+    /// Threads that moved themselves (gates, `pulp_quiescent`) during the transition:
+    /// a [`ThreadLog`] written by the runtime, and one written by the tools.
+    pub gate_log: u64,
+    pub tool_log: u64,
+    /// Capacity (entries) of each log.
+    pub log_cap: u64,
 }
 
 impl RuntimeInfo {
     pub const SIZE: usize = core::mem::size_of::<Self>();
+    const WORDS: usize = Self::SIZE / 8;
 
     pub fn abi_version(&self) -> u32 {
         self.version_and_desc_size as u32
@@ -57,20 +82,98 @@ impl RuntimeInfo {
         if b.len() < Self::SIZE {
             return None;
         }
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        let mut w = [0u64; Self::WORDS];
+        for (i, word) in w.iter_mut().enumerate() {
+            *word = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().ok()?);
+        }
+        let [magic, version_and_desc_size, descs, desc_count, call_stub, entry_apply, entry_revert, entry_sync_core, buffer, buffer_len, entry_finish, entry_reverse, transition, goal, cleared_offsets, status, status_len, gate_log, tool_log, log_cap] =
+            w;
         Some(Self {
-            magic: w(0),
-            version_and_desc_size: w(1),
-            descs: w(2),
-            desc_count: w(3),
-            call_stub: w(4),
-            entry_apply: w(5),
-            entry_revert: w(6),
-            entry_sync_core: w(7),
-            buffer: w(8),
-            buffer_len: w(9),
+            magic,
+            version_and_desc_size,
+            descs,
+            desc_count,
+            call_stub,
+            entry_apply,
+            entry_revert,
+            entry_sync_core,
+            buffer,
+            buffer_len,
+            entry_finish,
+            entry_reverse,
+            transition,
+            goal,
+            cleared_offsets,
+            status,
+            status_len,
+            gate_log,
+            tool_log,
+            log_cap,
         })
     }
+}
+
+/// A log of threads by `(tid, fs_base)`: `u64` count, then `cap` pairs of `u64`.
+/// Entries past the capacity are dropped (the tools then find those threads by sampling).
+pub struct ThreadLog;
+
+impl ThreadLog {
+    /// Bytes of a log with `cap` entries.
+    pub const fn size(cap: usize) -> usize {
+        8 + cap * 16
+    }
+
+    /// Decode `(tid, fs_base)` pairs from a log read back from memory.
+    pub fn decode(b: &[u8], cap: usize) -> Vec<(i32, u64)> {
+        let n = b.get(..8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize).unwrap_or(0).min(cap);
+        (0..n)
+            .filter_map(|i| {
+                let e = b.get(8 + i * 16..8 + i * 16 + 16)?;
+                let tid = u64::from_le_bytes(e[..8].try_into().ok()?) as i32;
+                let fs = u64::from_le_bytes(e[8..].try_into().ok()?);
+                (tid > 0 && fs != 0).then_some((tid, fs))
+            })
+            .collect()
+    }
+
+    /// Encode pairs (for the tools' log).
+    pub fn encode(entries: &[(i32, u64)], cap: usize) -> Vec<u8> {
+        let n = entries.len().min(cap);
+        let mut out = Vec::with_capacity(8 + n * 16);
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+        for (tid, fs) in &entries[..n] {
+            out.extend_from_slice(&(*tid as u64).to_le_bytes());
+            out.extend_from_slice(&fs.to_le_bytes());
+        }
+        out
+    }
+}
+
+/// An apply or revert request: the `patch.meta` bytes and the entries of the gates
+/// (exported functions of the targets) for the transition: `u32` length + meta,
+/// `u32` count + `u64` entry addresses.
+pub fn encode_request(meta: &[u8], gates: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + meta.len() + gates.len() * 8);
+    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(meta);
+    out.extend_from_slice(&(gates.len() as u32).to_le_bytes());
+    for g in gates {
+        out.extend_from_slice(&g.to_le_bytes());
+    }
+    out
+}
+
+/// Split a request into the meta bytes and the gate entries; `None` if malformed.
+pub fn decode_request(b: &[u8]) -> Option<(&[u8], Vec<u64>)> {
+    let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let meta = b.get(4..4usize.checked_add(n)?)?;
+    let rest = &b[4 + n..];
+    let g = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let body = rest.get(4..4usize.checked_add(g.checked_mul(8)?)?)?;
+    if body.len() + 4 != rest.len() {
+        return None;
+    }
+    Some((meta, body.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()))
 }
 
 /// One patched function. Word 0 is what the entry's pad jumps through; the rest is read
@@ -88,16 +191,23 @@ pub struct Descriptor {
     pub new: core::sync::atomic::AtomicU64,
     /// The function's entry address, 0 while the descriptor is free.
     pub entry: core::sync::atomic::AtomicU64,
+    /// Non-zero while the function is a gate of a transition (an exported function of
+    /// a target, a door in from outside).
+    pub gate: core::sync::atomic::AtomicU64,
+    _reserved: [u64; 3],
 }
 
 /// Return value of an entry point (`%rax`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(i64)]
 pub enum EntryStatus {
-    /// Done; the buffer holds a [`Reply`].
+    /// Done; the buffer holds a reply (a list of [`FuncReply`]).
     Done = 0,
-    /// Nothing to do (apply: already applied; revert: not applied); the buffer holds a [`Reply`].
+    /// Nothing to do (apply: already applied; revert: not applied); the buffer holds a reply.
     NothingToDo = 1,
+    /// A transition started; the tool moves the remaining threads, then calls
+    /// `entry_finish`. The buffer holds a reply.
+    Transition = 2,
     /// Refused; nothing changed; the buffer holds a `u32` length and a UTF-8 message.
     Refused = -1,
 }
@@ -107,6 +217,7 @@ impl EntryStatus {
         Some(match v {
             0 => Self::Done,
             1 => Self::NothingToDo,
+            2 => Self::Transition,
             -1 => Self::Refused,
             _ => return None,
         })
@@ -125,7 +236,7 @@ pub enum EntryAction {
     Restore = 2,
 }
 
-/// One function in a [`Reply`]: 24 bytes.
+/// One function in a reply: 24 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FuncReply {
     pub entry: u64,
@@ -155,7 +266,7 @@ pub fn encode_reply(funcs: &[FuncReply], out: &mut [u8]) -> Option<usize> {
     Some(len)
 }
 
-/// Decode a [`Reply`] read back from the buffer; `None` if it is malformed.
+/// Decode a reply read back from the buffer; `None` if it is malformed.
 pub fn decode_reply(b: &[u8]) -> Option<Vec<FuncReply>> {
     let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
     let body = b.get(4..4 + n.checked_mul(FUNC_REPLY_SIZE)?)?;
@@ -205,6 +316,23 @@ mod tests {
         let n = encode_reply(&funcs, &mut buf).unwrap();
         assert_eq!(decode_reply(&buf[..n]).unwrap(), funcs);
         assert!(decode_reply(&buf[..n - 1]).is_none());
+    }
+
+    #[test]
+    fn request_and_thread_log_round_trip() {
+        let r = encode_request(b"meta", &[1, 2, 3]);
+        assert_eq!(decode_request(&r), Some((&b"meta"[..], vec![1, 2, 3])));
+        assert_eq!(decode_request(&r[..r.len() - 1]), None);
+        let log = ThreadLog::encode(&[(10, 0x1000), (11, 0x2000)], 4);
+        assert_eq!(ThreadLog::decode(&log, 4), vec![(10, 0x1000), (11, 0x2000)]);
+        assert_eq!(ThreadLog::decode(&log, 1), vec![(10, 0x1000)]);
+    }
+
+    #[test]
+    fn runtime_info_decodes_every_word() {
+        let words: Vec<u8> = (0..RuntimeInfo::SIZE as u64 / 8).flat_map(|i| i.to_le_bytes()).collect();
+        let info = RuntimeInfo::from_bytes(&words).unwrap();
+        assert_eq!((info.magic, info.log_cap), (0, RuntimeInfo::SIZE as u64 / 8 - 1));
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub enum MetaError {
     InvalidUtf8 { field: String },
     /// A prologue byte names no known kind.
     UnknownPrologue { field: String, value: u8 },
+    /// A field with a value outside its range (e.g. a patch state).
+    UnknownValue { field: String, value: u8 },
     /// A name or path that must not be empty is.
     Empty { field: String },
     /// `patch_so` is not an absolute path.
@@ -116,6 +118,7 @@ impl fmt::Display for MetaError {
                 write!(f, "corrupt patch.meta: {count} unexpected trailing bytes at the end of the payload")
             }
             Self::InvalidUtf8 { field } => write!(f, "corrupt patch.meta: {field} is not valid UTF-8"),
+            Self::UnknownValue { field, value } => write!(f, "{field}: unknown value {value}"),
             Self::UnknownPrologue { field, value } => {
                 write!(f, "corrupt patch.meta: {field} has unknown prologue kind {value}")
             }
@@ -305,22 +308,22 @@ fn check_count(field: &str, n: usize) -> Result<(), MetaError> {
     Ok(())
 }
 
-fn put_u32(out: &mut Vec<u8>, v: u32) {
+pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_u32(out, b.len() as u32);
     out.extend_from_slice(b);
 }
 
-/// A bounds-checked cursor over the input.
-struct Reader<'a> {
-    buf: &'a [u8],
+/// A bounds-checked cursor over the input (also used by [`crate::status`]).
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8], MetaError> {
+    pub(crate) fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8], MetaError> {
         if self.buf.len() < n {
             return Err(truncated(field));
         }
@@ -335,19 +338,19 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
 
-    fn u8(&mut self, field: &str) -> Result<u8, MetaError> {
+    pub(crate) fn u8(&mut self, field: &str) -> Result<u8, MetaError> {
         Ok(self.array::<1>(field)?[0])
     }
 
-    fn u32(&mut self, field: &str) -> Result<u32, MetaError> {
+    pub(crate) fn u32(&mut self, field: &str) -> Result<u32, MetaError> {
         self.array(field).map(u32::from_le_bytes)
     }
 
-    fn u64(&mut self, field: &str) -> Result<u64, MetaError> {
+    pub(crate) fn u64(&mut self, field: &str) -> Result<u64, MetaError> {
         self.array(field).map(u64::from_le_bytes)
     }
 
-    fn count(&mut self, field: &str) -> Result<usize, MetaError> {
+    pub(crate) fn count(&mut self, field: &str) -> Result<usize, MetaError> {
         let n = self.u32(&format!("{field} count"))?;
         check_count(field, n as usize)?;
         Ok(n as usize)
@@ -359,7 +362,7 @@ impl<'a> Reader<'a> {
         self.take(n, field)
     }
 
-    fn string(&mut self, field: &str) -> Result<String, MetaError> {
+    pub(crate) fn string(&mut self, field: &str) -> Result<String, MetaError> {
         let b = self.bytes(field)?;
         std::str::from_utf8(b).map(str::to_owned).map_err(|_| MetaError::InvalidUtf8 { field: field.into() })
     }

@@ -41,7 +41,9 @@ fn serve(len: usize, f: impl FnOnce(&mut registry::Registry, &[u8], &mut [u8]) -
         // tool does not touch it while an entry runs (see `Buffer`).
         let buf = unsafe { &mut *BUFFER.0.get() };
         let request = buf[..len].to_vec();
-        f(&mut reg, &request, buf)
+        let status = f(&mut reg, &request, buf);
+        reg.publish();
+        status
     }));
     // SAFETY: as above; the registry lock is released, but this thread is the only one
     // running an entry: the tool waits for it to return before it reads the buffer.
@@ -72,6 +74,16 @@ pub extern "C" fn pulp_rs_entry_apply(len: usize) -> i64 {
 /// Revert the `patch.meta` held in the first `len` bytes of the buffer.
 pub extern "C" fn pulp_rs_entry_revert(len: usize) -> i64 {
     serve(len, registry::revert)
+}
+
+/// End the running transition (`force` != 0: threads still inside simply switch).
+pub extern "C" fn pulp_rs_entry_finish(force: usize) -> i64 {
+    serve(0, |reg, _, buf| registry::finish(reg, force != 0, buf))
+}
+
+/// Reverse the running transition.
+pub extern "C" fn pulp_rs_entry_reverse(_unused: usize) -> i64 {
+    serve(0, |reg, _, buf| registry::reverse(reg, buf))
 }
 
 /// Make every thread of the process serialise its instruction stream before the tool

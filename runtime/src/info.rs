@@ -1,7 +1,10 @@
 //! `pulp_rs_info`: the fixed record through which the tools find the runtime's pieces.
 
 use crate::entry;
+use crate::status::{StatusArea, STATUS, STATUS_LEN};
+use crate::transition::{ThreadLog, CLEARED_OFFSETS, GATE_LOG, LOG_CAP, TOOL_LOG};
 use pulp_meta::abi::{self, Descriptor};
+use std::sync::atomic::AtomicU64;
 
 /// Mirror of [`abi::RuntimeInfo`] with pointers, so that it can be a constant the
 /// dynamic linker relocates; the assertions below keep the two layouts identical.
@@ -17,6 +20,16 @@ pub struct Info {
     entry_sync_core: *const (),
     buffer: *const u8,
     buffer_len: u64,
+    entry_finish: *const (),
+    entry_reverse: *const (),
+    transition: *const AtomicU64,
+    goal: *const AtomicU64,
+    cleared_offsets: *const [AtomicU64; 2],
+    status: *const StatusArea,
+    status_len: u64,
+    gate_log: *const ThreadLog,
+    tool_log: *const ThreadLog,
+    log_cap: u64,
 }
 
 // SAFETY: `Info` is immutable after relocation; its pointers are only addresses for the
@@ -27,6 +40,8 @@ const _: () = {
     assert!(core::mem::size_of::<Info>() == abi::RuntimeInfo::SIZE);
     assert!(core::mem::offset_of!(Info, buffer_len) == core::mem::offset_of!(abi::RuntimeInfo, buffer_len));
     assert!(core::mem::offset_of!(Info, call_stub) == core::mem::offset_of!(abi::RuntimeInfo, call_stub));
+    assert!(core::mem::offset_of!(Info, log_cap) == core::mem::offset_of!(abi::RuntimeInfo, log_cap));
+    assert!(core::mem::size_of::<ThreadLog>() == abi::ThreadLog::size(LOG_CAP));
 };
 
 /// What the tools read; its name is [`abi::INFO_SYMBOL`].
@@ -44,4 +59,14 @@ pub static pulp_rs_info: Info = Info {
     entry_sync_core: entry::pulp_rs_entry_sync_core as *const (),
     buffer: entry::BUFFER.as_ptr(),
     buffer_len: entry::BUFFER_LEN as u64,
+    entry_finish: entry::pulp_rs_entry_finish as *const (),
+    entry_reverse: entry::pulp_rs_entry_reverse as *const (),
+    transition: core::ptr::addr_of!(pulp_trm::pulp_rs_transition),
+    goal: core::ptr::addr_of!(pulp_trm::pulp_rs_goal),
+    cleared_offsets: &CLEARED_OFFSETS,
+    status: &STATUS,
+    status_len: STATUS_LEN as u64,
+    gate_log: &GATE_LOG,
+    tool_log: &TOOL_LOG,
+    log_cap: LOG_CAP as u64,
 };

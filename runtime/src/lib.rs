@@ -8,7 +8,11 @@
 //! - [`info`]: the one exported symbol, `pulp_rs_info`, telling the tools where
 //!   everything is;
 //! - [`entry`]: the entry points (apply, revert, sync-core) and their request buffer;
-//! - [`registry`]: applied patches and the descriptor of each redirected function;
+//! - [`registry`]: applied patches, the descriptor of each redirected function, and
+//!   the steps of applying and reverting (immediately or through a transition);
+//! - [`transition`]: what threads read during a transition: the gate slow path,
+//!   `pulp_quiescent()`, the log of threads that moved themselves;
+//! - [`status`]: the status area `pulp patches` reads from outside;
 //! - [`loader`]: the dynamic linker's view: loaded objects, build-ids, `dlopen`/`dlsym`.
 //!
 //! The assembly (descriptor table, dispatch trampoline, hijack stub) is in `trm/`.
@@ -17,3 +21,5 @@ pub mod entry;
 pub mod info;
 pub mod loader;
 pub mod registry;
+pub mod status;
+pub mod transition;

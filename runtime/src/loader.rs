@@ -7,7 +7,8 @@ use std::ffi::{CStr, CString};
 pub struct Loaded {
     pub base: usize,
     build_id: Vec<u8>,
-    exec: Vec<(usize, usize)>,
+    /// Executable segments, `[start, end)`.
+    pub exec: Vec<(usize, usize)>,
 }
 
 impl Loaded {
@@ -66,6 +67,43 @@ fn loaded_objects() -> Vec<Loaded> {
     // allocation failure, which aborts).
     unsafe { libc::dl_iterate_phdr(Some(collect), &mut out as *mut Vec<Loaded> as *mut libc::c_void) };
     out
+}
+
+/// Address of this runtime's TLS initialisation image (its `PT_TLS` segment).
+pub fn own_tls_image() -> Option<u64> {
+    unsafe extern "C" fn find(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `&mut Option<u64>` passed below and `info` is valid for
+        // this call (dl_iterate_phdr's contract).
+        let (out, info) = unsafe { (&mut *(data as *mut Option<u64>), &*info) };
+        // SAFETY: dl_iterate_phdr guarantees `dlpi_phdr` points at `dlpi_phnum` headers.
+        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let base = info.dlpi_addr;
+        let me = own_tls_image as *const () as usize as u64;
+        let mine = phdrs.iter().any(|p| {
+            p.p_type == libc::PT_LOAD
+                && p.p_flags & libc::PF_X != 0
+                && (base + p.p_vaddr..base + p.p_vaddr + p.p_memsz).contains(&me)
+        });
+        if mine {
+            *out = phdrs.iter().find(|p| p.p_type == libc::PT_TLS).map(|p| base + p.p_vaddr);
+            return 1;
+        }
+        0
+    }
+    let mut out: Option<u64> = None;
+    // SAFETY: the callback only reads `info` and writes the Option passed as `data`,
+    // which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(find), &mut out as *mut Option<u64> as *mut libc::c_void) };
+    out
+}
+
+/// The loaded object whose load base is `base`.
+pub fn loaded_at(base: usize) -> Option<Loaded> {
+    loaded_objects().into_iter().find(|o| o.base == base)
 }
 
 /// The loaded object with this build-id.

@@ -1,16 +1,25 @@
-//! Applied patches and the descriptor of every redirected function.
+//! Applied patches, the descriptor of every redirected function, and the steps of
+//! applying and reverting: immediately, or through a transition.
 //!
 //! A descriptor belongs to one function entry for the life of the process (a thread
-//! preempted inside that function's pad must still land on the right code), and holds
-//! the stack of versions applied to it: the top one is what word 0 points at; with no
-//! version left word 0 points at the original body (entry + 2) and the tool puts the
-//! entry's original bytes back.
+//! preempted inside that function's pad must still land on the right code) and holds
+//! the stack of versions applied to it. Word 0 points at the top version, or at the
+//! original body (entry + 2) when there is none, and then the tool puts the entry's
+//! original bytes back.
 //!
-//! This release switches every thread at once (word 0 = the new version). The
-//! per-thread universes of the design reuse the same descriptors through `prev`/`new`.
+//! A transition (the default) changes nothing for anyone at first: each involved
+//! descriptor gets `prev` = what runs now and `new` = what will run, word 0 = its
+//! dispatch stub, and the exported functions of the targets become gates. Threads move
+//! one by one (gates, `pulp_quiescent`, the tool's sampling); `finish` then points word
+//! 0 at the side the transition went to and removes the gates. The registry's version
+//! stacks change only at `finish`, so a reversed transition leaves them as they were.
 
 use crate::loader::{self, PatchObject};
+use crate::status;
+use crate::transition;
 use pulp_meta::abi::{self, Descriptor, EntryAction, EntryStatus, FuncReply};
+use pulp_meta::format::{hex, FLAG_IMMEDIATE};
+use pulp_meta::status::{PatchState, PatchStatus, Status};
 use pulp_meta::{prologue, PatchMeta};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -19,27 +28,60 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 /// Runtime-side state of one descriptor.
 struct DescState {
     entry: u64,
-    /// The entry's bytes before the first patch.
+    /// The entry's bytes before the first redirection.
     original: [u8; 2],
     /// Applied versions, oldest first: (patch id, address of the new function).
     versions: Vec<(String, u64)>,
 }
 
+impl DescState {
+    /// What runs now when no transition is in progress.
+    fn current(&self) -> u64 {
+        self.versions.last().map(|v| v.1).unwrap_or(self.entry + 2)
+    }
+}
+
 struct Patch {
     id: String,
+    meta: PatchMeta,
     /// Kept so the object is never unloaded while its code may run.
-    _object: PatchObject,
+    object: PatchObject,
+    /// (descriptor, new function) per function of the patch.
+    funcs: Vec<(usize, u64)>,
+    state: PatchState,
+    since: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Apply,
+    Revert,
+}
+
+struct Transition {
+    id: u64,
+    patch: String,
+    kind: Kind,
+    /// Every descriptor involved: the patch's functions and the gates.
     descs: Vec<usize>,
+    ranges: Vec<(u64, u64)>,
 }
 
 pub struct Registry {
     descs: Vec<DescState>,
     by_entry: BTreeMap<u64, usize>,
     patches: Vec<Patch>,
+    transition: Option<Transition>,
+    last_id: u64,
 }
 
-static REGISTRY: Mutex<Registry> =
-    Mutex::new(Registry { descs: Vec::new(), by_entry: BTreeMap::new(), patches: Vec::new() });
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    descs: Vec::new(),
+    by_entry: BTreeMap::new(),
+    patches: Vec::new(),
+    transition: None,
+    last_id: 0,
+});
 
 // SAFETY: a dlopen handle is a process-wide token that may be used from any thread.
 unsafe impl Send for PatchObject {}
@@ -59,6 +101,10 @@ fn table(index: usize) -> &'static Descriptor {
     &pulp_trm::descriptors()[index]
 }
 
+fn desc_addr(index: usize) -> u64 {
+    table(index) as *const Descriptor as u64
+}
+
 /// Read `N` bytes of loaded code.
 ///
 /// # Safety
@@ -69,11 +115,21 @@ unsafe fn read_code<const N: usize>(addr: u64) -> [u8; N] {
     unsafe { std::ptr::read_volatile(addr as *const [u8; N]) }
 }
 
+fn write_reply(funcs: &[FuncReply], buf: &mut [u8]) -> Result<(), String> {
+    abi::encode_reply(funcs, buf).map(|_| ()).ok_or_else(|| "reply does not fit the runtime's buffer".to_string())
+}
+
+/// An entry point this request may redirect, checked.
+struct Planned {
+    entry: u64,
+    known: Option<usize>,
+}
+
 impl Registry {
     fn reply(&self, index: usize, action: EntryAction) -> FuncReply {
         FuncReply {
             entry: self.descs[index].entry,
-            desc: table(index) as *const Descriptor as u64,
+            desc: desc_addr(index),
             action,
             original: self.descs[index].original,
         }
@@ -83,77 +139,209 @@ impl Registry {
     fn redirected_through(entry: u64, index: usize) -> bool {
         // SAFETY: the caller checked that [entry - 14, entry + 2) is mapped code.
         let (pad, at) = unsafe { (read_code::<6>(entry - 6), read_code::<2>(entry)) };
-        at == prologue::ENTRY_JUMP
-            && prologue::pad_jump_slot(entry, &pad) == Some(table(index) as *const Descriptor as u64)
+        at == prologue::ENTRY_JUMP && prologue::pad_jump_slot(entry, &pad) == Some(desc_addr(index))
+    }
+
+    /// Check that `entry` of `obj` is code this release can redirect: untouched NOP pad
+    /// (of `kind` when given) or already redirected through our descriptor.
+    fn check_entry(
+        &self,
+        obj: &loader::Loaded,
+        entry: u64,
+        kind: Option<prologue::Prologue>,
+        what: &str,
+    ) -> Result<Planned, String> {
+        if !obj.is_code(entry - prologue::PAD_BEFORE as u64, entry + 2) {
+            return Err(format!("{what}: address {entry:#x} is not inside the object's code"));
+        }
+        let known = self.by_entry.get(&entry).copied();
+        // SAFETY: is_code checked that [entry - 14, entry + 2) is mapped code.
+        let (before, at) = unsafe { (read_code::<14>(entry - 14), read_code::<2>(entry)) };
+        let ok = match known {
+            Some(d) => at == self.descs[d].original || Self::redirected_through(entry, d),
+            None => {
+                let found = prologue::classify(&before, &[at[0], at[1], 0, 0, 0, 0, 0, 0]);
+                found.is_some_and(|k| k.is_supported() && kind.is_none_or(|want| want == k))
+            }
+        };
+        if !ok {
+            let want = kind.map(|k| k.to_string()).unwrap_or_else(|| "a NOP pad".into());
+            return Err(format!(
+                "{what} at {entry:#x}: prologue is not {want} as recorded (found {:02x} {:02x})",
+                at[0], at[1]
+            ));
+        }
+        Ok(Planned { entry, known })
+    }
+
+    /// The descriptor of `p`, allocating it on first use.
+    fn desc_for(&mut self, p: &Planned) -> usize {
+        if let Some(d) = p.known.or_else(|| self.by_entry.get(&p.entry).copied()) {
+            return d;
+        }
+        let d = self.descs.len();
+        // SAFETY: checked mapped; the entry is untouched, so these are the original bytes.
+        let original = unsafe { read_code::<2>(p.entry) };
+        self.descs.push(DescState { entry: p.entry, original, versions: Vec::new() });
+        self.by_entry.insert(p.entry, d);
+        table(d).entry.store(p.entry, Ordering::Relaxed);
+        d
+    }
+
+    fn ensure_room(&self, planned: &[&Planned]) -> Result<(), String> {
+        let fresh = planned.iter().filter(|p| p.known.is_none()).count();
+        let free = pulp_trm::DESC_COUNT - self.descs.len();
+        if fresh > free {
+            return Err(format!(
+                "the runtime has room for {free} more redirected functions, the request needs {fresh}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Publish the status for the tools.
+    pub fn publish(&self) {
+        let (transition, goal, ranges) = match &self.transition {
+            Some(t) => (t.id, pulp_trm::goal().load(Ordering::Relaxed), t.ranges.clone()),
+            None => (0, 0, Vec::new()),
+        };
+        let patches =
+            self.patches.iter().map(|p| PatchStatus { state: p.state, since: p.since, meta: p.meta.clone() }).collect();
+        status::publish(&Status { transition, goal, ranges, patches }.encode());
+    }
+
+    fn busy_error(&self, t: &Transition) -> String {
+        let what = if t.kind == Kind::Apply { "applying" } else { "reverting" };
+        format!(
+            "a transition ({what} patch {}) is in progress: complete it with `pulp-trigger --continue`",
+            &t.patch[..t.patch.len().min(12)]
+        )
+    }
+
+    /// Start a transition over `descs`: `prev`/`new` per descriptor, gates flagged,
+    /// word 0 to the dispatch stubs. Nothing visible changes for any thread yet.
+    fn start(
+        &mut self,
+        patch: &str,
+        kind: Kind,
+        plan: &[(usize, u64, u64)],
+        gates: &[usize],
+        ranges: Vec<(u64, u64)>,
+    ) -> Result<Vec<FuncReply>, String> {
+        transition::prepare(&ranges)?;
+        let mut all: Vec<usize> = Vec::new();
+        for &(d, prev, new) in plan {
+            table(d).prev.store(prev, Ordering::Relaxed);
+            table(d).new.store(new, Ordering::Relaxed);
+            all.push(d);
+        }
+        for &g in gates {
+            if !all.contains(&g) {
+                let cur = self.descs[g].current();
+                table(g).prev.store(cur, Ordering::Relaxed);
+                table(g).new.store(cur, Ordering::Relaxed);
+                all.push(g);
+            }
+            table(g).gate.store(1, Ordering::Relaxed);
+        }
+        self.last_id += 1;
+        let id = self.last_id;
+        pulp_trm::goal().store(1, Ordering::Relaxed);
+        pulp_trm::transition().store(id, Ordering::Release);
+        for &d in &all {
+            table(d).target.store(pulp_trm::desc_stub(d) as u64, Ordering::Release);
+        }
+        let replies = all.iter().map(|&d| self.reply(d, EntryAction::Redirect)).collect();
+        self.transition = Some(Transition { id, patch: patch.to_string(), kind, descs: all, ranges });
+        Ok(replies)
+    }
+
+    fn patch_index(&self, id: &str) -> Option<usize> {
+        self.patches.iter().position(|p| p.id == id)
+    }
+
+    /// Code ranges that count as inside: the targets' and every patch object's.
+    fn ranges(&self, targets: &[loader::Loaded], extra: Option<&PatchObject>) -> Vec<(u64, u64)> {
+        let mut r: Vec<(u64, u64)> =
+            targets.iter().flat_map(|t| t.exec.iter().map(|&(s, e)| (s as u64, e as u64))).collect();
+        for p in self.patches.iter().map(|p| &p.object).chain(extra) {
+            if let Some(l) = loader::loaded_at(p.base) {
+                r.extend(l.exec.iter().map(|&(s, e)| (s as u64, e as u64)));
+            }
+        }
+        r
     }
 }
 
-fn write_reply(funcs: &[FuncReply], buf: &mut [u8]) -> Result<(), String> {
-    abi::encode_reply(funcs, buf).map(|_| ()).ok_or_else(|| "reply does not fit the runtime's buffer".to_string())
+/// Decode a request and find its targets in the process.
+fn resolve(request: &[u8]) -> Result<(PatchMeta, Vec<u64>, Vec<loader::Loaded>), String> {
+    let (meta_bytes, gates) = abi::decode_request(request).ok_or("malformed request")?;
+    let meta = PatchMeta::decode(meta_bytes).map_err(|e| format!("corrupt request: {e}"))?;
+    let mut objs = Vec::new();
+    for t in &meta.targets {
+        objs.push(loader::find(&t.build_id).ok_or_else(|| {
+            format!("target {} (build-id {}) is not loaded in this process", t.path, hex(&t.build_id))
+        })?);
+    }
+    Ok((meta, gates, objs))
 }
 
-/// Apply a patch: load its object, point the descriptors of its functions at the new
-/// versions, and tell the tool which entries to redirect. Nothing changes unless every
-/// check passes.
+/// Check the gate entries: each inside one of the targets, with a NOP pad.
+fn plan_gates(reg: &Registry, objs: &[loader::Loaded], gates: &[u64]) -> Result<Vec<Planned>, String> {
+    gates
+        .iter()
+        .map(|&g| {
+            let obj = objs
+                .iter()
+                .find(|o| o.is_code(g, g + 2))
+                .ok_or_else(|| format!("gate at {g:#x} is not inside a target"))?;
+            reg.check_entry(obj, g, None, "gate")
+        })
+        .collect()
+}
+
+/// Apply a patch, immediately or by starting a transition. Nothing changes unless
+/// every check passes.
 pub fn apply(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<EntryStatus, String> {
-    let meta = PatchMeta::decode(request).map_err(|e| format!("corrupt request: {e}"))?;
+    let (meta, gates, objs) = resolve(request)?;
     let id = meta.id();
+    if let Some(t) = &reg.transition {
+        if t.patch == id && t.kind == Kind::Apply {
+            let replies: Vec<_> = t.descs.iter().map(|&d| reg.reply(d, EntryAction::Redirect)).collect();
+            write_reply(&replies, buf)?;
+            return Ok(EntryStatus::Transition);
+        }
+        return Err(reg.busy_error(t));
+    }
     if let Some(p) = reg.patches.iter().find(|p| p.id == id) {
-        let replies: Vec<_> = p.descs.iter().map(|&d| reg.reply(d, EntryAction::Redirect)).collect();
+        let replies: Vec<_> = p.funcs.iter().map(|&(d, _)| reg.reply(d, EntryAction::Redirect)).collect();
         write_reply(&replies, buf)?;
         return Ok(EntryStatus::NothingToDo);
     }
 
-    // Resolve and check every entry before anything changes.
+    // Check every entry before anything changes.
     let mut planned = Vec::new();
-    for t in &meta.targets {
-        let obj = loader::find(&t.build_id).ok_or_else(|| {
-            format!(
-                "target {} (build-id {}) is not loaded in this process",
-                t.path,
-                pulp_meta::format::hex(&t.build_id)
-            )
-        })?;
+    for (t, obj) in meta.targets.iter().zip(&objs) {
         for f in &t.functions {
-            let entry = obj.base as u64 + f.offset;
-            if !obj.is_code(entry - prologue::PAD_BEFORE as u64, entry + 2) {
-                return Err(format!(
-                    "function `{}` of {}: offset {:#x} is not inside its code",
-                    f.old, t.path, f.offset
-                ));
-            }
-            let known = reg.by_entry.get(&entry).copied();
-            // SAFETY: is_code checked that [entry - 14, entry + 2) is mapped code.
-            let (before, at) = unsafe { (read_code::<14>(entry - 14), read_code::<2>(entry)) };
-            let ok = match known {
-                Some(d) => at == reg.descs[d].original || Registry::redirected_through(entry, d),
-                None => {
-                    Some(at) == f.prologue.entry_bytes()
-                        && prologue::classify(&before, &[at[0], at[1], 0, 0, 0, 0, 0, 0]) == Some(f.prologue)
-                }
-            };
-            if !ok {
-                return Err(format!(
-                    "function `{}` of {} at {entry:#x}: prologue is not {} as recorded (found {:02x} {:02x})",
-                    f.old, t.path, f.prologue, at[0], at[1]
-                ));
-            }
-            if planned.iter().any(|(e, _, _)| *e == entry) {
+            let p = reg.check_entry(
+                obj,
+                obj.base as u64 + f.offset,
+                Some(f.prologue),
+                &format!("function `{}` of {}", f.old, t.path),
+            )?;
+            if planned.iter().any(|(q, _): &(Planned, _)| q.entry == p.entry) {
                 return Err(format!("function `{}` of {} appears twice in the patch", f.old, t.path));
             }
-            planned.push((entry, known, f));
+            planned.push((p, f.new.as_str()));
         }
     }
-    let fresh = planned.iter().filter(|(_, known, _)| known.is_none()).count();
-    if reg.descs.len() + fresh > pulp_trm::DESC_COUNT {
-        return Err(format!(
-            "the runtime has room for {} more redirected functions, the patch needs {fresh}",
-            pulp_trm::DESC_COUNT - reg.descs.len()
-        ));
-    }
+    let immediate = meta.flags & FLAG_IMMEDIATE != 0;
+    let gate_plan = if immediate { Vec::new() } else { plan_gates(reg, &objs, &gates)? };
+    let mut all: Vec<&Planned> = planned.iter().map(|(p, _)| p).collect();
+    all.extend(gate_plan.iter().filter(|g| !planned.iter().any(|(p, _)| p.entry == g.entry)));
+    reg.ensure_room(&all)?;
     let object = PatchObject::open(&meta.patch_so, &meta.patch_build_id)?;
-    let news: Result<Vec<u64>, String> =
-        planned.iter().map(|(_, _, f)| object.symbol(&f.new).map(|a| a as u64)).collect();
+    let news: Result<Vec<u64>, String> = planned.iter().map(|(_, new)| object.symbol(new).map(|a| a as u64)).collect();
     let news = match news {
         Ok(n) => n,
         Err(e) => {
@@ -163,53 +351,148 @@ pub fn apply(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<Entry
     };
 
     // Commit.
-    let mut descs = Vec::with_capacity(planned.len());
-    for ((entry, known, _), new) in planned.iter().zip(news) {
-        let d = match known {
-            Some(d) => *d,
-            None => {
-                let d = reg.descs.len();
-                // SAFETY: checked mapped above; the entry is untouched, so these are the original bytes.
-                let original = unsafe { read_code::<2>(*entry) };
-                reg.descs.push(DescState { entry: *entry, original, versions: Vec::new() });
-                reg.by_entry.insert(*entry, d);
-                table(d).entry.store(*entry, Ordering::Relaxed);
-                d
+    let funcs: Vec<(usize, u64)> = planned.iter().zip(&news).map(|((p, _), &new)| (reg.desc_for(p), new)).collect();
+    let (replies, status, state) = if immediate {
+        for &(d, new) in &funcs {
+            reg.descs[d].versions.push((id.clone(), new));
+            table(d).new.store(new, Ordering::Relaxed);
+            // Release: a thread that jumps through word 0 sees a fully loaded patch object.
+            table(d).target.store(new, Ordering::Release);
+        }
+        let replies = funcs.iter().map(|&(d, _)| reg.reply(d, EntryAction::Redirect)).collect();
+        (replies, EntryStatus::Done, PatchState::Applied)
+    } else {
+        let gates: Vec<usize> = gate_plan.iter().map(|g| reg.desc_for(g)).collect();
+        let plan: Vec<(usize, u64, u64)> = funcs.iter().map(|&(d, new)| (d, reg.descs[d].current(), new)).collect();
+        let ranges = reg.ranges(&objs, Some(&object));
+        match reg.start(&id, Kind::Apply, &plan, &gates, ranges) {
+            Ok(replies) => (replies, EntryStatus::Transition, PatchState::Applying),
+            Err(e) => {
+                object.discard();
+                return Err(e);
             }
-        };
-        reg.descs[d].versions.push((id.clone(), new));
-        table(d).new.store(new, Ordering::Relaxed);
-        // Release: a thread that jumps through word 0 sees a fully loaded patch object.
-        table(d).target.store(new, Ordering::Release);
-        descs.push(d);
+        }
+    };
+    reg.patches.push(Patch { id, meta, object, funcs, state, since: status::now() });
+    write_reply(&replies, buf)?;
+    Ok(status)
+}
+
+/// Revert a patch, immediately (a patch marked immediate) or through a transition.
+pub fn revert(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<EntryStatus, String> {
+    let (meta, gates, objs) = resolve(request)?;
+    let id = meta.id();
+    if let Some(t) = &reg.transition {
+        if t.patch == id && t.kind == Kind::Revert {
+            let replies: Vec<_> = t.descs.iter().map(|&d| reg.reply(d, EntryAction::Redirect)).collect();
+            write_reply(&replies, buf)?;
+            return Ok(EntryStatus::Transition);
+        }
+        return Err(reg.busy_error(t));
     }
-    let replies: Vec<_> = descs.iter().map(|&d| reg.reply(d, EntryAction::Redirect)).collect();
-    reg.patches.push(Patch { id, _object: object, descs });
+    let Some(pos) = reg.patch_index(&id) else {
+        write_reply(&[], buf)?;
+        return Ok(EntryStatus::NothingToDo);
+    };
+    let funcs = reg.patches[pos].funcs.clone();
+    if meta.flags & FLAG_IMMEDIATE != 0 {
+        let patch = reg.patches.remove(pos);
+        let replies = drop_versions(reg, &patch.id, &funcs);
+        // `patch` is dropped here, but its object stays loaded (`PatchObject` has no
+        // Drop): a thread may still be running one of its functions.
+        write_reply(&replies, buf)?;
+        return Ok(EntryStatus::Done);
+    }
+    let gate_plan = plan_gates(reg, &objs, &gates)?;
+    reg.ensure_room(&gate_plan.iter().collect::<Vec<_>>())?;
+    let gates: Vec<usize> = gate_plan.iter().map(|g| reg.desc_for(g)).collect();
+    let plan: Vec<(usize, u64, u64)> = funcs
+        .iter()
+        .map(|&(d, _)| {
+            let st = &reg.descs[d];
+            let after = st.versions.iter().rev().find(|v| v.0 != id).map(|v| v.1).unwrap_or(st.entry + 2);
+            (d, st.current(), after)
+        })
+        .collect();
+    let ranges = reg.ranges(&objs, None);
+    let replies = reg.start(&id, Kind::Revert, &plan, &gates, ranges)?;
+    reg.patches[pos].state = PatchState::Reverting;
+    reg.patches[pos].since = status::now();
+    write_reply(&replies, buf)?;
+    Ok(EntryStatus::Transition)
+}
+
+/// Remove patch `id`'s version from each descriptor; word 0 to what is left.
+fn drop_versions(reg: &mut Registry, id: &str, funcs: &[(usize, u64)]) -> Vec<FuncReply> {
+    funcs
+        .iter()
+        .map(|&(d, _)| {
+            let st = &mut reg.descs[d];
+            st.versions.retain(|(p, _)| p != id);
+            let cur = st.current();
+            table(d).new.store(cur, Ordering::Relaxed);
+            table(d).target.store(cur, Ordering::Release);
+            reg.reply(d, if reg.descs[d].versions.is_empty() { EntryAction::Restore } else { EntryAction::Keep })
+        })
+        .collect()
+}
+
+/// End the running transition where its goal is: every descriptor straight to its
+/// version, gates removed. With `force`, threads still inside simply switch.
+pub fn finish(reg: &mut Registry, force: bool, buf: &mut [u8]) -> Result<EntryStatus, String> {
+    let Some(t) = reg.transition.take() else {
+        write_reply(&[], buf)?;
+        return Ok(EntryStatus::NothingToDo);
+    };
+    let _ = force; // Forcing needs nothing more here: the tool stops waiting, we finish.
+    let forward = pulp_trm::goal().load(Ordering::Acquire) == 1;
+    let pos = reg.patch_index(&t.patch).ok_or("the patch of the transition is missing from the registry")?;
+    match (t.kind, forward) {
+        (Kind::Apply, true) | (Kind::Revert, false) => {
+            if t.kind == Kind::Apply {
+                for &(d, new) in &reg.patches[pos].funcs.clone() {
+                    reg.descs[d].versions.push((t.patch.clone(), new));
+                }
+            }
+            reg.patches[pos].state = PatchState::Applied;
+            reg.patches[pos].since = status::now();
+        }
+        (Kind::Apply, false) | (Kind::Revert, true) => {
+            let patch = reg.patches.remove(pos);
+            for &(d, _) in &patch.funcs {
+                reg.descs[d].versions.retain(|(p, _)| *p != patch.id);
+            }
+        }
+    }
+    let mut replies = Vec::with_capacity(t.descs.len());
+    for &d in &t.descs {
+        let cur = reg.descs[d].current();
+        table(d).target.store(cur, Ordering::Release);
+        table(d).gate.store(0, Ordering::Relaxed);
+        let action = if reg.descs[d].versions.is_empty() { EntryAction::Restore } else { EntryAction::Keep };
+        replies.push(reg.reply(d, action));
+    }
+    pulp_trm::transition().store(0, Ordering::Release);
+    pulp_trm::goal().store(0, Ordering::Relaxed);
     write_reply(&replies, buf)?;
     Ok(EntryStatus::Done)
 }
 
-/// Revert a patch: drop its version from each of its functions; a function left with no
-/// version goes back to its original body, and the tool restores its entry bytes.
-pub fn revert(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<EntryStatus, String> {
-    let meta = PatchMeta::decode(request).map_err(|e| format!("corrupt request: {e}"))?;
-    let id = meta.id();
-    let Some(pos) = reg.patches.iter().position(|p| p.id == id) else {
+/// Turn the running transition around: threads move back to where they were.
+pub fn reverse(reg: &mut Registry, buf: &mut [u8]) -> Result<EntryStatus, String> {
+    let Some(t) = &reg.transition else {
         write_reply(&[], buf)?;
         return Ok(EntryStatus::NothingToDo);
     };
-    let patch = reg.patches.remove(pos);
-    let mut replies = Vec::with_capacity(patch.descs.len());
-    for &d in &patch.descs {
-        let st = &mut reg.descs[d];
-        st.versions.retain(|(p, _)| *p != id);
-        let top = st.versions.last().map(|v| v.1);
-        table(d).target.store(top.unwrap_or(st.entry + 2), Ordering::Release);
-        table(d).new.store(top.unwrap_or(0), Ordering::Relaxed);
-        replies.push(reg.reply(d, if top.is_some() { EntryAction::Keep } else { EntryAction::Restore }));
+    let goal = pulp_trm::goal().load(Ordering::Acquire);
+    pulp_trm::goal().store(1 - goal, Ordering::Release);
+    let replies: Vec<_> = t.descs.iter().map(|&d| reg.reply(d, EntryAction::Keep)).collect();
+    if let Some(pos) = reg.patch_index(&t.patch.clone()) {
+        let back =
+            if reg.patches[pos].state == PatchState::Applying { PatchState::Reverting } else { PatchState::Applying };
+        reg.patches[pos].state = back;
+        reg.patches[pos].since = status::now();
     }
-    // `patch` is dropped here, but its object stays loaded (`PatchObject` has no Drop):
-    // a thread may still be running one of its functions.
     write_reply(&replies, buf)?;
-    Ok(EntryStatus::Done)
+    Ok(EntryStatus::Transition)
 }

@@ -4,20 +4,23 @@
 //!    target (mapped, build-id read from memory), each function's prologue, the reach of
 //!    the runtime's descriptors, the patch object (present, safe, right build-id);
 //! 2. stop one thread at a safe point and make it run the runtime's entry point, which
-//!    loads the patch and points the descriptors at the new versions (revert: at the
-//!    previous ones);
+//!    loads the patch and either points the descriptors at the new versions (an
+//!    immediate patch) or starts a transition (nothing changes for any thread yet);
 //! 3. write the code: each new pad jump, a membarrier so every core drops stale
 //!    instructions, then each entry, one byte at a time in an order where every
 //!    intermediate state is a harmless instruction (see `pulp_meta::prologue`);
-//! 4. put the thread back exactly as it was.
+//! 4. put the thread back exactly as it was;
+//! 5. for a transition: move the threads one by one (`crate::transition`), then stop one
+//!    thread again to finish it (descriptors straight to the new versions, gates off).
 //!
 //! A failure in phase 1 or a refusal by the runtime leaves the process untouched.
 
 use crate::error::{Result, TriggerError};
 use crate::hijack::Hijacked;
 use crate::process::{MappedObject, Process};
+use crate::transition::{self, Driven, Holder, Progress};
 use pulp_meta::abi::{self, EntryAction, EntryStatus, FuncReply, RuntimeInfo};
-use pulp_meta::format::hex;
+use pulp_meta::format::{hex, FLAG_IMMEDIATE};
 use pulp_meta::prologue::{self, ENTRY_JUMP, PAD_BEFORE};
 use pulp_meta::{PatchMeta, Prologue};
 use std::os::unix::fs::MetadataExt;
@@ -30,22 +33,49 @@ pub enum Mode {
     Revert,
 }
 
+/// What to do with a transition that does not complete in time.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub timeout: Duration,
+    /// Switch the threads still inside anyway.
+    pub force: bool,
+    /// Roll the patch back through the same steps.
+    pub reverse: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(10), force: false, reverse: false }
+    }
+}
+
+/// How a transition ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Every thread moved.
+    Completed(Progress),
+    /// Time ran out; these threads were switched anyway (`--force`).
+    Forced(Progress, Vec<Holder>),
+    /// Time ran out; the transition was turned around and completed backwards.
+    Reversed(Progress, Vec<Holder>),
+}
+
 /// What happened, for the summary line.
 #[derive(Debug)]
 pub struct Outcome {
     /// `NothingToDo`: already applied (apply) or not applied (revert).
     pub status: EntryStatus,
     pub functions: usize,
-    /// Entries whose code was written (redirected or restored).
-    pub entries_written: usize,
     pub tid: i32,
-    /// How long the hijacked thread was stopped.
+    /// How long the hijacked thread was stopped (the first time).
     pub stopped: Duration,
     pub total: Duration,
+    /// `None` for an immediate patch.
+    pub transition: Option<Ended>,
 }
 
 /// Apply or revert `meta` (whose encoded form is `bytes`) in process `pid`.
-pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode) -> Result<Outcome> {
+pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode, opts: Options) -> Result<Outcome> {
     let t0 = Instant::now();
     let proc = Process::open(pid)?;
     proc.lock()?;
@@ -55,42 +85,155 @@ pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode) -> Result<Outco
     if mode == Mode::Apply {
         check_patch_object(&proc, meta)?;
     }
-    if bytes.len() as u64 > info.buffer_len {
+    let gates = if meta.flags & FLAG_IMMEDIATE != 0 { Vec::new() } else { gates(&proc, &objects, meta)? };
+    let request = abi::encode_request(bytes, &gates);
+    if request.len() as u64 > info.buffer_len {
         return Err(TriggerError::Target {
             pid,
             what: format!(
-                "the patch metadata ({} bytes) exceeds the runtime's buffer ({} bytes)",
-                bytes.len(),
+                "the request ({} bytes) exceeds the runtime's buffer ({} bytes)",
+                request.len(),
                 info.buffer_len
             ),
         });
     }
 
     let thread = Hijacked::attach(&proc, info)?;
-    proc.write(info.buffer, bytes)?;
+    proc.write(info.buffer, &request)?;
     let entry = if mode == Mode::Apply { info.entry_apply } else { info.entry_revert };
-    let rc = thread.call(entry, bytes.len() as u64)?;
+    let status = call(&proc, &thread, &info, entry, request.len() as u64)?;
+    let replies = read_reply(&proc, &info)?;
+    write_code(&proc, &thread, &info, &replies)?;
+    let tid = thread.tid();
+    let stopped = thread.stopped_at.elapsed();
+    thread.release()?;
+    let transition =
+        if status == EntryStatus::Transition { Some(complete(&proc, &objects, &info, opts)?) } else { None };
+    Ok(Outcome { status, functions, tid, stopped, total: t0.elapsed(), transition })
+}
+
+/// `pulp-trigger --continue`: take up a transition an earlier run left running.
+pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
+    let proc = Process::open(pid)?;
+    proc.lock()?;
+    let objects = proc.objects()?;
+    let info = runtime_info(&proc, &objects)?;
+    if transition::running(&proc, &info, &[])?.is_none() {
+        return Ok(None);
+    }
+    complete(&proc, &objects, &info, opts).map(Some)
+}
+
+/// Run an entry point in the hijacked thread; a refusal becomes an error carrying the
+/// runtime's message.
+fn call(proc: &Process, thread: &Hijacked, info: &RuntimeInfo, entry: u64, arg: u64) -> Result<EntryStatus> {
+    let pid = proc.pid;
+    let rc = thread.call(entry, arg)?;
     let status = EntryStatus::from_i64(rc)
         .ok_or_else(|| TriggerError::Target { pid, what: format!("the runtime returned an unknown status {rc}") })?;
     if status == EntryStatus::Refused {
         let message = abi::decode_message(&proc.read(info.buffer, 4 + 4096)?);
         return Err(TriggerError::Refused { pid, message });
     }
-    let replies = read_reply(&proc, &info)?;
-    let entries_written = write_code(&proc, &thread, &info, &replies)?;
-    let tid = thread.tid();
-    let stopped = thread.stopped_at.elapsed();
+    Ok(status)
+}
+
+/// Executable ranges of the runtime itself: a thread there counts as inside.
+fn runtime_code(proc: &Process, objects: &[MappedObject]) -> Result<Vec<(u64, u64)>> {
+    let path = objects.iter().find(|o| is_runtime(&o.path)).map(|o| o.path.clone()).unwrap_or_default();
+    Ok(proc
+        .mappings()?
+        .into_iter()
+        .filter(|m| m.path == path && m.perms.contains('x'))
+        .map(|m| (m.start, m.end))
+        .collect())
+}
+
+/// Move every thread, then finish the transition (or force, or reverse it).
+fn complete(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, opts: Options) -> Result<Ended> {
+    let code = runtime_code(proc, objects)?;
+    let step = |proc: &Process| -> Result<(transition::Running, Driven)> {
+        let run = transition::running(proc, info, &code)?
+            .ok_or_else(|| TriggerError::Target { pid: proc.pid, what: "the transition ended under us".into() })?;
+        transition::set_newborn_state(proc, &run)?;
+        let driven = transition::drive(proc, info, &run, opts.timeout)?;
+        Ok((run, driven))
+    };
+    let (run, driven) = step(proc)?;
+    let ended = match driven {
+        Driven::Done(p) => Ended::Completed(p),
+        Driven::Stuck(p, holders) if opts.force => Ended::Forced(p, holders),
+        Driven::Stuck(_, holders) if opts.reverse => {
+            let thread = Hijacked::attach(proc, *info)?;
+            call(proc, &thread, info, info.entry_reverse, 0)?;
+            thread.release()?;
+            match step(proc)?.1 {
+                Driven::Done(p) => Ended::Reversed(p, holders),
+                Driven::Stuck(_, again) => return Err(stuck(proc.pid, &run, again, opts.timeout, true)),
+            }
+        }
+        Driven::Stuck(_, holders) => return Err(stuck(proc.pid, &run, holders, opts.timeout, false)),
+    };
+    let thread = Hijacked::attach(proc, *info)?;
+    call(proc, &thread, info, info.entry_finish, matches!(ended, Ended::Forced(..)) as u64)?;
+    let replies = read_reply(proc, info)?;
+    write_code(proc, &thread, info, &replies)?;
     thread.release()?;
-    Ok(Outcome { status, functions, entries_written, tid, stopped, total: t0.elapsed() })
+    Ok(ended)
+}
+
+fn stuck(
+    pid: i32,
+    run: &transition::Running,
+    holders: Vec<Holder>,
+    timeout: Duration,
+    reversing: bool,
+) -> TriggerError {
+    let mut report = String::new();
+    for h in &holders {
+        report.push_str(&format!("\n  thread {} ({}):", h.tid, h.name));
+        for (i, f) in h.frames.iter().enumerate() {
+            report.push_str(&format!("\n    #{i} {f}"));
+        }
+    }
+    TriggerError::Stuck { pid, id: run.id, timeout, count: holders.len(), report, reversing }
+}
+
+/// The exported functions of each target with a NOP pad: the doors a thread comes in
+/// through, which become gates for the length of a transition.
+fn gates(proc: &Process, objects: &[MappedObject], meta: &PatchMeta) -> Result<Vec<u64>> {
+    let maps = proc.mappings()?;
+    let mut out = Vec::new();
+    for t in &meta.targets {
+        let Some(obj) = objects.iter().find(|o| o.build_id == t.build_id) else { continue };
+        let Some(header) = maps.iter().find(|m| m.start == obj.header) else { continue };
+        let file = format!("/proc/{}/map_files/{:x}-{:x}", proc.pid, header.start, header.end);
+        let funcs = pulp_cc_build::inspect::functions(Path::new(&file))
+            .or_else(|_| pulp_cc_build::inspect::functions(Path::new(&obj.path)))
+            .map_err(|e| TriggerError::Target {
+                pid: proc.pid,
+                what: format!("cannot read the exported functions of {}: {e}", obj.path),
+            })?;
+        out.extend(
+            funcs
+                .iter()
+                .filter(|f| f.dynamic && f.prologue.is_some_and(Prologue::is_supported))
+                .map(|f| obj.base + f.offset),
+        );
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+fn is_runtime(path: &str) -> bool {
+    path.rsplit('/').next().is_some_and(|n| n.starts_with("libpulp_rs"))
 }
 
 /// Find `libpulp_rs.so` in the process and read its `pulp_rs_info`.
 fn runtime_info(proc: &Process, objects: &[MappedObject]) -> Result<RuntimeInfo> {
     let pid = proc.pid;
-    let runtime = objects
-        .iter()
-        .find(|o| o.path.rsplit('/').next().is_some_and(|n| n.starts_with("libpulp_rs")))
-        .ok_or(TriggerError::RuntimeNotLoaded { pid })?;
+    let runtime = objects.iter().find(|o| is_runtime(&o.path)).ok_or(TriggerError::RuntimeNotLoaded { pid })?;
     // Read the symbol from the mapped file itself (map_files), falling back to its path.
     let maps = proc.mappings()?;
     let header = maps.iter().find(|m| m.start == runtime.header).ok_or(TriggerError::RuntimeNotLoaded { pid })?;

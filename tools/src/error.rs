@@ -41,6 +41,11 @@ pub enum TriggerError {
     Ptrace { pid: i32, tid: i32, what: &'static str, errno: nix::Error },
     #[error("PID {pid}: {what}")]
     Target { pid: i32, what: String },
+    #[error(
+        "PID {pid}: transition {id}{} did not complete within {timeout:?}: {count} thread(s) still inside a target:{report}\nThe transition keeps running and every thread stays consistent. Finish it with `pulp-trigger --continue -p {pid}` (also with --force to switch these threads anyway, or --reverse to roll the patch back).",
+        if *reversing { " (reversed)" } else { "" }
+    )]
+    Stuck { pid: i32, id: u64, timeout: std::time::Duration, count: usize, report: String, reversing: bool },
 }
 
 pub type Result<T, E = TriggerError> = std::result::Result<T, E>;

@@ -4,6 +4,8 @@
 //! - `ptrace`: one traced thread as an RAII guard,
 //! - `hijack`: choosing a thread at a safe point and running a runtime entry in it,
 //! - `pack`: `.dsc` description to `patch.meta`; `dump`: `patch.meta` to text or JSON,
+//! - `unwind`: walking a stopped thread's stack from outside (framehop),
+//! - `transition`: moving threads one at a time until a transition is complete,
 //! - `apply`: the phases of applying and reverting a patch,
 //! - `error`: what `pulp-trigger` reports.
 
@@ -11,6 +13,9 @@ pub mod apply;
 pub mod dump;
 pub mod error;
 pub mod hijack;
+pub mod livepatchable;
 pub mod pack;
 pub mod process;
 pub mod ptrace;
+pub mod transition;
+pub mod unwind;

@@ -129,6 +129,7 @@ pub fn pack(dsc: &Path) -> Result<PatchMeta, PackError> {
 
     let mut patch: Option<Object> = None;
     let mut labels = Vec::new();
+    let mut flags = 0;
     let mut done: Vec<PendingTarget> = Vec::new();
     let mut current: Option<PendingTarget> = None;
 
@@ -147,6 +148,11 @@ pub fn pack(dsc: &Path) -> Result<PatchMeta, PackError> {
         };
         if line.starts_with('#') {
             return Err(at(n)(PackErrorKind::Reference));
+        } else if let Some(option) = line.strip_prefix('%') {
+            match option.trim() {
+                "immediate" => flags |= FLAG_IMMEDIATE,
+                _ => return Err(at(n)(malformed(line, "unknown option (known: `%immediate`)"))),
+            }
         } else if let Some(label) = line.strip_prefix('!') {
             let label = label.trim();
             if label.is_empty() {
@@ -183,7 +189,7 @@ pub fn pack(dsc: &Path) -> Result<PatchMeta, PackError> {
         } else {
             return Err(at(n)(malformed(
                 line,
-                "expected `@TARGET`, `old_function:new_function`, `!label` or `#symbol:variable`",
+                "expected `@TARGET`, `old_function:new_function`, `!label`, `%option` or `#symbol:variable`",
             )));
         }
     }
@@ -198,7 +204,7 @@ pub fn pack(dsc: &Path) -> Result<PatchMeta, PackError> {
         return Err(whole(PackErrorKind::NoTargets));
     }
     let meta = PatchMeta {
-        flags: FLAG_IMMEDIATE,
+        flags,
         patch_so: patch.path,
         patch_build_id: patch.build_id,
         labels,
@@ -327,7 +333,7 @@ __attribute__((visibility("hidden"))) int hidden_fix(int x) { return x; }
         let patch = fx.dir.path().join("libfix.so").canonicalize().unwrap();
         assert_eq!(m.patch_so, patch.to_str().unwrap());
         assert_eq!(m.patch_build_id, inspect::build_id(&patch).unwrap());
-        assert_eq!(m.flags, FLAG_IMMEDIATE);
+        assert_eq!(m.flags, 0, "transition by default");
         assert_eq!(m.labels, ["CVE-2026-1234", "second label"]);
         assert_eq!(m.targets.len(), 1);
         let t = &m.targets[0];

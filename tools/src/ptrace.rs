@@ -44,12 +44,25 @@ pub struct Tracee {
     /// Signals that arrived before our interrupt and must be delivered after it.
     pending: Vec<Signal>,
     detached: bool,
+    /// Whether registers or the signal mask were changed and must be put back.
+    modified: std::cell::Cell<bool>,
 }
 
 impl Tracee {
-    /// Seize thread `tid` of process `pid` and stop it with `PTRACE_INTERRUPT`.
-    /// `Ok(None)` when the thread no longer exists.
+    /// Seize thread `tid` of process `pid` and stop it with `PTRACE_INTERRUPT`, saving
+    /// every register and the signal mask (to run code in it). `Ok(None)` when the
+    /// thread no longer exists.
     pub fn stop(pid: i32, tid: i32) -> Result<Option<Self>> {
+        Self::stop_saving(pid, tid, true)
+    }
+
+    /// Stop a thread only to look at it: general registers are read, the extended state
+    /// is not saved (nothing will change it), so the stop is shorter.
+    pub fn stop_to_inspect(pid: i32, tid: i32) -> Result<Option<Self>> {
+        Self::stop_saving(pid, tid, false)
+    }
+
+    fn stop_saving(pid: i32, tid: i32, full: bool) -> Result<Option<Self>> {
         let t = Pid::from_raw(tid);
         match ptrace::seize(t, ptrace::Options::empty()) {
             Ok(()) => {}
@@ -67,6 +80,7 @@ impl Tracee {
             saved_mask: 0,
             pending: Vec::new(),
             detached: false,
+            modified: std::cell::Cell::new(false),
         };
         if let Err(errno) = ptrace::interrupt(t) {
             me.detached = true;
@@ -92,8 +106,10 @@ impl Tracee {
             }
         }
         me.saved_regs = me.regs()?;
-        me.saved_xstate = me.xstate()?;
-        me.saved_mask = me.sigmask()?;
+        if full {
+            me.saved_xstate = me.xstate()?;
+            me.saved_mask = me.sigmask()?;
+        }
         Ok(Some(me))
     }
 
@@ -111,6 +127,7 @@ impl Tracee {
     }
 
     pub fn set_regs(&self, regs: &Regs) -> Result<()> {
+        self.modified.set(true);
         ptrace::setregs(Pid::from_raw(self.tid), *regs).map_err(|e| self.err("PTRACE_SETREGS", e))
     }
 
@@ -129,6 +146,7 @@ impl Tracee {
     }
 
     pub fn set_xstate(&self, state: &[u8]) -> Result<()> {
+        self.modified.set(true);
         let mut iov = libc::iovec { iov_base: state.as_ptr() as *mut libc::c_void, iov_len: state.len() };
         // SAFETY: PTRACE_SETREGSET only reads `iov_len` bytes from `state`, alive across the call.
         let rc = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, self.tid, NT_X86_XSTATE, &mut iov as *mut libc::iovec) };
@@ -150,6 +168,7 @@ impl Tracee {
     }
 
     pub fn set_sigmask(&self, mask: u64) -> Result<()> {
+        self.modified.set(true);
         // SAFETY: PTRACE_SETSIGMASK reads 8 bytes from `mask`, which lives across the call.
         let rc = unsafe { libc::ptrace(PTRACE_SETSIGMASK, self.tid, 8usize, &mask as *const u64) };
         if rc < 0 {
@@ -209,8 +228,13 @@ impl Tracee {
         }
         self.detached = true;
         let t = Pid::from_raw(self.tid);
-        let r1 = self.set_regs(&self.saved_regs).and(self.set_xstate(&self.saved_xstate));
-        let r2 = self.set_sigmask(self.saved_mask);
+        let (r1, r2) = if self.modified.get() {
+            // Only threads stopped with `stop` (which saves everything) are ever modified.
+            let xstate = if self.saved_xstate.is_empty() { Ok(()) } else { self.set_xstate(&self.saved_xstate) };
+            (self.set_regs(&self.saved_regs).and(xstate), self.set_sigmask(self.saved_mask))
+        } else {
+            (Ok(()), Ok(()))
+        };
         // The first pending signal is delivered by the detach itself, the others by tgkill.
         let first = self.pending.first().copied();
         let r3 = ptrace::detach(t, first).map_err(|e| self.err("PTRACE_DETACH", e));

@@ -3,13 +3,14 @@
 //! - `asm/hijack.S`: `pulp_rs_call_stub`, where a thread hijacked by `pulp-trigger` runs
 //!   a runtime entry point and stops on `int3`;
 //! - `asm/dispatch.S`: the descriptor table word 0 of which every redirected function
-//!   jumps through, the per-thread `cleared` word (initial-exec TLS), the transition id,
-//!   and the dispatch trampoline with its per-descriptor stubs.
+//!   jumps through, the transition state (id, goal, the per-thread `cleared` word in
+//!   initial-exec TLS), the dispatch trampoline, the gate slow path and the
+//!   per-descriptor stubs.
 //!
 //! All symbols are hidden: the runtime publishes their addresses in `pulp_rs_info`.
 
 use pulp_meta::abi::Descriptor;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 core::arch::global_asm!(include_str!("../asm/hijack.S"), options(att_syntax));
 core::arch::global_asm!(include_str!("../asm/dispatch.S"), options(att_syntax));
@@ -19,23 +20,42 @@ pub const DESC_COUNT: usize = 8192;
 /// Bytes between two per-descriptor stubs.
 pub const DESC_STUB_SIZE: usize = 16;
 
-const _: () = assert!(core::mem::size_of::<Descriptor>() == 32, "dispatch.S assumes 32-byte descriptors");
+const _: () = assert!(core::mem::size_of::<Descriptor>() == 64, "dispatch.S assumes 64-byte descriptors");
+const _: () = assert!(core::mem::offset_of!(Descriptor, gate) == 32, "dispatch.S reads the gate flag at 32");
+
+/// The gate slow path's callback: `(descriptor, caller's return address)`.
+pub type GateHook = extern "C" fn(*const Descriptor, usize);
 
 // Public so that the runtime can put their addresses into its exported, constant
 // `pulp_rs_info`. None of them is to be called from Rust except through the wrappers below.
 extern "C" {
     pub static pulp_rs_descs: [Descriptor; DESC_COUNT];
     pub static pulp_rs_transition: AtomicU64;
+    pub static pulp_rs_goal: AtomicU64;
+    pub static pulp_rs_xsave_size: AtomicU64;
+    pub static pulp_rs_gate_hook: AtomicUsize;
+    static pulp_rs_cleared_dtpoff: i64;
     pub fn pulp_rs_call_stub();
     pub fn pulp_rs_dispatch();
     pub fn pulp_rs_desc_stubs();
-    fn pulp_rs_cleared_tpoff() -> isize;
+    fn pulp_rs_cleared_get() -> u64;
+    fn pulp_rs_cleared_set(v: u64);
+    fn pulp_rs_thread_pointer() -> usize;
+    fn pulp_rs_cleared_tpoff() -> i64;
+}
+
+/// Offset of the `cleared` word from the thread pointer (a thread's word is at its
+/// `fs_base` + this), and from the start of this object's TLS image.
+pub fn cleared_offsets() -> (i64, i64) {
+    // SAFETY: an assembly routine without side effects returning the TPOFF the dynamic
+    // linker resolved, and a constant word of .data.rel.ro.
+    unsafe { (pulp_rs_cleared_tpoff(), core::ptr::addr_of!(pulp_rs_cleared_dtpoff).read()) }
 }
 
 /// The descriptor table.
 pub fn descriptors() -> &'static [Descriptor; DESC_COUNT] {
     // SAFETY: `pulp_rs_descs` is a zero-initialised, 64-byte aligned array of
-    // DESC_COUNT 32-byte descriptors in .bss that lives as long as the object; every
+    // DESC_COUNT 64-byte descriptors in .bss that lives as long as the object; every
     // field is an atomic, so shared references are sound.
     unsafe { &*core::ptr::addr_of!(pulp_rs_descs) }
 }
@@ -46,14 +66,27 @@ pub fn transition() -> &'static AtomicU64 {
     unsafe { &*core::ptr::addr_of!(pulp_rs_transition) }
 }
 
+/// 1: the transition moves threads to `new`; 0: it moves them back to `prev`.
+pub fn goal() -> &'static AtomicU64 {
+    // SAFETY: as for `transition`.
+    unsafe { &*core::ptr::addr_of!(pulp_rs_goal) }
+}
+
+/// Bytes the gate slow path reserves for XSAVE; must be set before a transition.
+pub fn xsave_size() -> &'static AtomicU64 {
+    // SAFETY: as for `transition`.
+    unsafe { &*core::ptr::addr_of!(pulp_rs_xsave_size) }
+}
+
+/// Install the gate slow path's callback.
+pub fn set_gate_hook(hook: GateHook) {
+    // SAFETY: as for `transition`; the assembly calls through this word.
+    unsafe { &*core::ptr::addr_of!(pulp_rs_gate_hook) }.store(hook as usize, std::sync::atomic::Ordering::Release);
+}
+
 /// Address of the hijack stub (`nop; nop; call *%rax; int3`).
 pub fn call_stub() -> usize {
     pulp_rs_call_stub as *const () as usize
-}
-
-/// Address of the dispatch trampoline.
-pub fn dispatch() -> usize {
-    pulp_rs_dispatch as *const () as usize
 }
 
 /// Address of descriptor `index`'s dispatch stub.
@@ -62,9 +95,21 @@ pub fn desc_stub(index: usize) -> usize {
     pulp_rs_desc_stubs as *const () as usize + index * DESC_STUB_SIZE
 }
 
-/// Offset of the `cleared` TLS word from the thread pointer.
-pub fn cleared_tpoff() -> isize {
-    // SAFETY: an assembly routine with no arguments and no side effects that returns
-    // the TPOFF64 value the dynamic linker filled in for `pulp_rs_cleared`.
-    unsafe { pulp_rs_cleared_tpoff() }
+/// The calling thread's `cleared` word.
+pub fn cleared() -> u64 {
+    // SAFETY: reads this thread's initial-exec TLS word; no other effect.
+    unsafe { pulp_rs_cleared_get() }
+}
+
+/// Set the calling thread's `cleared` word.
+pub fn set_cleared(v: u64) {
+    // SAFETY: writes this thread's own TLS word, which only this thread and a tool
+    // (while this thread is stopped) access.
+    unsafe { pulp_rs_cleared_set(v) }
+}
+
+/// The calling thread's thread pointer (its `fs_base`).
+pub fn thread_pointer() -> usize {
+    // SAFETY: reads the TCB self pointer at %fs:0, present in every glibc thread.
+    unsafe { pulp_rs_thread_pointer() }
 }

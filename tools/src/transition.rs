@@ -1,0 +1,284 @@
+//! Driving a transition from outside until every thread is where it goes.
+//!
+//! Threads that pass a gate or call `pulp_quiescent()` move themselves and log their
+//! thread pointer; we read each known thread's `cleared` word from memory without
+//! stopping it. Every other thread is sampled: stopped alone, unwound with the
+//! `.eh_frame` of the mapped objects, moved (one write of its `cleared` word) when no
+//! frame is inside a target, a patch object or the runtime, and resumed at once. A
+//! thread that is inside is retried with back-off. No two threads are ever stopped
+//! together.
+
+use crate::error::{Result, TriggerError};
+use crate::process::Process;
+use crate::ptrace::Tracee;
+use crate::unwind::{self, Unwinder};
+use pulp_meta::abi::{RuntimeInfo, ThreadLog};
+use pulp_meta::status::Status;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The running transition, as read from the runtime.
+#[derive(Clone, Debug)]
+pub struct Running {
+    pub id: u64,
+    /// 1: threads move to the patch's side; 0: reversed, they move back.
+    pub goal: u64,
+    tpoff: i64,
+    /// Address of the `cleared` word's initial value (new threads).
+    image: u64,
+    /// Code that counts as inside: targets, patch objects, the runtime.
+    inside: Vec<(u64, u64)>,
+}
+
+impl Running {
+    fn done(&self, word: u64) -> bool {
+        (word == self.id) == (self.goal == 1)
+    }
+
+    fn moved_value(&self) -> u64 {
+        if self.goal == 1 {
+            self.id
+        } else {
+            0
+        }
+    }
+
+    fn is_inside(&self, addr: u64) -> bool {
+        self.inside.iter().any(|&(s, e)| (s..e).contains(&addr))
+    }
+}
+
+/// How a transition went, for the summary.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub threads: usize,
+    /// Threads that moved themselves (gates, `pulp_quiescent`).
+    pub by_gates: usize,
+    /// Threads we moved after sampling them.
+    pub sampled: usize,
+    /// Thread stops, and the longest one.
+    pub stops: usize,
+    pub longest_stop: Duration,
+    pub elapsed: Duration,
+}
+
+/// A thread still inside when the time ran out.
+#[derive(Debug)]
+pub struct Holder {
+    pub tid: i32,
+    pub name: String,
+    pub frames: Vec<String>,
+}
+
+pub enum Driven {
+    Done(Progress),
+    Stuck(Progress, Vec<Holder>),
+}
+
+fn read_u64(proc: &Process, addr: u64) -> Result<u64> {
+    Ok(u64::from_le_bytes(proc.read_array::<8>(addr)?))
+}
+
+/// The runtime's published status (retried while the runtime rewrites it).
+pub fn read_status(proc: &Process, info: &RuntimeInfo) -> Result<Status> {
+    let bad = |what: String| TriggerError::Target { pid: proc.pid, what: format!("unreadable runtime status: {what}") };
+    for _ in 0..1000 {
+        let seq = read_u64(proc, info.status)?;
+        if seq % 2 == 1 {
+            std::thread::yield_now();
+            continue;
+        }
+        let len = u32::from_le_bytes(proc.read_array::<4>(info.status + 8)?) as u64;
+        if len + 12 > info.status_len {
+            return Err(bad(format!("length {len}")));
+        }
+        if len == 0 {
+            return Ok(Status::default());
+        }
+        let data = proc.read(info.status + 12, len as usize)?;
+        if read_u64(proc, info.status)? == seq {
+            return Status::decode(&data).map_err(|e| bad(e.to_string()));
+        }
+    }
+    Err(bad("it kept changing".into()))
+}
+
+/// The transition in progress, if any.
+pub fn running(proc: &Process, info: &RuntimeInfo, runtime_code: &[(u64, u64)]) -> Result<Option<Running>> {
+    let id = read_u64(proc, info.transition)?;
+    if id == 0 {
+        return Ok(None);
+    }
+    let status = read_status(proc, info)?;
+    let mut inside = status.ranges;
+    inside.extend_from_slice(runtime_code);
+    Ok(Some(Running {
+        id,
+        goal: read_u64(proc, info.goal)?,
+        tpoff: read_u64(proc, info.cleared_offsets)? as i64,
+        image: read_u64(proc, info.cleared_offsets + 8)?,
+        inside,
+    }))
+}
+
+/// Make threads created from now on start where the transition goes.
+pub fn set_newborn_state(proc: &Process, run: &Running) -> Result<()> {
+    proc.write(run.image, &run.moved_value().to_le_bytes())
+}
+
+/// Threads the runtime (gates) or an earlier tool logged, by tid.
+fn logged(proc: &Process, info: &RuntimeInfo) -> Result<Vec<(i32, u64)>> {
+    let cap = info.log_cap as usize;
+    let mut out = Vec::new();
+    for log in [info.gate_log, info.tool_log] {
+        let count = (read_u64(proc, log)? as usize).min(cap);
+        let bytes = proc.read(log, 8 + count * 16)?;
+        out.extend(ThreadLog::decode(&bytes, cap));
+    }
+    Ok(out)
+}
+
+/// Record what we learnt, for `pulp patches` and `--continue`.
+fn save_log(proc: &Process, info: &RuntimeInfo, known: &HashMap<i32, u64>) -> Result<()> {
+    let entries: Vec<(i32, u64)> = known.iter().map(|(&t, &f)| (t, f)).collect();
+    proc.write(info.tool_log, &ThreadLog::encode(&entries, info.log_cap as usize))
+}
+
+enum Sample {
+    Moved,
+    AlreadyThere,
+    Inside,
+    Gone,
+}
+
+struct Driver<'a> {
+    proc: &'a Process,
+    run: &'a Running,
+    unwinder: Option<Unwinder>,
+    known: HashMap<i32, u64>,
+    progress: Progress,
+}
+
+impl Driver<'_> {
+    fn unwinder(&mut self) -> Result<&mut Unwinder> {
+        if self.unwinder.is_none() {
+            self.unwinder = Some(Unwinder::new(self.proc)?);
+        }
+        Ok(self.unwinder.as_mut().expect("just set"))
+    }
+
+    fn word(&self, fs_base: u64) -> u64 {
+        self.proc
+            .read_array::<8>(fs_base.wrapping_add(self.run.tpoff as u64))
+            .map(u64::from_le_bytes)
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Stop one thread, move it if nothing of it is inside, resume it.
+    fn sample(&mut self, tid: i32) -> Result<Sample> {
+        // Prepare the unwinder before the stop, so the stop stays short.
+        self.unwinder()?;
+        let began = Instant::now();
+        let Ok(Some(t)) = Tracee::stop_to_inspect(self.proc.pid, tid) else { return Ok(Sample::Gone) };
+        let regs = *t.saved_regs();
+        let result = self.judge(tid, &regs);
+        drop(t);
+        let took = began.elapsed();
+        self.progress.stops += 1;
+        self.progress.longest_stop = self.progress.longest_stop.max(took);
+        result
+    }
+
+    fn judge(&mut self, tid: i32, regs: &libc::user_regs_struct) -> Result<Sample> {
+        if regs.fs_base == 0 {
+            return Ok(Sample::Inside); // no thread pointer, no `cleared` word: cannot move it
+        }
+        self.known.insert(tid, regs.fs_base);
+        if self.run.done(self.word(regs.fs_base)) {
+            return Ok(Sample::AlreadyThere);
+        }
+        let run = self.run;
+        let proc = self.proc;
+        let walk = self.unwinder()?.walk(proc, regs);
+        let mut inside = walk.frames.iter().any(|&a| run.is_inside(a) || run.is_inside(a.wrapping_sub(1)));
+        if !inside && !walk.complete {
+            inside = unwind::stack_mentions(proc, &proc.mappings()?, regs.rsp, &run.inside);
+        }
+        if inside {
+            return Ok(Sample::Inside);
+        }
+        proc.write(regs.fs_base.wrapping_add(run.tpoff as u64), &run.moved_value().to_le_bytes())?;
+        Ok(Sample::Moved)
+    }
+
+    fn holder(&mut self, tid: i32) -> Holder {
+        let name = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", self.proc.pid))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let mut frames = Vec::new();
+        if let Ok(Some(t)) = Tracee::stop_to_inspect(self.proc.pid, tid) {
+            let regs = *t.saved_regs();
+            let proc = self.proc;
+            if let Ok(u) = self.unwinder() {
+                let walk = u.walk(proc, &regs);
+                drop(t);
+                frames = walk.frames.iter().take(8).map(|&a| u.describe(a)).collect();
+                if !walk.complete {
+                    frames.push("(stack not fully unwound)".into());
+                }
+            }
+        }
+        Holder { tid, name, frames }
+    }
+}
+
+/// Move every thread of the process to where the transition goes, or give up after
+/// `timeout` and name the threads still inside (the transition keeps running).
+pub fn drive(proc: &Process, info: &RuntimeInfo, run: &Running, timeout: Duration) -> Result<Driven> {
+    let start = Instant::now();
+    let mut d = Driver { proc, run, unwinder: None, known: HashMap::new(), progress: Progress::default() };
+    let mut retry_at: HashMap<i32, (Instant, Duration)> = HashMap::new();
+    let mut nap = Duration::from_micros(100);
+    loop {
+        for (tid, fs) in logged(proc, info)? {
+            d.known.entry(tid).or_insert(fs);
+        }
+        let tids = proc.threads()?;
+        let pending: Vec<i32> =
+            tids.iter().copied().filter(|t| d.known.get(t).is_none_or(|&fs| !run.done(d.word(fs)))).collect();
+        if pending.is_empty() {
+            d.progress.threads = tids.len();
+            d.progress.by_gates = tids.len().saturating_sub(d.progress.sampled);
+            d.progress.elapsed = start.elapsed();
+            save_log(proc, info, &d.known)?;
+            return Ok(Driven::Done(d.progress));
+        }
+        if start.elapsed() > timeout {
+            let holders = pending.iter().map(|&t| d.holder(t)).collect();
+            d.progress.threads = tids.len();
+            d.progress.elapsed = start.elapsed();
+            save_log(proc, info, &d.known)?;
+            return Ok(Driven::Stuck(d.progress, holders));
+        }
+        let now = Instant::now();
+        for tid in pending {
+            if retry_at.get(&tid).is_some_and(|(at, _)| *at > now) {
+                continue;
+            }
+            match d.sample(tid)? {
+                Sample::Moved => d.progress.sampled += 1,
+                Sample::AlreadyThere | Sample::Gone => {}
+                Sample::Inside => {
+                    let back = retry_at
+                        .get(&tid)
+                        .map(|(_, b)| (*b * 2).min(Duration::from_millis(50)))
+                        .unwrap_or(Duration::from_millis(1));
+                    retry_at.insert(tid, (Instant::now() + back, back));
+                }
+            }
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(2));
+    }
+}
