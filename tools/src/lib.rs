@@ -1,6 +1,8 @@
 //! libpulp-rs tools: packing, inspecting and applying live patches.
 //!
 //! - `process`: a target seen from `/proc` (maps, threads, build-ids, memory),
+//! - `runtime`: finding the runtime in a process and reading its `pulp_rs_info`,
+//! - `patches`: `pulp patches`, what a process has applied and who holds a transition,
 //! - `ptrace`: one traced thread as an RAII guard,
 //! - `hijack`: choosing a thread at a safe point and running a runtime entry in it,
 //! - `pack`: `.dsc` description to `patch.meta`; `dump`: `patch.meta` to text or JSON,
@@ -15,7 +17,9 @@ pub mod error;
 pub mod hijack;
 pub mod livepatchable;
 pub mod pack;
+pub mod patches;
 pub mod process;
 pub mod ptrace;
+pub mod runtime;
 pub mod transition;
 pub mod unwind;

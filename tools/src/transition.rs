@@ -31,8 +31,14 @@ pub struct Running {
 }
 
 impl Running {
-    fn done(&self, word: u64) -> bool {
+    /// Whether a thread whose `cleared` word is `word` is where the transition goes.
+    pub fn done(&self, word: u64) -> bool {
         (word == self.id) == (self.goal == 1)
+    }
+
+    /// A thread's `cleared` word, read without stopping it (`u64::MAX` if unreadable).
+    pub fn word(&self, proc: &Process, fs_base: u64) -> u64 {
+        proc.read_array::<8>(fs_base.wrapping_add(self.tpoff as u64)).map(u64::from_le_bytes).unwrap_or(u64::MAX)
     }
 
     fn moved_value(&self) -> u64 {
@@ -127,7 +133,7 @@ pub fn set_newborn_state(proc: &Process, run: &Running) -> Result<()> {
 }
 
 /// Threads the runtime (gates) or an earlier tool logged, by tid.
-fn logged(proc: &Process, info: &RuntimeInfo) -> Result<Vec<(i32, u64)>> {
+pub fn logged(proc: &Process, info: &RuntimeInfo) -> Result<Vec<(i32, u64)>> {
     let cap = info.log_cap as usize;
     let mut out = Vec::new();
     for log in [info.gate_log, info.tool_log] {

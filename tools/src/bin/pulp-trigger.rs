@@ -106,6 +106,9 @@ fn summary(meta: &PatchMeta, pid: i32, mode: Mode, o: &Outcome) -> String {
 }
 
 fn main() -> ExitCode {
+    // Like any filter, end quietly when the reader of our output goes away (`| head`).
+    // SAFETY: resetting a signal disposition to its default has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let opts =
         Options { timeout: Duration::from_secs_f64(cli.timeout.max(0.0)), force: cli.force, reverse: cli.reverse };

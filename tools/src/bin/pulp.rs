@@ -46,9 +46,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show the patches a running process has applied, and the transition in progress
+    /// with the threads that hold it. Stops no thread.
+    Patches {
+        /// The process.
+        #[arg(short, long, value_name = "PID")]
+        pid: i32,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
+    // Like any filter, end quietly when the reader of our output goes away (`| head`).
+    // SAFETY: resetting a signal disposition to its default has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
@@ -79,6 +92,16 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 println!("{text}");
             } else {
                 print!("{}", dump::to_text(&m));
+            }
+        }
+        Cmd::Patches { pid, json } => {
+            let report = pulp_tools::patches::read(pid).map_err(|e| e.to_string())?;
+            if json {
+                let text =
+                    serde_json::to_string_pretty(&pulp_tools::patches::to_json(&report)).map_err(|e| e.to_string())?;
+                println!("{text}");
+            } else {
+                print!("{}", pulp_tools::patches::to_text(&report));
             }
         }
         Cmd::Livepatchable { file, json } => {
