@@ -86,15 +86,29 @@ pub extern "C" fn pulp_rs_entry_reverse(_unused: usize) -> i64 {
     serve(0, |reg, _, buf| registry::reverse(reg, buf))
 }
 
+/// Register for `membarrier(PRIVATE_EXPEDITED_SYNC_CORE)` while the process is still
+/// single-threaded (the runtime is preloaded): registering later, with threads running,
+/// makes the kernel wait for an RCU grace period (milliseconds) inside the first apply.
+/// It has no effect on the program.
+#[used]
+#[link_section = ".init_array"]
+static REGISTER_SYNC_CORE: extern "C" fn() = register_sync_core;
+
+extern "C" fn register_sync_core() {
+    // SAFETY: membarrier takes no pointers; failure (an old kernel) is harmless.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_REGISTER_SYNC_CORE, 0, 0) };
+}
+
+const MEMBARRIER_REGISTER_SYNC_CORE: libc::c_long = 1 << 6; // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE
+
 /// Make every thread of the process serialise its instruction stream before the tool
 /// flips function entries, so that no core runs stale bytes of a freshly written pad.
 /// (x86 keeps code coherent in practice; this is the architectural guarantee.)
 pub extern "C" fn pulp_rs_entry_sync_core(_len: usize) -> i64 {
-    const REGISTER_SYNC_CORE: libc::c_long = 1 << 6; // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE
     const SYNC_CORE: libc::c_long = 1 << 5; // MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE
                                             // SAFETY: membarrier takes no pointers; failure (an old kernel) only returns -1.
     let ok = unsafe {
-        libc::syscall(libc::SYS_membarrier, REGISTER_SYNC_CORE, 0, 0) == 0
+        libc::syscall(libc::SYS_membarrier, MEMBARRIER_REGISTER_SYNC_CORE, 0, 0) == 0
             && libc::syscall(libc::SYS_membarrier, SYNC_CORE, 0, 0) == 0
     };
     if ok {

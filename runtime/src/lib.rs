@@ -1,8 +1,9 @@
 //! `libpulp_rs.so`, the runtime preloaded into a live-patchable process
 //! (`LD_PRELOAD=libpulp_rs.so app`).
 //!
-//! Preloading it changes nothing: it has no constructor, no thread, opens no file or
-//! socket and installs no signal handler. All it does is wait to be called by
+//! Preloading it changes nothing: it has no thread, opens no file or socket and installs
+//! no signal handler; its one constructor registers the process for
+//! `membarrier(SYNC_CORE)`, which only matters to the kernel. All it does is wait to be called by
 //! `pulp-trigger`, which hijacks one thread of the process to run an entry point:
 //!
 //! - [`info`]: the one exported symbol, `pulp_rs_info`, telling the tools where

@@ -99,8 +99,10 @@ impl Hijacked {
         let start = Instant::now();
         let mut nap = Duration::from_micros(100);
         let mut last_reason = String::from("no thread found");
+        let mut round = 0;
         loop {
-            for tid in ranked_threads(proc)? {
+            round += 1;
+            for tid in ranked_threads(proc, round > 1)? {
                 let Some(tracee) = Tracee::stop(proc.pid, tid)? else { continue };
                 let regs = tracee.saved_regs();
                 let inside = |r: &[(u64, u64)]| r.iter().any(|&(s, e)| (s..e).contains(&regs.rip));
@@ -198,23 +200,34 @@ fn is_c_library(path: &str) -> bool {
 }
 
 /// Threads in the order we try them: blocked in a waiting system call first, then
-/// other sleeping threads, then running ones; stopped and dead threads never.
-fn ranked_threads(proc: &Process) -> Result<Vec<i32>> {
-    let mut ranked: Vec<(u8, i32)> = proc
-        .threads()?
-        .into_iter()
-        .filter_map(|tid| {
-            let (state, syscall) = proc.thread_state(tid)?;
-            let rank = match state {
-                'S' if syscall.is_some_and(|s| WAITING_SYSCALLS.contains(&s)) => 0,
-                'S' => 1,
-                'R' | 'D' => 2,
-                _ => return None,
-            };
-            Some((rank, tid))
-        })
-        .collect();
+/// other sleeping threads, then running ones; stopped and dead threads never. Unless
+/// `full`, the search stops at the first thread of the best kind (the main thread is
+/// looked at first), so a process with many threads costs a few `/proc` reads.
+fn ranked_threads(proc: &Process, full: bool) -> Result<Vec<i32>> {
+    let mut tids = proc.threads()?;
+    if let Some(i) = tids.iter().position(|&t| t == proc.pid) {
+        tids[..=i].rotate_right(1);
+    }
+    let mut ranked: Vec<(u8, i32)> = Vec::new();
+    let mut best = None;
+    for tid in tids {
+        let Some((state, syscall)) = proc.thread_state(tid) else { continue };
+        let rank = match state {
+            'S' if syscall.is_some_and(|s| WAITING_SYSCALLS.contains(&s)) => 0,
+            'S' => 1,
+            'R' | 'D' => 2,
+            _ => continue,
+        };
+        if rank == 0 && !full {
+            best = Some(tid);
+            break;
+        }
+        ranked.push((rank, tid));
+    }
     ranked.sort_unstable();
+    if let Some(tid) = best {
+        ranked.insert(0, (0, tid));
+    }
     if ranked.is_empty() {
         return Err(TriggerError::NoSafeThread { pid: proc.pid, reason: "every thread is stopped or exiting".into() });
     }

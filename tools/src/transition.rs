@@ -58,7 +58,7 @@ impl Running {
 #[derive(Debug, Default)]
 pub struct Progress {
     pub threads: usize,
-    /// Threads that moved themselves (gates, `pulp_quiescent`).
+    /// Threads that moved themselves (gates, `pulp_quiescent`) or were born moved.
     pub by_gates: usize,
     /// Threads we moved after sampling them.
     pub sampled: usize,
@@ -239,6 +239,9 @@ impl Driver<'_> {
     }
 }
 
+/// How long running threads get to pass a gate before we sample them.
+const GRACE: Duration = Duration::from_micros(300);
+
 /// Move every thread of the process to where the transition goes, or give up after
 /// `timeout` and name the threads still inside (the transition keeps running).
 pub fn drive(proc: &Process, info: &RuntimeInfo, run: &Running, timeout: Duration) -> Result<Driven> {
@@ -268,8 +271,23 @@ pub fn drive(proc: &Process, info: &RuntimeInfo, run: &Running, timeout: Duratio
             return Ok(Driven::Stuck(d.progress, holders));
         }
         let now = Instant::now();
-        for tid in pending {
+        let in_grace = start.elapsed() < GRACE;
+        for (n, tid) in pending.into_iter().enumerate() {
             if retry_at.get(&tid).is_some_and(|(at, _)| *at > now) {
+                continue;
+            }
+            // A running thread will likely pass a gate soon: leave it alone at first,
+            // so as not to stop it for nothing. A sleeping one cannot move by itself.
+            if in_grace && proc.thread_state(tid).is_none_or(|(state, _)| state != 'S') {
+                continue;
+            }
+            // Threads may have moved themselves while we were sampling others.
+            if n % 8 == 7 {
+                for (t, fs) in logged(proc, info)? {
+                    d.known.entry(t).or_insert(fs);
+                }
+            }
+            if d.known.get(&tid).is_some_and(|&fs| run.done(d.word(fs))) {
                 continue;
             }
             match d.sample(tid)? {

@@ -62,7 +62,7 @@ fn ms(d: Duration) -> String {
 
 fn progress(p: &Progress) -> String {
     format!(
-        "{} threads: {} moved at a gate, {} sampled; longest stop {:.0} µs; transition {}",
+        "{} threads: {} moved by themselves, {} sampled; longest stop {:.0} µs; transition {}",
         p.threads,
         p.by_gates,
         p.sampled,
@@ -110,6 +110,12 @@ fn main() -> ExitCode {
     // SAFETY: resetting a signal disposition to its default has no memory effects.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    // While a thread of the target is stopped, every moment this tool waits for a CPU
+    // is added to that thread's stop: ask for the highest CFS weight (never real-time
+    // priority, which could starve the very thread we wait for). Unprivileged users
+    // keep their priority.
+    // SAFETY: setpriority takes plain integers.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
     let opts =
         Options { timeout: Duration::from_secs_f64(cli.timeout.max(0.0)), force: cli.force, reverse: cli.reverse };
     let result = if cli.resume {
