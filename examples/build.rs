@@ -13,6 +13,8 @@ struct Spec<'a> {
     link_lib: Option<&'a str>,
     link_dir: Option<&'a Path>,
     threads: bool,
+    /// Extra compiler/linker flags, after the built-in ones.
+    flags: Vec<&'a str>,
 }
 
 impl<'a> Spec<'a> {
@@ -25,6 +27,7 @@ impl<'a> Spec<'a> {
             link_lib: None,
             link_dir: None,
             threads: false,
+            flags: Vec::new(),
         }
     }
 
@@ -33,6 +36,9 @@ impl<'a> Spec<'a> {
         b.out_dir(out).opt_level(2).patchable(self.patchable).threads(self.threads);
         for f in &self.files {
             b.file(f);
+        }
+        for f in &self.flags {
+            b.flag(f);
         }
         if let Some(dir) = self.include {
             b.include(dir);
@@ -110,6 +116,16 @@ fn main() {
     export("PULP_BENCH_F_PATCHED", &patched);
     export("PULP_BENCH_F_FIX", &f_fix);
     export("PULP_BENCH_PERCALL", &percall);
+
+    // Redirect mechanisms side by side (C + GNU as). -no-pie: variant (c) has an
+    // absolute address in its code.
+    let redirect = Spec {
+        patchable: false,
+        flags: vec!["-no-pie"],
+        ..Spec::new(&[bench.join("redirect.c"), bench.join("redirect.S")])
+    }
+    .executable(&out, "redirect");
+    export("PULP_BENCH_REDIRECT", &redirect);
 
     // The 100-function library, its 1- and 100-function patches, the stall target.
     let (many_c, fix1_c, fix100_c) = generate_many(&out);

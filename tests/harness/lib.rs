@@ -68,6 +68,10 @@ pub struct CSpec {
     /// Libraries (`-lNAME`) found in, and run from (rpath), the work folder.
     pub libs: Vec<String>,
     pub threads: bool,
+    /// Extra compiler/linker flags, passed after the built-in ones.
+    pub flags: Vec<String>,
+    /// The compiler, when not `$CC`/`cc` (`c++` for C++ fixtures).
+    pub compiler: Option<String>,
 }
 
 impl CSpec {
@@ -96,14 +100,32 @@ impl CSpec {
         self
     }
 
+    /// An extra compiler/linker flag (`-mavx2`, `-ldl`, ...).
+    pub fn flag(mut self, flag: &str) -> Self {
+        self.flags.push(flag.into());
+        self
+    }
+
+    /// Build with `c++` (g++): C++ sources, linked with the C++ runtime.
+    pub fn cxx(mut self) -> Self {
+        self.compiler = Some("c++".into());
+        self
+    }
+
     fn builder(&self, out: &Path) -> pulp_cc_build::Build {
         let mut b = pulp_cc_build::Build::new();
+        if let Some(cc) = &self.compiler {
+            b.compiler(cc);
+        }
         b.out_dir(out).opt_level(2).patchable(self.patchable).threads(self.threads).include(fixture(""));
         for f in &self.files {
             b.file(f);
         }
         for (k, v) in &self.defines {
             b.define(k, v.as_deref());
+        }
+        for f in &self.flags {
+            b.flag(f);
         }
         if !self.libs.is_empty() {
             b.link_dir(out).rpath(out);
@@ -162,6 +184,25 @@ impl Work {
         let path = self.path().join(format!("{name}.dsc"));
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// Like [`Work::patch`], with `%option` lines (`immediate`) in the `.dsc`.
+    pub fn patch_with_options(
+        &self,
+        name: &str,
+        patch: &Path,
+        targets: &[(&Path, &[(&str, &str)])],
+        options: &[&str],
+    ) -> PathBuf {
+        let dsc = self.dsc(name, patch, targets);
+        let mut text = std::fs::read_to_string(&dsc).unwrap();
+        for o in options {
+            text.push_str(&format!("%{o}\n"));
+        }
+        std::fs::write(&dsc, text).unwrap();
+        let meta = self.path().join(format!("{name}.meta"));
+        pack(&dsc, &meta).assert_ok("pulp pack");
+        meta
     }
 
     /// Writes and packs `name.dsc` into `name.meta`, asserting that packing succeeds.
@@ -248,6 +289,35 @@ pub fn trigger_command(pid: u32, meta: &Path, revert: bool) -> Command {
     }
     cmd.arg("-p").arg(pid.to_string()).arg(meta);
     cmd
+}
+
+/// `pulp-trigger ARGS...` with any arguments (`--timeout 0.5`, `--continue`, ...).
+pub fn trigger(args: &[&str]) -> ToolOutput {
+    run(Command::new(&artifacts().trigger).args(args))
+}
+
+/// `pulp ARGS...` (`patches -p PID`, ...).
+pub fn pulp(args: &[&str]) -> ToolOutput {
+    run(Command::new(&artifacts().pulp).args(args))
+}
+
+/// Waits until thread `tid` of `pid` sits in one of the system calls `nrs` (numbers, as
+/// `/proc/PID/task/TID/syscall` shows them), polling every millisecond; panics after
+/// [`REPLY_TIMEOUT`] with what the thread was doing.
+pub fn wait_in_syscall(pid: u32, tid: u32, nrs: &[u64]) {
+    let path = format!("/proc/{pid}/task/{tid}/syscall");
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < REPLY_TIMEOUT {
+        last = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(Ok(nr)) = last.split_whitespace().next().map(str::parse::<u64>) {
+            if nrs.contains(&nr) {
+                return;
+            }
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    panic!("thread {tid} of {pid} never blocked in a system call of {nrs:?}; last seen: {last:?}");
 }
 
 /// Whether a process exists (`kill(pid, 0)`; a zombie counts as existing).

@@ -9,7 +9,10 @@
 //!   rounds (minimum ns per call of each);
 //! - `stall N`: one thread spins on the clock recording its longest gap, N-1 threads sleep
 //!   1 ms and call `f`; `f` lives in `libmany.so`, which also exports `f1`..`f99` for the
-//!   100-function patch.
+//!   100-function patch;
+//! - `redirect [ROUNDS]`: the same trivial function plain and behind four pad redirects
+//!   (ours, libpulp's kind, DESIGN.md's, a direct `jmp rel32`), all in one process and one
+//!   run (`redirect.S`), minimum ns per call of each.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +33,16 @@ const MANY: &str = env!("PULP_BENCH_MANY");
 const MANY_FIX1: &str = env!("PULP_BENCH_MANY_FIX1");
 const MANY_FIX100: &str = env!("PULP_BENCH_MANY_FIX100");
 const STALL: &str = env!("PULP_BENCH_STALL");
+const REDIRECT: &str = env!("PULP_BENCH_REDIRECT");
+
+/// The variants of `redirect`, in its output order: key, what it is.
+const REDIRECTS: [(&str, &str); 5] = [
+    ("plain", "(a) plain function, no redirect"),
+    ("ours", "(b) ours: `eb f8` → `jmp *slot(%rip)`"),
+    ("libpulp", "(c) libpulp-like: `eb f0` → `movabs $new, %r11; jmp *%r11`"),
+    ("design", "(d) DESIGN.md: `eb f0` → `movabs $slot, %r11; jmp *(%r11)`"),
+    ("direct", "(e) `eb f9` → `jmp rel32` (lower bound)"),
+];
 
 /// A target process under the preloaded runtime, driven line by line; killed on drop.
 struct Target {
@@ -128,6 +141,16 @@ fn percall(tools: &Tools, meta: &Path) -> Result<(f64, f64, f64)> {
     Ok((field(&line, "plain")?, field(&line, "pad")?, field(&line, "patched")?))
 }
 
+/// Min ns per call of each redirect variant, in [`REDIRECTS`] order.
+fn redirects() -> Result<Vec<f64>> {
+    let out = Command::new(REDIRECT).output().with_context(|| format!("cannot run {REDIRECT}"))?;
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("{REDIRECT} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    REDIRECTS.iter().map(|(key, _)| field(&line, key)).collect()
+}
+
 /// Wall time (ms) of apply and revert, and the spinner's longest gap (µs) during each.
 struct Cycle {
     apply_ms: Vec<f64>,
@@ -192,6 +215,8 @@ fn bench(tools: &Tools, runs: usize) -> Result<()> {
 
     eprintln!("per-call timing (30 rounds of 1e7 calls each)...");
     let (plain, pad, patched) = percall(tools, &percall_meta)?;
+    eprintln!("redirect mechanisms (30 rounds of 1e7 calls each)...");
+    let redirect = redirects()?;
     eprintln!("apply/revert, 1 function, 2 threads, {runs} runs...");
     let c1 = cycles(tools, 2, &one, runs)?;
     eprintln!("apply/revert, 100 functions, 2 threads, {runs} runs...");
@@ -218,6 +243,12 @@ fn bench(tools: &Tools, runs: usize) -> Result<()> {
         row(&format!("longest gap over 3 ms without patching, {label}"), &c.idle_gap_us, "µs");
     }
     println!("\n{runs} runs of each apply/revert; wall time includes starting `pulp-trigger`.");
+
+    println!("\n| redirect (one process, one run) | min ns/call | extra over (a) |");
+    println!("|---|---|---|");
+    for ((_, what), ns) in REDIRECTS.iter().zip(&redirect) {
+        println!("| {what} | {ns:.3} ns | {:+.3} ns |", ns - redirect[0]);
+    }
     Ok(())
 }
 
