@@ -13,7 +13,7 @@ pub const INFO_SYMBOL: &str = "pulp_rs_info";
 /// `RuntimeInfo::magic`.
 pub const INFO_MAGIC: u64 = u64::from_le_bytes(*b"PULPRS\0\x01");
 /// Bumped whenever this layout or the protocol changes.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 /// Offset from `call_stub` where the hijacked thread starts. The two bytes before it are
 /// NOPs, so a restarted system call, which moves `%rip` back by 2, is harmless.
 pub const CALL_STUB_ENTRY: u64 = 2;
@@ -64,7 +64,13 @@ pub struct RuntimeInfo {
     pub tool_log: u64,
     /// Capacity (entries) of each log.
     pub log_cap: u64,
+    /// Far stubs: stub k, at `far_stubs + FAR_STUB_SIZE * k`, is `jmp *descs[k](%rip)`,
+    /// for functions more than 2 GiB away from the descriptors.
+    pub far_stubs: u64,
 }
+
+/// Bytes between two far stubs.
+pub const FAR_STUB_SIZE: u64 = 8;
 
 impl RuntimeInfo {
     pub const SIZE: usize = core::mem::size_of::<Self>();
@@ -86,7 +92,7 @@ impl RuntimeInfo {
         for (i, word) in w.iter_mut().enumerate() {
             *word = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().ok()?);
         }
-        let [magic, version_and_desc_size, descs, desc_count, call_stub, entry_apply, entry_revert, entry_sync_core, buffer, buffer_len, entry_finish, entry_reverse, transition, goal, cleared_offsets, status, status_len, gate_log, tool_log, log_cap] =
+        let [magic, version_and_desc_size, descs, desc_count, call_stub, entry_apply, entry_revert, entry_sync_core, buffer, buffer_len, entry_finish, entry_reverse, transition, goal, cleared_offsets, status, status_len, gate_log, tool_log, log_cap, far_stubs] =
             w;
         Some(Self {
             magic,
@@ -109,6 +115,7 @@ impl RuntimeInfo {
             gate_log,
             tool_log,
             log_cap,
+            far_stubs,
         })
     }
 }
@@ -149,31 +156,58 @@ impl ThreadLog {
     }
 }
 
-/// An apply or revert request: the `patch.meta` bytes and the entries of the gates
-/// (exported functions of the targets) for the transition: `u32` length + meta,
-/// `u32` count + `u64` entry addresses.
-pub fn encode_request(meta: &[u8], gates: &[u64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + meta.len() + gates.len() * 8);
-    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-    out.extend_from_slice(meta);
-    out.extend_from_slice(&(gates.len() as u32).to_le_bytes());
-    for g in gates {
-        out.extend_from_slice(&g.to_le_bytes());
-    }
-    out
+/// An apply or revert request, as the tool writes it into the buffer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The `patch.meta` bytes.
+    pub meta: &'a [u8],
+    /// Entries of the gates for a transition: the exported functions of the targets.
+    pub gates: Vec<u64>,
+    /// Code that counts as inside the targets during a transition, `[start, end)`: a
+    /// shared library's executable segments, or, for the main executable (where every
+    /// thread always has frames), the patched functions themselves.
+    pub inside: Vec<(u64, u64)>,
 }
 
-/// Split a request into the meta bytes and the gate entries; `None` if malformed.
-pub fn decode_request(b: &[u8]) -> Option<(&[u8], Vec<u64>)> {
-    let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
-    let meta = b.get(4..4usize.checked_add(n)?)?;
-    let rest = &b[4 + n..];
-    let g = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let body = rest.get(4..4usize.checked_add(g.checked_mul(8)?)?)?;
-    if body.len() + 4 != rest.len() {
-        return None;
+impl<'a> Request<'a> {
+    /// `u32` length + meta, `u32` count + `u64` gate entries, `u32` count + ranges.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + self.meta.len() + self.gates.len() * 8 + self.inside.len() * 16);
+        out.extend_from_slice(&(self.meta.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.meta);
+        out.extend_from_slice(&(self.gates.len() as u32).to_le_bytes());
+        for g in &self.gates {
+            out.extend_from_slice(&g.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.inside.len() as u32).to_le_bytes());
+        for (s, e) in &self.inside {
+            out.extend_from_slice(&s.to_le_bytes());
+            out.extend_from_slice(&e.to_le_bytes());
+        }
+        out
     }
-    Some((meta, body.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()))
+
+    /// `None` if malformed.
+    pub fn decode(b: &'a [u8]) -> Option<Self> {
+        let word =
+            |b: &[u8], at: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?)) };
+        let count = |b: &[u8], at: usize| -> Option<usize> {
+            Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
+        };
+        let n = count(b, 0)?;
+        let meta = b.get(4..4usize.checked_add(n)?)?;
+        let mut at = 4 + n;
+        let g = count(b, at)?;
+        at += 4;
+        let gates = (0..g).map(|i| word(b, at + i * 8)).collect::<Option<Vec<_>>>()?;
+        at += g * 8;
+        let r = count(b, at)?;
+        at += 4;
+        let inside =
+            (0..r).map(|i| Some((word(b, at + i * 16)?, word(b, at + i * 16 + 8)?))).collect::<Option<Vec<_>>>()?;
+        at += r * 16;
+        (at == b.len()).then_some(Self { meta, gates, inside })
+    }
 }
 
 /// One patched function. Word 0 is what the entry's pad jumps through; the rest is read
@@ -242,8 +276,10 @@ pub struct FuncReply {
     pub entry: u64,
     pub desc: u64,
     pub action: EntryAction,
-    /// The entry's bytes before the first patch.
+    /// The bytes at the jump offset before the first redirection.
     pub original: [u8; 2],
+    /// The function's prologue kind (how to redirect it).
+    pub kind: crate::Prologue,
 }
 
 pub const FUNC_REPLY_SIZE: usize = 24;
@@ -261,7 +297,8 @@ pub fn encode_reply(funcs: &[FuncReply], out: &mut [u8]) -> Option<usize> {
         o[8..16].copy_from_slice(&f.desc.to_le_bytes());
         o[16] = f.action as u8;
         o[17..19].copy_from_slice(&f.original);
-        o[19..].fill(0);
+        o[19] = f.kind as u8;
+        o[20..].fill(0);
     }
     Some(len)
 }
@@ -282,6 +319,7 @@ pub fn decode_reply(b: &[u8]) -> Option<Vec<FuncReply>> {
                     _ => return None,
                 },
                 original: [o[17], o[18]],
+                kind: crate::Prologue::from_u8(o[19])?,
             })
         })
         .collect()
@@ -309,8 +347,20 @@ mod tests {
     #[test]
     fn reply_round_trips() {
         let funcs = vec![
-            FuncReply { entry: 0x1000, desc: 0x2000, action: EntryAction::Redirect, original: [0x66, 0x90] },
-            FuncReply { entry: 0x3000, desc: 0x4000, action: EntryAction::Restore, original: [0x90, 0x90] },
+            FuncReply {
+                entry: 0x1000,
+                desc: 0x2000,
+                action: EntryAction::Redirect,
+                original: [0x66, 0x90],
+                kind: crate::Prologue::NopPad66,
+            },
+            FuncReply {
+                entry: 0x3000,
+                desc: 0x4000,
+                action: EntryAction::Restore,
+                original: [0x90, 0x90],
+                kind: crate::Prologue::EndbrNopPad,
+            },
         ];
         let mut buf = [0u8; 128];
         let n = encode_reply(&funcs, &mut buf).unwrap();
@@ -320,9 +370,12 @@ mod tests {
 
     #[test]
     fn request_and_thread_log_round_trip() {
-        let r = encode_request(b"meta", &[1, 2, 3]);
-        assert_eq!(decode_request(&r), Some((&b"meta"[..], vec![1, 2, 3])));
-        assert_eq!(decode_request(&r[..r.len() - 1]), None);
+        let req = Request { meta: b"meta", gates: vec![1, 2, 3], inside: vec![(4, 5)] };
+        let r = req.encode();
+        assert_eq!(Request::decode(&r), Some(req));
+        for cut in 0..r.len() {
+            assert_eq!(Request::decode(&r[..cut]), None);
+        }
         let log = ThreadLog::encode(&[(10, 0x1000), (11, 0x2000)], 4);
         assert_eq!(ThreadLog::decode(&log, 4), vec![(10, 0x1000), (11, 0x2000)]);
         assert_eq!(ThreadLog::decode(&log, 1), vec![(10, 0x1000)]);
@@ -332,7 +385,7 @@ mod tests {
     fn runtime_info_decodes_every_word() {
         let words: Vec<u8> = (0..RuntimeInfo::SIZE as u64 / 8).flat_map(|i| i.to_le_bytes()).collect();
         let info = RuntimeInfo::from_bytes(&words).unwrap();
-        assert_eq!((info.magic, info.log_cap), (0, RuntimeInfo::SIZE as u64 / 8 - 1));
+        assert_eq!((info.magic, info.far_stubs), (0, RuntimeInfo::SIZE as u64 / 8 - 1));
     }
 
     #[test]

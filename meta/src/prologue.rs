@@ -1,16 +1,32 @@
-//! Function entry kinds and the redirection bytes written into NOP-pad functions.
+//! Function entry kinds, how each is redirected, and the order in which its entry
+//! bytes may be rewritten while threads run through them.
 //!
 //! A NOP-pad function (`-fpatchable-function-entry=16,14`) has 14 NOP bytes before its
-//! symbol and a 2-byte NOP at the entry. To redirect it we write, once, a 6-byte
-//! `jmp *disp32(%rip)` at `entry - 6` whose memory operand is word 0 of the function's
-//! descriptor in the runtime, then turn the entry NOP into `jmp -8` (`eb f8`).
+//! symbol and a 2-byte NOP at the entry (after `endbr64` with `-fcf-protection`). To
+//! redirect it we write, once, a jump into the pad that goes through word 0 of the
+//! function's descriptor in the runtime, then turn the 2-byte NOP into a short jump to
+//! it. The [`Layout`]s:
 //!
-//! Why `eb f8` and not the `eb f0` of a 13-byte `movabs`/`jmp *%r11` prefix: the tools
-//! write code through `/proc/PID/mem`, and the kernel copies those bytes with `rep movsb`
-//! (or byte moves), so a 2-byte write is NOT one atomic store. We therefore write the two
-//! entry bytes one at a time, second byte first, and every intermediate state must be a
-//! harmless instruction: `66 f8` and `90 f8` are `clc` (flags are dead at a call
-//! boundary), while `66 f0` (a `lock` prefix) or `eb 90` (a jump into the body) are not.
+//! ```text
+//! Near       entry: eb f8 -> entry-6: ff 25 <desc - entry>        jmp *desc(%rip)
+//! Far        entry: eb f8 -> entry-6: ff 25 <-14> -> entry-14: [8-byte far stub address]
+//! EndbrNear  entry+4: eb f5 -> entry-5: eb f5 -> entry-14: ff 25 <desc - (entry-8)>
+//! EndbrFar   entry+4: eb f4 -> entry-6: ff 25 <-14> -> entry-14: [far stub address]
+//! ```
+//!
+//! `Far` is for functions more than 2 GiB away from the runtime (a PIE executable's):
+//! the far stub, in the runtime, is `jmp *desc(%rip)`.
+//!
+//! The tools write code through `/proc/PID/mem`, and the kernel copies those bytes with
+//! `rep movsb` (or byte moves), so a 2-byte write is NOT one atomic store. We therefore
+//! write entry bytes one at a time, and every intermediate state must be a harmless
+//! instruction ([`write_plan`]): `66 f8` is `clc` (flags are dead at a call boundary),
+//! `3c xx` is `cmp $xx, %al`, while `66 f0` (a `lock` prefix), `66 f4` (`hlt`) or `eb 90`
+//! (a jump into the body) are not. A thread may also sit between the two NOPs of a gcc
+//! `90 90` entry, so there the second byte alone must always be harmless too.
+//!
+//! fentry functions (`-pg -mfentry`) need no code write at all: the runtime's
+//! `__fentry__` looks the function up by its return address.
 
 /// How a function begins, as recorded in `patch.meta`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,7 +50,7 @@ pub const PAD_BEFORE: usize = 14;
 pub const PAD_JUMP_OFFSET: i64 = -6;
 /// `jmp *disp32(%rip)` opcode bytes; the 4-byte displacement follows.
 pub const PAD_JUMP_OPCODE: [u8; 2] = [0xff, 0x25];
-/// The entry bytes of a redirected NOP-pad function: `jmp -8` to `entry - 6`.
+/// The entry bytes of a redirected NOP-pad function (`Near`/`Far`): `jmp -8` to `entry - 6`.
 pub const ENTRY_JUMP: [u8; 2] = [0xeb, 0xf8];
 const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
 
@@ -72,7 +88,20 @@ impl Prologue {
 
     /// Whether this release can redirect functions of this kind.
     pub fn is_supported(self) -> bool {
-        matches!(self, Self::NopPad66 | Self::NopPad90)
+        true
+    }
+
+    /// Offset from the symbol of the 2-byte NOP that becomes a jump (NOP-pad kinds).
+    pub fn jump_offset(self) -> Option<u64> {
+        match self {
+            Self::NopPad66 | Self::NopPad90 => Some(0),
+            Self::EndbrNopPad => Some(4),
+            Self::FentryGotCall | Self::FentryCall => None,
+        }
+    }
+
+    pub fn is_fentry(self) -> bool {
+        matches!(self, Self::FentryGotCall | Self::FentryCall)
     }
 }
 
@@ -92,10 +121,123 @@ pub fn classify(before: &[u8], at: &[u8]) -> Option<Prologue> {
         [0x66, 0x90, ..] if padded => Some(Prologue::NopPad66),
         [0x90, 0x90, ..] if padded => Some(Prologue::NopPad90),
         [a, b, c, d, 0x66 | 0x90, 0x90, ..] if padded && [*a, *b, *c, *d] == ENDBR64 => Some(Prologue::EndbrNopPad),
-        [0xff, 0x15, ..] => Some(Prologue::FentryGotCall),
-        [0xe8, ..] => Some(Prologue::FentryCall),
+        _ => match fentry_call(at)? {
+            (_, 6) => Some(Prologue::FentryGotCall),
+            _ => Some(Prologue::FentryCall),
+        },
+    }
+}
+
+/// Where an fentry function calls `__fentry__`: `(offset, length)` of the call from the
+/// bytes at its entry (after an `endbr64`, if any). Callers that can, check that the
+/// call really goes to `__fentry__`: an ordinary function may also start with a call.
+pub fn fentry_call(at: &[u8]) -> Option<(u64, u64)> {
+    let (off, rest) = if at.len() >= 4 && at[..4] == ENDBR64 { (4, &at[4..]) } else { (0, at) };
+    match rest {
+        [0xff, 0x15, ..] => Some((off, 6)),
+        [0xe8, ..] => Some((off, 5)),
         _ => None,
     }
+}
+
+/// How a NOP-pad function is redirected (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Near,
+    Far,
+    EndbrNear,
+    EndbrFar,
+}
+
+impl Layout {
+    /// The layout for a function of `kind` at `entry` whose descriptor is at `desc`;
+    /// `original` are its 2 NOP bytes. `None` when it cannot be redirected safely: an
+    /// `endbr64` function out of the descriptors' reach whose NOPs are gcc's `90 90`.
+    pub fn choose(kind: Prologue, entry: u64, desc: u64, original: [u8; 2]) -> Option<Self> {
+        match kind {
+            Prologue::NopPad66 | Prologue::NopPad90 => {
+                Some(if pad_jump(entry, desc).is_some() { Self::Near } else { Self::Far })
+            }
+            Prologue::EndbrNopPad => {
+                if pad_jump(entry - 8, desc).is_some() {
+                    Some(Self::EndbrNear)
+                } else if original[0] == 0x66 {
+                    Some(Self::EndbrFar)
+                } else {
+                    None
+                }
+            }
+            Prologue::FentryGotCall | Prologue::FentryCall => None,
+        }
+    }
+
+    /// Offset of the 2 bytes that become the jump, from the symbol.
+    pub fn jump_offset(self) -> u64 {
+        match self {
+            Self::Near | Self::Far => 0,
+            Self::EndbrNear | Self::EndbrFar => 4,
+        }
+    }
+
+    /// The 2 bytes of the short jump into the pad.
+    pub fn jump(self) -> [u8; 2] {
+        match self {
+            Self::Near | Self::Far => ENTRY_JUMP,
+            Self::EndbrNear => [0xeb, 0xf5],
+            Self::EndbrFar => [0xeb, 0xf4],
+        }
+    }
+
+    /// What the pad must hold, as `(address, bytes)`: `desc` for near layouts,
+    /// `far_stub` (the runtime's `jmp *desc(%rip)`) for far ones. `None` if a near
+    /// layout's descriptor is out of reach.
+    pub fn pad(self, entry: u64, desc: u64, far_stub: u64) -> Option<Vec<(u64, Vec<u8>)>> {
+        let slot_jump = pad_jump(entry, entry - 14).expect("-14 is in reach");
+        Some(match self {
+            Self::Near => vec![(entry - 6, pad_jump(entry, desc)?.to_vec())],
+            Self::Far | Self::EndbrFar => {
+                vec![(entry - 14, far_stub.to_le_bytes().to_vec()), (entry - 6, slot_jump.to_vec())]
+            }
+            Self::EndbrNear => vec![(entry - 14, pad_jump(entry - 8, desc)?.to_vec()), (entry - 5, vec![0xeb, 0xf5])],
+        })
+    }
+}
+
+/// Whether a thread may run the 2 bytes `state` at a jump offset whose bytes were
+/// `original` before the first redirection: a complete harmless instruction, and, for a
+/// gcc `90 90` entry (a thread may have stopped after the first NOP), a second byte that
+/// is harmless alone.
+pub fn harmless(original: [u8; 2], state: [u8; 2]) -> bool {
+    // One-byte instructions that only touch the flags (dead at a call boundary) or
+    // nothing: nop, cmc, clc, stc, cld (DF is already clear at a call).
+    let lone = |b: u8| matches!(b, 0x90 | 0xf5 | 0xf8 | 0xf9 | 0xfc);
+    let whole = match state {
+        [0x66 | 0x90, b] => lone(b),
+        [0x3c, _] => true, // cmp $imm8, %al
+        _ => false,
+    };
+    whole && (original[0] != 0x90 || lone(state[1]))
+}
+
+/// The single-byte writes (offset 0 or 1, value) that take the 2 bytes at a jump
+/// offset from `from` to `to` through harmless states only (the final state, a jump or
+/// the original NOPs, excepted). `None` if there is no such order.
+pub fn write_plan(original: [u8; 2], from: [u8; 2], to: [u8; 2]) -> Option<Vec<(u64, u8)>> {
+    if from == to {
+        return Some(Vec::new());
+    }
+    let ok = |s: [u8; 2]| s == to || harmless(original, s);
+    let second_first = [from[0], to[1]];
+    let first_first = [to[0], from[1]];
+    if ok(second_first) {
+        return Some(vec![(1, to[1]), (0, to[0])]);
+    }
+    if ok(first_first) {
+        return Some(vec![(0, to[0]), (1, to[1])]);
+    }
+    // Through `cmp $imm8, %al`, whose immediate may be anything.
+    let (a, b) = ([0x3c, from[1]], [0x3c, to[1]]);
+    (ok(a) && ok(b)).then(|| vec![(0, 0x3c), (1, to[1]), (0, to[0])])
 }
 
 /// The 6-byte `jmp *disp32(%rip)` placed at `entry - 6` that jumps through the 8-byte
@@ -131,6 +273,56 @@ mod tests {
         // Entry NOPs without the pad in front, or a plain function: not patchable.
         assert_eq!(classify(&[0xc3; 14], &[0x66, 0x90, 0, 0, 0, 0]), None);
         assert_eq!(classify(&pad, &[0x55, 0x48, 0x89, 0xe5, 0, 0]), None);
+    }
+
+    #[test]
+    fn classifies_fentry_after_endbr() {
+        let pad = [0x90u8; 14];
+        assert_eq!(classify(&pad, &[0xf3, 0x0f, 0x1e, 0xfa, 0xff, 0x15, 0, 0]), Some(Prologue::FentryGotCall));
+        assert_eq!(fentry_call(&[0xf3, 0x0f, 0x1e, 0xfa, 0xe8, 0, 0, 0, 0]), Some((4, 5)));
+    }
+
+    /// Every intermediate state of every plan we use is harmless, in both directions.
+    #[test]
+    fn write_plans_only_pass_through_harmless_states() {
+        for layout in [Layout::Near, Layout::Far, Layout::EndbrNear, Layout::EndbrFar] {
+            for original in [[0x66, 0x90], [0x90, 0x90]] {
+                let jump = layout.jump();
+                let apply = write_plan(original, original, jump);
+                let restore = write_plan(original, jump, original);
+                if layout == Layout::EndbrFar && original[0] == 0x90 {
+                    // gcc's 90 90 cannot reach `eb f4` safely; `choose` never picks it.
+                    assert!(apply.is_none());
+                    continue;
+                }
+                for (from, plan) in [(original, apply.unwrap()), (jump, restore.unwrap())] {
+                    let mut state = from;
+                    for (i, &(at, byte)) in plan.iter().enumerate() {
+                        state[at as usize] = byte;
+                        if i + 1 < plan.len() {
+                            assert!(harmless(original, state), "{layout:?} {original:02x?}: {state:02x?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(write_plan([0x66, 0x90], [0x66, 0x90], ENTRY_JUMP), Some(vec![(1, 0xf8), (0, 0xeb)]));
+        assert!(!harmless([0x66, 0x90], [0x66, 0xf0]) && !harmless([0x66, 0x90], [0x66, 0xf4]));
+    }
+
+    #[test]
+    fn layouts_reach_their_slots() {
+        let entry = 0x5555_0000_1000u64;
+        let near_desc = entry + 0x1000;
+        let far = Layout::choose(Prologue::NopPad66, entry, 0x7f00_0000_0000, [0x66, 0x90]).unwrap();
+        assert_eq!(far, Layout::Far);
+        let pad = far.pad(entry, 0x7f00_0000_0000, 0x7f00_0000_4000).unwrap();
+        assert_eq!(pad_jump_slot(entry, &pad[1].1.clone().try_into().unwrap()), Some(entry - 14));
+        let near = Layout::choose(Prologue::EndbrNopPad, entry, near_desc, [0x90, 0x90]).unwrap();
+        assert_eq!(near, Layout::EndbrNear);
+        let pad = near.pad(entry, near_desc, 0).unwrap();
+        assert_eq!(pad_jump_slot(entry - 8, &pad[0].1.clone().try_into().unwrap()), Some(near_desc));
+        assert_eq!(Layout::choose(Prologue::EndbrNopPad, entry, 0x7f00_0000_0000, [0x90, 0x90]), None);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub struct Info {
     gate_log: *const ThreadLog,
     tool_log: *const ThreadLog,
     log_cap: u64,
+    far_stubs: *const (),
 }
 
 // SAFETY: `Info` is immutable after relocation; its pointers are only addresses for the
@@ -69,4 +70,5 @@ pub static pulp_rs_info: Info = Info {
     gate_log: &GATE_LOG,
     tool_log: &TOOL_LOG,
     log_cap: LOG_CAP as u64,
+    far_stubs: pulp_trm::pulp_rs_far_stubs as *const (),
 };

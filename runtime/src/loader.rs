@@ -9,9 +9,16 @@ pub struct Loaded {
     build_id: Vec<u8>,
     /// Executable segments, `[start, end)`.
     pub exec: Vec<(usize, usize)>,
+    /// All loaded segments, `[start, end)`.
+    pub segments: Vec<(usize, usize)>,
 }
 
 impl Loaded {
+    /// Whether `[start, end)` lies inside one loaded segment.
+    pub fn is_mapped(&self, start: u64, end: u64) -> bool {
+        self.segments.iter().any(|&(s, e)| s as u64 <= start && end <= e as u64)
+    }
+
     /// Whether `[start, end)` lies inside one executable segment.
     pub fn is_code(&self, start: u64, end: u64) -> bool {
         self.exec.iter().any(|&(s, e)| s as u64 <= start && end <= e as u64)
@@ -58,7 +65,12 @@ fn loaded_objects() -> Vec<Loaded> {
             .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
             .map(|p| (base + p.p_vaddr as usize, base + (p.p_vaddr + p.p_memsz) as usize))
             .collect();
-        out.push(Loaded { base, build_id, exec });
+        let segments = phdrs
+            .iter()
+            .filter(|p| p.p_type == libc::PT_LOAD)
+            .map(|p| (base + p.p_vaddr as usize, base + (p.p_vaddr + p.p_memsz) as usize))
+            .collect();
+        out.push(Loaded { base, build_id, exec, segments });
         0
     }
     let mut out: Vec<Loaded> = Vec::new();

@@ -20,7 +20,7 @@ use crate::transition;
 use pulp_meta::abi::{self, Descriptor, EntryAction, EntryStatus, FuncReply};
 use pulp_meta::format::{hex, FLAG_IMMEDIATE};
 use pulp_meta::status::{PatchState, PatchStatus, Status};
-use pulp_meta::{prologue, PatchMeta};
+use pulp_meta::{prologue, PatchMeta, Prologue};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, TryLockError};
@@ -28,7 +28,11 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 /// Runtime-side state of one descriptor.
 struct DescState {
     entry: u64,
-    /// The entry's bytes before the first redirection.
+    kind: Prologue,
+    /// Where the original code goes on: after the entry NOPs, or after the call to
+    /// `__fentry__`.
+    body: u64,
+    /// The 2 NOP bytes before the first redirection (NOP-pad kinds).
     original: [u8; 2],
     /// Applied versions, oldest first: (patch id, address of the new function).
     versions: Vec<(String, u64)>,
@@ -37,7 +41,7 @@ struct DescState {
 impl DescState {
     /// What runs now when no transition is in progress.
     fn current(&self) -> u64 {
-        self.versions.last().map(|v| v.1).unwrap_or(self.entry + 2)
+        self.versions.last().map(|v| v.1).unwrap_or(self.body)
     }
 }
 
@@ -122,70 +126,126 @@ fn write_reply(funcs: &[FuncReply], buf: &mut [u8]) -> Result<(), String> {
 /// An entry point this request may redirect, checked.
 struct Planned {
     entry: u64,
+    kind: Prologue,
     known: Option<usize>,
+}
+
+/// Bytes of a redirected NOP pad's entry that count as ours: the short jumps of every
+/// layout, and the `cmp $imm8, %al` a tool killed mid-write may have left.
+fn ours(state: [u8; 2]) -> bool {
+    matches!(state, [0xeb, 0xf8 | 0xf5 | 0xf4] | [0x3c, _])
+}
+
+/// Whether an fentry function's call goes to our `__fentry__`: directly, through its
+/// GOT slot, or through a PLT entry of its object not yet bound (lazy binding), which
+/// the dynamic linker will bind to ours since ours comes first in the lookup order.
+fn calls_our_fentry(obj: &loader::Loaded, call: u64, len: u64) -> bool {
+    let ours = pulp_trm::fentry() as u64;
+    // SAFETY: dlsym with a static NUL-terminated name.
+    let global = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__fentry__".as_ptr()) } as u64;
+    if global != ours {
+        return false;
+    }
+    // SAFETY: the caller checked the call instruction is mapped code.
+    let disp = unsafe { read_code::<4>(call + len - 4) };
+    let target = (call + len).wrapping_add(i32::from_le_bytes(disp) as i64 as u64);
+    if len == 6 {
+        // `call *slot(%rip)`: the GOT slot is in the object's data, mapped readable.
+        if !obj.is_mapped(target, target + 8) {
+            return false;
+        }
+        // SAFETY: checked mapped just above.
+        let bound = u64::from_le_bytes(unsafe { read_code::<8>(target) });
+        bound == ours || obj.is_code(bound, bound + 1)
+    } else {
+        target == ours || obj.is_code(target, target + 1)
+    }
 }
 
 impl Registry {
     fn reply(&self, index: usize, action: EntryAction) -> FuncReply {
-        FuncReply {
-            entry: self.descs[index].entry,
-            desc: desc_addr(index),
-            action,
-            original: self.descs[index].original,
-        }
+        let d = &self.descs[index];
+        FuncReply { entry: d.entry, desc: desc_addr(index), action, original: d.original, kind: d.kind }
     }
 
-    /// Whether the code at `entry` is a pad jump through descriptor `index` plus the entry jump.
-    fn redirected_through(entry: u64, index: usize) -> bool {
-        // SAFETY: the caller checked that [entry - 14, entry + 2) is mapped code.
-        let (pad, at) = unsafe { (read_code::<6>(entry - 6), read_code::<2>(entry)) };
-        at == prologue::ENTRY_JUMP && prologue::pad_jump_slot(entry, &pad) == Some(desc_addr(index))
-    }
-
-    /// Check that `entry` of `obj` is code this release can redirect: untouched NOP pad
-    /// (of `kind` when given) or already redirected through our descriptor.
+    /// Check that `entry` of `obj` is code this release can redirect: untouched and of
+    /// `kind` (when given), or already redirected by us.
     fn check_entry(
         &self,
         obj: &loader::Loaded,
         entry: u64,
-        kind: Option<prologue::Prologue>,
+        kind: Option<Prologue>,
         what: &str,
     ) -> Result<Planned, String> {
-        if !obj.is_code(entry - prologue::PAD_BEFORE as u64, entry + 2) {
+        if !obj.is_code(entry - prologue::PAD_BEFORE as u64, entry + 10) {
             return Err(format!("{what}: address {entry:#x} is not inside the object's code"));
         }
         let known = self.by_entry.get(&entry).copied();
-        // SAFETY: is_code checked that [entry - 14, entry + 2) is mapped code.
-        let (before, at) = unsafe { (read_code::<14>(entry - 14), read_code::<2>(entry)) };
-        let ok = match known {
-            Some(d) => at == self.descs[d].original || Self::redirected_through(entry, d),
-            None => {
-                let found = prologue::classify(&before, &[at[0], at[1], 0, 0, 0, 0, 0, 0]);
-                found.is_some_and(|k| k.is_supported() && kind.is_none_or(|want| want == k))
+        // SAFETY: is_code checked that [entry - 14, entry + 10) is mapped code.
+        let (before, at) = unsafe { (read_code::<14>(entry - 14), read_code::<10>(entry)) };
+        let found = match known {
+            Some(d) => {
+                let st = &self.descs[d];
+                let intact = match st.kind.jump_offset() {
+                    Some(off) => {
+                        // SAFETY: within the range checked above.
+                        let now = unsafe { read_code::<2>(entry + off) };
+                        now == st.original || ours(now)
+                    }
+                    None => prologue::fentry_call(&at).is_some(),
+                };
+                intact.then_some(st.kind)
             }
+            None => prologue::classify(&before, &at).filter(|k| match prologue::fentry_call(&at) {
+                Some((off, len)) if k.is_fentry() => calls_our_fentry(obj, entry + off, len),
+                _ => true,
+            }),
         };
-        if !ok {
-            let want = kind.map(|k| k.to_string()).unwrap_or_else(|| "a NOP pad".into());
-            return Err(format!(
-                "{what} at {entry:#x}: prologue is not {want} as recorded (found {:02x} {:02x})",
-                at[0], at[1]
-            ));
+        match found {
+            Some(k) if kind.is_none_or(|want| want == k || (want == Prologue::NopPad90 && k == Prologue::NopPad66)) => {
+                Ok(Planned { entry, kind: kind.unwrap_or(k), known })
+            }
+            _ => {
+                let want = kind.map(|k| k.to_string()).unwrap_or_else(|| "a patchable prologue".into());
+                let bytes: Vec<String> = at[..6].iter().map(|b| format!("{b:02x}")).collect();
+                let hint = if kind.is_some_and(Prologue::is_fentry) {
+                    " (or its call does not reach libpulp_rs's __fentry__)"
+                } else {
+                    ""
+                };
+                Err(format!(
+                    "{what} at {entry:#x}: prologue is not {want} as recorded{hint} (found {})",
+                    bytes.join(" ")
+                ))
+            }
         }
-        Ok(Planned { entry, known })
     }
 
     /// The descriptor of `p`, allocating it on first use.
-    fn desc_for(&mut self, p: &Planned) -> usize {
+    fn desc_for(&mut self, p: &Planned) -> Result<usize, String> {
         if let Some(d) = p.known.or_else(|| self.by_entry.get(&p.entry).copied()) {
-            return d;
+            return Ok(d);
         }
         let d = self.descs.len();
-        // SAFETY: checked mapped; the entry is untouched, so these are the original bytes.
-        let original = unsafe { read_code::<2>(p.entry) };
-        self.descs.push(DescState { entry: p.entry, original, versions: Vec::new() });
-        self.by_entry.insert(p.entry, d);
+        let (body, original) = match p.kind.jump_offset() {
+            // SAFETY: checked mapped; the entry is untouched, so these are the original bytes.
+            Some(off) => (p.entry + off + 2, unsafe { read_code::<2>(p.entry + off) }),
+            None => {
+                // SAFETY: checked mapped by check_entry.
+                let at = unsafe { read_code::<10>(p.entry) };
+                let (off, len) = prologue::fentry_call(&at).ok_or("fentry call vanished")?;
+                let body = p.entry + off + len;
+                if !pulp_trm::fentry_insert(body, desc_addr(d)) {
+                    return Err("the runtime's __fentry__ table is full".into());
+                }
+                (body, [0, 0])
+            }
+        };
+        table(d).target.store(body, Ordering::Relaxed);
         table(d).entry.store(p.entry, Ordering::Relaxed);
-        d
+        self.descs.push(DescState { entry: p.entry, kind: p.kind, body, original, versions: Vec::new() });
+        self.by_entry.insert(p.entry, d);
+        Ok(d)
     }
 
     fn ensure_room(&self, planned: &[&Planned]) -> Result<(), String> {
@@ -260,10 +320,10 @@ impl Registry {
         self.patches.iter().position(|p| p.id == id)
     }
 
-    /// Code ranges that count as inside: the targets' and every patch object's.
-    fn ranges(&self, targets: &[loader::Loaded], extra: Option<&PatchObject>) -> Vec<(u64, u64)> {
-        let mut r: Vec<(u64, u64)> =
-            targets.iter().flat_map(|t| t.exec.iter().map(|&(s, e)| (s as u64, e as u64))).collect();
+    /// Code ranges that count as inside: the targets' (as the tool computed them) and
+    /// every patch object's.
+    fn ranges(&self, targets: &[(u64, u64)], extra: Option<&PatchObject>) -> Vec<(u64, u64)> {
+        let mut r: Vec<(u64, u64)> = targets.to_vec();
         for p in self.patches.iter().map(|p| &p.object).chain(extra) {
             if let Some(l) = loader::loaded_at(p.base) {
                 r.extend(l.exec.iter().map(|&(s, e)| (s as u64, e as u64)));
@@ -273,17 +333,21 @@ impl Registry {
     }
 }
 
+/// A decoded request: meta, gates, inside ranges, and the targets as loaded.
+type Resolved = (PatchMeta, Vec<u64>, Vec<(u64, u64)>, Vec<loader::Loaded>);
+
 /// Decode a request and find its targets in the process.
-fn resolve(request: &[u8]) -> Result<(PatchMeta, Vec<u64>, Vec<loader::Loaded>), String> {
-    let (meta_bytes, gates) = abi::decode_request(request).ok_or("malformed request")?;
-    let meta = PatchMeta::decode(meta_bytes).map_err(|e| format!("corrupt request: {e}"))?;
+fn resolve(request: &[u8]) -> Result<Resolved, String> {
+    let req = abi::Request::decode(request).ok_or("malformed request")?;
+    let (gates, inside) = (req.gates, req.inside);
+    let meta = PatchMeta::decode(req.meta).map_err(|e| format!("corrupt request: {e}"))?;
     let mut objs = Vec::new();
     for t in &meta.targets {
         objs.push(loader::find(&t.build_id).ok_or_else(|| {
             format!("target {} (build-id {}) is not loaded in this process", t.path, hex(&t.build_id))
         })?);
     }
-    Ok((meta, gates, objs))
+    Ok((meta, gates, inside, objs))
 }
 
 /// Check the gate entries: each inside one of the targets, with a NOP pad.
@@ -303,7 +367,7 @@ fn plan_gates(reg: &Registry, objs: &[loader::Loaded], gates: &[u64]) -> Result<
 /// Apply a patch, immediately or by starting a transition. Nothing changes unless
 /// every check passes.
 pub fn apply(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<EntryStatus, String> {
-    let (meta, gates, objs) = resolve(request)?;
+    let (meta, gates, inside, objs) = resolve(request)?;
     let id = meta.id();
     if let Some(t) = &reg.transition {
         if t.patch == id && t.kind == Kind::Apply {
@@ -351,7 +415,14 @@ pub fn apply(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<Entry
     };
 
     // Commit.
-    let funcs: Vec<(usize, u64)> = planned.iter().zip(&news).map(|((p, _), &new)| (reg.desc_for(p), new)).collect();
+    let funcs: Vec<(usize, u64)> =
+        match planned.iter().zip(&news).map(|((p, _), &new)| reg.desc_for(p).map(|d| (d, new))).collect() {
+            Ok(f) => f,
+            Err(e) => {
+                object.discard();
+                return Err(e);
+            }
+        };
     let (replies, status, state) = if immediate {
         for &(d, new) in &funcs {
             reg.descs[d].versions.push((id.clone(), new));
@@ -362,9 +433,15 @@ pub fn apply(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<Entry
         let replies = funcs.iter().map(|&(d, _)| reg.reply(d, EntryAction::Redirect)).collect();
         (replies, EntryStatus::Done, PatchState::Applied)
     } else {
-        let gates: Vec<usize> = gate_plan.iter().map(|g| reg.desc_for(g)).collect();
+        let gates: Vec<usize> = match gate_plan.iter().map(|g| reg.desc_for(g)).collect() {
+            Ok(g) => g,
+            Err(e) => {
+                object.discard();
+                return Err(e);
+            }
+        };
         let plan: Vec<(usize, u64, u64)> = funcs.iter().map(|&(d, new)| (d, reg.descs[d].current(), new)).collect();
-        let ranges = reg.ranges(&objs, Some(&object));
+        let ranges = reg.ranges(&inside, Some(&object));
         match reg.start(&id, Kind::Apply, &plan, &gates, ranges) {
             Ok(replies) => (replies, EntryStatus::Transition, PatchState::Applying),
             Err(e) => {
@@ -380,7 +457,7 @@ pub fn apply(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<Entry
 
 /// Revert a patch, immediately (a patch marked immediate) or through a transition.
 pub fn revert(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<EntryStatus, String> {
-    let (meta, gates, objs) = resolve(request)?;
+    let (meta, gates, inside, objs) = resolve(request)?;
     let id = meta.id();
     if let Some(t) = &reg.transition {
         if t.patch == id && t.kind == Kind::Revert {
@@ -405,7 +482,7 @@ pub fn revert(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<Entr
     }
     let gate_plan = plan_gates(reg, &objs, &gates)?;
     reg.ensure_room(&gate_plan.iter().collect::<Vec<_>>())?;
-    let gates: Vec<usize> = gate_plan.iter().map(|g| reg.desc_for(g)).collect();
+    let gates: Vec<usize> = gate_plan.iter().map(|g| reg.desc_for(g)).collect::<Result<_, _>>()?;
     let plan: Vec<(usize, u64, u64)> = funcs
         .iter()
         .map(|&(d, _)| {
@@ -414,7 +491,7 @@ pub fn revert(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<Entr
             (d, st.current(), after)
         })
         .collect();
-    let ranges = reg.ranges(&objs, None);
+    let ranges = reg.ranges(&inside, None);
     let replies = reg.start(&id, Kind::Revert, &plan, &gates, ranges)?;
     reg.patches[pos].state = PatchState::Reverting;
     reg.patches[pos].since = status::now();

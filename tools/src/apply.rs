@@ -22,7 +22,7 @@ use crate::runtime::{runtime_code, runtime_info};
 use crate::transition::{self, Driven, Holder, Progress};
 use pulp_meta::abi::{self, EntryAction, EntryStatus, FuncReply, RuntimeInfo};
 use pulp_meta::format::{hex, FLAG_IMMEDIATE};
-use pulp_meta::prologue::{self, ENTRY_JUMP, PAD_BEFORE};
+use pulp_meta::prologue::{self, Layout, PAD_BEFORE};
 use pulp_meta::{PatchMeta, Prologue};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -86,8 +86,9 @@ pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode, opts: Options) 
     if mode == Mode::Apply {
         check_patch_object(&proc, meta)?;
     }
-    let gates = if meta.flags & FLAG_IMMEDIATE != 0 { Vec::new() } else { gates(&proc, &objects, meta)? };
-    let request = abi::encode_request(bytes, &gates);
+    let (gates, inside) =
+        if meta.flags & FLAG_IMMEDIATE != 0 { Default::default() } else { transition_scope(&proc, &objects, meta)? };
+    let request = abi::Request { meta: bytes, gates, inside }.encode();
     if request.len() as u64 > info.buffer_len {
         return Err(TriggerError::Target {
             pid,
@@ -189,31 +190,43 @@ fn stuck(
     TriggerError::Stuck { pid, id: run.id, timeout, count: holders.len(), report, reversing }
 }
 
-/// The exported functions of each target with a NOP pad: the doors a thread comes in
-/// through, which become gates for the length of a transition.
-fn gates(proc: &Process, objects: &[MappedObject], meta: &PatchMeta) -> Result<Vec<u64>> {
+/// `[start, end)` of code.
+type Range = (u64, u64);
+
+/// What a transition needs to know about the targets: the gates (exported functions of
+/// each shared library, the doors a thread comes in through) and the code that counts as
+/// inside. For a shared library that is all its code; for the main executable, where
+/// every thread always has frames (`main`, thread start routines), it is the patched
+/// functions themselves, as for the kernel's livepatch.
+fn transition_scope(proc: &Process, objects: &[MappedObject], meta: &PatchMeta) -> Result<(Vec<u64>, Vec<Range>)> {
+    let pid = proc.pid;
     let maps = proc.mappings()?;
-    let mut out = Vec::new();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned());
+    let (mut gates, mut inside) = (Vec::new(), Vec::new());
     for t in &meta.targets {
         let Some(obj) = objects.iter().find(|o| o.build_id == t.build_id) else { continue };
         let Some(header) = maps.iter().find(|m| m.start == obj.header) else { continue };
-        let file = format!("/proc/{}/map_files/{:x}-{:x}", proc.pid, header.start, header.end);
+        let file = format!("/proc/{pid}/map_files/{:x}-{:x}", header.start, header.end);
         let funcs = pulp_cc_build::inspect::functions(Path::new(&file))
             .or_else(|_| pulp_cc_build::inspect::functions(Path::new(&obj.path)))
             .map_err(|e| TriggerError::Target {
-                pid: proc.pid,
-                what: format!("cannot read the exported functions of {}: {e}", obj.path),
+                pid,
+                what: format!("cannot read the functions of {}: {e}", obj.path),
             })?;
-        out.extend(
-            funcs
-                .iter()
-                .filter(|f| f.dynamic && f.prologue.is_some_and(Prologue::is_supported))
-                .map(|f| obj.base + f.offset),
-        );
+        if exe.as_deref() == Some(obj.path.as_str()) {
+            for f in &t.functions {
+                let size = funcs.iter().find(|g| g.offset == f.offset).map(|g| g.size).unwrap_or(0).max(1);
+                inside.push((obj.base + f.offset, obj.base + f.offset + size));
+            }
+        } else {
+            gates.extend(funcs.iter().filter(|f| f.dynamic && f.prologue.is_some()).map(|f| obj.base + f.offset));
+            inside
+                .extend(maps.iter().filter(|m| m.path == obj.path && m.perms.contains('x')).map(|m| (m.start, m.end)));
+        }
     }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+    gates.sort_unstable();
+    gates.dedup();
+    Ok((gates, inside))
 }
 
 /// The object of the process a target names: same build-id, else report by path.
@@ -259,34 +272,43 @@ fn check_functions(
                 expected: f.prologue.to_string(),
                 found,
             };
-            if !f.prologue.is_supported() {
-                return Err(mismatch(format!("a {} prologue, which this release cannot patch", f.prologue)));
-            }
             let code = proc
-                .read(entry - PAD_BEFORE as u64, PAD_BEFORE + 8)
+                .read(entry - PAD_BEFORE as u64, PAD_BEFORE + 10)
                 .map_err(|_| mismatch("unreadable memory".into()))?;
             let (before, at) = code.split_at(PAD_BEFORE);
-            let pad: [u8; 6] = before[PAD_BEFORE - 6..].try_into().unwrap();
             let untouched = prologue::classify(before, at) == Some(f.prologue)
                 || (f.prologue == Prologue::NopPad90 && at[..2] == [0x66, 0x90]);
-            let ours = at[..2] == ENTRY_JUMP
-                && prologue::pad_jump_slot(entry, &pad)
-                    .is_some_and(|s| table.contains(&s) && (s - info.descs).is_multiple_of(info.desc_size()));
-            // An entry restored after a revert keeps its (unreachable) pad jump.
-            let restored = Some([at[0], at[1]]) == f.prologue.entry_bytes()
-                && prologue::pad_jump_slot(entry, &pad).is_some_and(|s| table.contains(&s));
-            if !(untouched || ours || restored) {
+            if !(untouched || redirected_by_us(info, f.prologue, entry, &code)) {
                 return Err(mismatch(code.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")));
             }
-            if mode == Mode::Apply
-                && (prologue::pad_jump(entry, table.start).is_none() || prologue::pad_jump(entry, table.end).is_none())
-            {
+            // gcc's `90 90` after endbr64 cannot take the far layout safely.
+            let near = prologue::pad_jump(entry - 8, table.start).is_some()
+                && prologue::pad_jump(entry - 8, table.end).is_some();
+            if mode == Mode::Apply && f.prologue == Prologue::EndbrNopPad && !near && at[4] == 0x90 {
                 return Err(TriggerError::TooFar { pid, path: obj.path.clone(), func: f.old.clone() });
             }
             count += 1;
         }
     }
     Ok(count)
+}
+
+/// Whether the code around `entry` (`code` = the 14 pad bytes and 10 from the entry)
+/// is a NOP-pad function redirected by us, in any layout, possibly restored since (the
+/// pad jump stays): its pad jumps through one of our descriptors or far stubs.
+fn redirected_by_us(info: &RuntimeInfo, kind: Prologue, entry: u64, code: &[u8]) -> bool {
+    let Some(off) = kind.jump_offset() else { return false };
+    let at = [code[PAD_BEFORE + off as usize], code[PAD_BEFORE + off as usize + 1]];
+    let plausible = matches!(at, [0xeb, 0xf8 | 0xf5 | 0xf4] | [0x3c, _] | [0x66 | 0x90, 0x90]);
+    let descs = info.descs..info.descs + info.desc_count * info.desc_size();
+    let stubs = info.far_stubs..info.far_stubs + info.desc_count * abi::FAR_STUB_SIZE;
+    let jump_at =
+        |pos: usize, next: u64| -> Option<u64> { prologue::pad_jump_slot(next, &code[pos..pos + 6].try_into().ok()?) };
+    let near = jump_at(PAD_BEFORE - 6, entry).is_some_and(|s| descs.contains(&s))
+        || jump_at(0, entry - 8).is_some_and(|s| descs.contains(&s));
+    let far = jump_at(PAD_BEFORE - 6, entry) == Some(entry - 14)
+        && stubs.contains(&u64::from_le_bytes(code[..8].try_into().expect("8 bytes")));
+    plausible && (near || far)
 }
 
 /// The patch object must exist, be safe to load into the target (absolute path, owned by
@@ -335,17 +357,28 @@ fn read_reply(proc: &Process, info: &RuntimeInfo) -> Result<Vec<FuncReply>> {
 }
 
 /// Bring each entry's code to what the runtime asked for; returns how many entries changed.
+/// fentry functions need nothing: the runtime's `__fentry__` finds their descriptors.
 fn write_code(proc: &Process, thread: &Hijacked, info: &RuntimeInfo, replies: &[FuncReply]) -> Result<usize> {
+    let pid = proc.pid;
+    let far_stub = |desc: u64| info.far_stubs + (desc - info.descs) / info.desc_size() * abi::FAR_STUB_SIZE;
+    let layout = |r: &FuncReply| {
+        Layout::choose(r.kind, r.entry, r.desc, r.original).ok_or_else(|| TriggerError::Target {
+            pid,
+            what: format!("function at {:#x} ({}) cannot be redirected from this distance", r.entry, r.kind),
+        })
+    };
+    let nop_pads: Vec<&FuncReply> = replies.iter().filter(|r| !r.kind.is_fentry()).collect();
     let mut wrote_pad = false;
-    for r in replies.iter().filter(|r| r.action == EntryAction::Redirect) {
-        let want = prologue::pad_jump(r.entry, r.desc).ok_or_else(|| TriggerError::Target {
-            pid: proc.pid,
-            what: format!("descriptor of {:#x} out of reach", r.entry),
-        })?;
-        // The pad is not reachable until the entry jumps to it, so this write needs no order.
-        if proc.read_array::<6>(r.entry - 6)? != want {
-            proc.write(r.entry - 6, &want)?;
-            wrote_pad = true;
+    for r in nop_pads.iter().filter(|r| r.action == EntryAction::Redirect) {
+        let pad = layout(r)?
+            .pad(r.entry, r.desc, far_stub(r.desc))
+            .ok_or_else(|| TriggerError::Target { pid, what: format!("descriptor of {:#x} out of reach", r.entry) })?;
+        // The pad is not reachable until the entry jumps to it, so these writes need no order.
+        for (addr, bytes) in pad {
+            if proc.read(addr, bytes.len())? != bytes {
+                proc.write(addr, &bytes)?;
+                wrote_pad = true;
+            }
         }
     }
     if wrote_pad {
@@ -353,26 +386,24 @@ fn write_code(proc: &Process, thread: &Hijacked, info: &RuntimeInfo, replies: &[
         thread.call(info.entry_sync_core, 0)?;
     }
     let mut written = 0;
-    for r in replies {
-        let target = match r.action {
-            EntryAction::Redirect => ENTRY_JUMP,
+    for r in nop_pads {
+        let l = layout(r)?;
+        let to = match r.action {
+            EntryAction::Redirect => l.jump(),
             EntryAction::Restore => r.original,
             EntryAction::Keep => continue,
         };
-        let now = proc.read_array::<2>(r.entry)?;
-        if now == target {
-            continue;
+        let at = r.entry + l.jump_offset();
+        let from = proc.read_array::<2>(at)?;
+        // One byte at a time, every intermediate state a harmless instruction.
+        let plan = prologue::write_plan(r.original, from, to).ok_or_else(|| TriggerError::Target {
+            pid,
+            what: format!("no safe way to rewrite {from:02x?} to {to:02x?} at {at:#x}"),
+        })?;
+        for (offset, byte) in &plan {
+            proc.write(at + offset, &[*byte])?;
         }
-        // Redirect: second byte first (66 90 -> 66 f8 = clc -> eb f8). Restore: first
-        // byte first (eb f8 -> 66 f8 = clc -> 66 90). Each write is a single byte.
-        if r.action == EntryAction::Redirect {
-            proc.write(r.entry + 1, &target[1..])?;
-            proc.write(r.entry, &target[..1])?;
-        } else {
-            proc.write(r.entry, &target[..1])?;
-            proc.write(r.entry + 1, &target[1..])?;
-        }
-        written += 1;
+        written += usize::from(!plan.is_empty());
     }
     Ok(written)
 }

@@ -25,7 +25,7 @@ pub enum TriggerError {
         "function `{func}` of {path} at {addr:#x} in PID {pid}: prologue is not {expected} as recorded (found {found})"
     )]
     PrologueMismatch { pid: i32, path: String, func: String, addr: u64, expected: String, found: String },
-    #[error("function `{func}` of {path} in PID {pid}: the runtime's descriptors are more than 2 GiB away (functions of the main executable are not supported yet)")]
+    #[error("function `{func}` of {path} in PID {pid}: its endbr64 entry has gcc's `90 90` NOPs and the runtime is more than 2 GiB away; rebuild it with cc-build or pulp-cc (which writes `66 90`)")]
     TooFar { pid: i32, path: String, func: String },
     #[error("patch object {path} is missing: {reason}")]
     PatchMissing { path: String, reason: String },

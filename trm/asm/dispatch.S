@@ -274,3 +274,24 @@ pulp_rs_thread_pointer:
     ret
     .cfi_endproc
     .size   pulp_rs_thread_pointer, . - pulp_rs_thread_pointer
+
+/* pulp_rs_far_stubs: stub k (at pulp_rs_far_stubs + 8*k) is
+ *     jmp  *pulp_rs_descs + 64*k(%rip)        (ff 25 disp32, then 2 bytes of int3)
+ * For functions more than 2 GiB away from the descriptors (a PIE executable's): their
+ * pad holds this stub's address and jumps through it. Stack untouched, no register
+ * clobbered: the stub is one indirect jump through word 0 of descriptor k. */
+    .globl  pulp_rs_far_stubs
+    .hidden pulp_rs_far_stubs
+    .type   pulp_rs_far_stubs, @function
+    .p2align 3
+pulp_rs_far_stubs:
+    .cfi_startproc
+    .set    pulp_rs_k, 0
+    .rept   PULP_RS_DESC_COUNT
+    jmp     *pulp_rs_descs + PULP_RS_DESC_SIZE * pulp_rs_k(%rip)
+    int3
+    int3
+    .set    pulp_rs_k, pulp_rs_k + 1
+    .endr
+    .cfi_endproc
+    .size   pulp_rs_far_stubs, . - pulp_rs_far_stubs

@@ -5,20 +5,27 @@
 //! - `asm/dispatch.S`: the descriptor table word 0 of which every redirected function
 //!   jumps through, the transition state (id, goal, the per-thread `cleared` word in
 //!   initial-exec TLS), the dispatch trampoline, the gate slow path and the
-//!   per-descriptor stubs.
+//!   per-descriptor stubs (dispatch and far);
+//! - `asm/fentry.S`: `__fentry__`, which redirects `-pg -mfentry` functions by looking
+//!   up their return address in a table of descriptors.
 //!
 //! All symbols are hidden: the runtime publishes their addresses in `pulp_rs_info`.
+
+pub mod fentry;
 
 use pulp_meta::abi::Descriptor;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 core::arch::global_asm!(include_str!("../asm/hijack.S"), options(att_syntax));
 core::arch::global_asm!(include_str!("../asm/dispatch.S"), options(att_syntax));
+core::arch::global_asm!(include_str!("../asm/fentry.S"), options(att_syntax));
 
 /// Number of descriptors (`PULP_RS_DESC_COUNT` in `dispatch.S`).
 pub const DESC_COUNT: usize = 8192;
 /// Bytes between two per-descriptor stubs.
 pub const DESC_STUB_SIZE: usize = 16;
+/// Slots of the `__fentry__` table (`FENTRY_SLOTS` in `fentry.S`).
+pub const FENTRY_SLOTS: usize = 16384;
 
 const _: () = assert!(core::mem::size_of::<Descriptor>() == 64, "dispatch.S assumes 64-byte descriptors");
 const _: () = assert!(core::mem::offset_of!(Descriptor, gate) == 32, "dispatch.S reads the gate flag at 32");
@@ -38,6 +45,9 @@ extern "C" {
     pub fn pulp_rs_call_stub();
     pub fn pulp_rs_dispatch();
     pub fn pulp_rs_desc_stubs();
+    pub fn pulp_rs_far_stubs();
+    static pulp_rs_fentry_table: [[AtomicU64; 2]; FENTRY_SLOTS];
+    static pulp_rs_fentry_active: AtomicU64;
     fn pulp_rs_cleared_get() -> u64;
     fn pulp_rs_cleared_set(v: u64);
     fn pulp_rs_thread_pointer() -> usize;
@@ -112,4 +122,46 @@ pub fn set_cleared(v: u64) {
 pub fn thread_pointer() -> usize {
     // SAFETY: reads the TCB self pointer at %fs:0, present in every glibc thread.
     unsafe { pulp_rs_thread_pointer() }
+}
+
+/// Address of the runtime's `__fentry__`.
+pub fn fentry() -> usize {
+    fentry::__fentry__ as *const () as usize
+}
+
+/// Make `__fentry__` send calls whose return address is `key` through `desc`. Returns
+/// false when the table is half full (the limit that keeps every probe short).
+/// Callers serialise (the runtime's registry lock); readers need no lock.
+pub fn fentry_insert(key: u64, desc: u64) -> bool {
+    use std::sync::atomic::Ordering;
+    // SAFETY: a zero-initialised array of atomics in .bss defined in fentry.S.
+    let table = unsafe { &*core::ptr::addr_of!(pulp_rs_fentry_table) };
+    // SAFETY: as above.
+    let active = unsafe { &*core::ptr::addr_of!(pulp_rs_fentry_active) };
+    let used = table.iter().filter(|s| s[0].load(Ordering::Relaxed) != 0).count();
+    // Same hash as fentry.S: Fibonacci hashing of the key's low 32 bits.
+    let mut i = ((key as u32).wrapping_mul(0x9e37_79b1) >> 18) as usize;
+    loop {
+        let k = table[i][0].load(Ordering::Acquire);
+        if k == key {
+            table[i][1].store(desc, Ordering::Release);
+            return true;
+        }
+        if k == 0 {
+            if used >= FENTRY_SLOTS / 2 {
+                return false;
+            }
+            table[i][1].store(desc, Ordering::Release);
+            table[i][0].store(key, Ordering::Release);
+            active.store(1, Ordering::Release);
+            return true;
+        }
+        i = (i + 1) % FENTRY_SLOTS;
+    }
+}
+
+/// Address of descriptor `index`'s far stub.
+pub fn far_stub(index: usize) -> usize {
+    assert!(index < DESC_COUNT);
+    pulp_rs_far_stubs as *const () as usize + index * pulp_meta::abi::FAR_STUB_SIZE as usize
 }
