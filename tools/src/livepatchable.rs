@@ -36,9 +36,9 @@ impl Report {
         self.functions.iter().filter(|f| f.prologue.is_some())
     }
 
-    /// Functions this release can redirect: a supported prologue, in a shared object.
+    /// Functions this release can redirect: a supported prologue.
     pub fn can_patch(&self, f: &FunctionInfo) -> bool {
-        self.kind == ObjectKind::SharedObject && f.prologue.is_some_and(|k| k.is_supported())
+        f.prologue.is_some_and(|k| k.is_supported())
     }
 
     pub fn exported(&self) -> impl Iterator<Item = &FunctionInfo> {
@@ -48,9 +48,6 @@ impl Report {
     /// `Ok` when the object passes, else why not (one line).
     pub fn verdict(&self) -> Result<(), String> {
         let file = self.file.display();
-        if self.kind == ObjectKind::Executable {
-            return Err(format!("{file} is an executable: this release patches functions of shared libraries only"));
-        }
         if !self.functions.iter().any(|f| self.can_patch(f)) {
             let unsupported: Vec<_> = self.patchable().filter_map(|f| f.prologue).collect();
             return Err(match unsupported.first() {
@@ -262,7 +259,7 @@ mod tests {
     }
 
     #[test]
-    fn plain_and_fentry_libraries_fail() {
+    fn plain_library_fails_and_fentry_library_passes() {
         let dir = tempfile::tempdir().unwrap();
         let plain = build(dir.path(), "plain", LIB, Build::new().patchable(false));
         let why = check(&plain).unwrap().verdict().unwrap_err();
@@ -272,14 +269,13 @@ mod tests {
         let r = check(&fentry).unwrap();
         let a = r.functions.iter().find(|f| f.name == "lib_a").unwrap();
         assert!(matches!(a.prologue, Some(Prologue::FentryGotCall | Prologue::FentryCall)), "{a:?}");
-        assert!(!r.can_patch(a));
-        let why = r.verdict().unwrap_err();
-        assert!(why.contains("fentry") && why.contains("not supported yet"), "{why}");
+        assert!(r.can_patch(a));
+        assert_eq!(r.verdict(), Ok(()));
         assert_eq!(to_json(&r)["functions"].as_array().unwrap().len(), r.functions.len());
     }
 
     #[test]
-    fn executables_are_not_supported_yet() {
+    fn executables_are_checked_like_libraries() {
         let dir = tempfile::tempdir().unwrap();
         let c = dir.path().join("main.c");
         std::fs::write(&c, "int twice(int x) { return 2 * x; }\nint main(void) { return twice(0); }\n").unwrap();
@@ -287,7 +283,8 @@ mod tests {
         let r = check(&exe).unwrap();
         assert_eq!(r.kind, ObjectKind::Executable);
         assert_eq!(r.functions.iter().find(|f| f.name == "twice").unwrap().prologue, Some(Prologue::NopPad66));
-        assert!(r.verdict().unwrap_err().contains("is an executable"));
+        assert_eq!(r.verdict(), Ok(()));
+        assert!(to_text(&r).contains("executable"));
     }
 
     #[test]

@@ -57,7 +57,12 @@ pub enum PackErrorKind {
     DuplicateTarget { target: String, first_line: usize },
     #[error("function `{func}` not found in {target}")]
     OldNotFound { func: String, target: String },
-    #[error("function `{func}` is ambiguous in {target}: defined at {}", hex_list(offsets))]
+    #[error("function `{func}` is not in {target}, only compiler clones of it: {}; replace those (`name.constprop.0:new`)", clones.join(", "))]
+    OnlyClones { func: String, target: String, clones: Vec<String> },
+    #[error(
+        "function `{func}` is ambiguous in {target}: defined at {}; say which one as `{func}@OFFSET:new`",
+        hex_list(offsets)
+    )]
     Ambiguous { func: String, target: String, offsets: Vec<u64> },
     #[error(
         "function `{func}` in {target} has no patchable prologue (build it with -fpatchable-function-entry=16,14)"
@@ -119,8 +124,30 @@ struct PendingTarget {
     lines: HashMap<String, usize>,
 }
 
+/// Something about a patch that is legal but deserves the operator's attention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackWarning {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for PackWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
 /// Read, resolve and check a `.dsc` file.
 pub fn pack(dsc: &Path) -> Result<PatchMeta, PackError> {
+    pack_with_warnings(dsc).map(|(meta, _)| meta)
+}
+
+/// [`pack`], also returning the warnings: local functions the compiler may have
+/// inlined into their callers, and clones (`.isra`, `.constprop`, `.part`, `.cold`) of
+/// an old function, which keep the old code.
+pub fn pack_with_warnings(dsc: &Path) -> Result<(PatchMeta, Vec<PackWarning>), PackError> {
+    let mut warnings = Vec::new();
     let whole = |kind| PackError { file: dsc.to_path_buf(), line: None, kind };
     let at = |line: usize| move |kind| PackError { file: dsc.to_path_buf(), line: Some(line), kind };
     let text = std::fs::read_to_string(dsc).map_err(|e| whole(PackErrorKind::ReadDsc(e)))?;
@@ -184,6 +211,9 @@ pub fn pack(dsc: &Path) -> Result<PatchMeta, PackError> {
                 return Err(at(n)(PackErrorKind::NoTargetYet { line: line.to_owned() }));
             };
             let func = replacement(target, patch, old, new).map_err(at(n))?;
+            for message in caveats(target, &func) {
+                warnings.push(PackWarning { file: dsc.to_path_buf(), line: n, message });
+            }
             target.lines.insert(old.to_owned(), n);
             target.functions.push(func);
         } else {
@@ -214,7 +244,47 @@ pub fn pack(dsc: &Path) -> Result<PatchMeta, PackError> {
             .collect(),
     };
     meta.validate().map_err(|e| whole(e.into()))?;
-    Ok(meta)
+    Ok((meta, warnings))
+}
+
+/// Functions the compiler derived from `name` (`name.isra.0`, `name.constprop.1`,
+/// `name.part.0`, `name.cold`, ...): they hold copies of its code.
+fn clones_of(target: &PendingTarget, name: &str) -> Vec<String> {
+    target
+        .object
+        .functions
+        .iter()
+        .map(|f| f.name.as_str())
+        .filter(|n| {
+            n.strip_prefix(name).and_then(|rest| rest.strip_prefix('.')).is_some_and(|suffix| {
+                ["isra", "constprop", "part", "cold", "clone", "lto_priv"].iter().any(|k| suffix.starts_with(k))
+            })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the operator should know about replacing `func` in `target`.
+fn caveats(target: &PendingTarget, func: &Function) -> Vec<String> {
+    let mut out = Vec::new();
+    let me = target.object.functions.iter().find(|f| f.offset == func.offset && f.name == func.old);
+    if me.is_some_and(|f| !f.global) {
+        out.push(format!(
+            "`{}` is a local (static) function: calls the compiler inlined into its callers are not redirected; \
+             if it may have been inlined, replace its callers too",
+            func.old
+        ));
+    }
+    let clones = clones_of(target, &func.old);
+    if !clones.is_empty() {
+        out.push(format!(
+            "`{}` has compiler clones that keep the old code: {}; replace them too, or rebuild with \
+             -fno-ipa-sra -fno-ipa-cp -fno-partial-inlining",
+            func.old,
+            clones.join(", ")
+        ));
+    }
+    out
 }
 
 fn malformed(line: &str, reason: &'static str) -> PackErrorKind {
@@ -239,9 +309,26 @@ fn replacement(target: &PendingTarget, patch: &Object, old: &str, new: &str) -> 
     if let Some(&first_line) = target.lines.get(old) {
         return Err(PackErrorKind::DuplicateFunction { func: old.into(), target: tpath.clone(), first_line });
     }
-    let candidates: Vec<&FunctionInfo> = target.object.functions.iter().filter(|f| f.name == old).collect();
+    // `name@OFFSET` picks one of several local functions with the same name.
+    let (name, at) = match old.split_once('@') {
+        Some((name, off)) => {
+            let off = off.trim_start_matches("0x");
+            let off = u64::from_str_radix(off, 16)
+                .map_err(|_| PackErrorKind::OldNotFound { func: old.into(), target: tpath.clone() })?;
+            (name, Some(off))
+        }
+        None => (old, None),
+    };
+    let candidates: Vec<&FunctionInfo> =
+        target.object.functions.iter().filter(|f| f.name == name && at.is_none_or(|o| f.offset == o)).collect();
     let f = match candidates.as_slice() {
-        [] => return Err(PackErrorKind::OldNotFound { func: old.into(), target: tpath.clone() }),
+        [] => {
+            let clones = clones_of(target, name);
+            if clones.is_empty() {
+                return Err(PackErrorKind::OldNotFound { func: old.into(), target: tpath.clone() });
+            }
+            return Err(PackErrorKind::OnlyClones { func: name.into(), target: tpath.clone(), clones });
+        }
         [f] => *f,
         many => {
             let offsets = many.iter().map(|f| f.offset).collect();
@@ -262,7 +349,7 @@ fn replacement(target: &PendingTarget, patch: &Object, old: &str, new: &str) -> 
     if !in_patch.iter().any(|f| f.global && f.dynamic) {
         return Err(PackErrorKind::NewNotExported { func: new.into(), patch_so: patch.path.clone() });
     }
-    Ok(Function { old: old.into(), offset: f.offset, prologue, new: new.into() })
+    Ok(Function { old: name.into(), offset: f.offset, prologue, new: new.into() })
 }
 
 #[cfg(test)]
@@ -458,12 +545,41 @@ __attribute__((visibility("hidden"))) int hidden_fix(int x) { return x; }
         let e = fx.err("libfix.so\n@libfoo.so\ntwin:foo_len_fixed\n");
         assert_eq!(
             e,
-            format!("3: function `twin` is ambiguous in {}: defined at {:#x} and {:#x}", fx.target, twins[0], twins[1])
+            format!(
+                "3: function `twin` is ambiguous in {}: defined at {:#x} and {:#x}; say which one as `twin@OFFSET:new`",
+                fx.target, twins[0], twins[1]
+            )
         );
+        // Naming the offset picks one, and the pack warns that a static function may
+        // have been inlined into its callers.
+        let dsc = fx.dir.path().join("pick.dsc");
+        std::fs::write(&dsc, format!("libfix.so\n@libfoo.so\ntwin@{:x}:foo_len_fixed\n", twins[1])).unwrap();
+        let (m, warnings) = pack_with_warnings(&dsc).unwrap();
+        assert_eq!(m.targets[0].functions[0].offset, twins[1]);
+        assert_eq!(m.targets[0].functions[0].old, "twin");
+        assert!(warnings.iter().any(|w| w.line == 3 && w.message.contains("local (static) function")), "{warnings:?}");
     }
 
     #[test]
-    fn unsupported_prologue_and_missing_build_id() {
+    fn names_the_clones_of_a_function_that_only_exists_as_clones() {
+        let fx = fixture();
+        let d = fx.dir.path();
+        // A static function always called with the same constant: gcc keeps only its
+        // `.constprop` clone.
+        std::fs::write(
+            d.join("clone.c"),
+            "__attribute__((noinline)) static int scale(int x, int k) { return x * k + k * k - x / k; }\n\
+             int a(int x) { return scale(x, 3); }\n\
+             int b(int x) { return scale(x + 1, 3) + scale(x, 3); }\n",
+        )
+        .unwrap();
+        Build::new().out_dir(d).file(d.join("clone.c")).shared("clone").unwrap();
+        let e = fx.err("libfix.so\n@libclone.so\nscale:foo_len_fixed\n");
+        assert!(e.starts_with("3: function `scale` is not in ") && e.contains("scale.constprop."), "{e}");
+    }
+
+    #[test]
+    fn fentry_packs_and_missing_build_id_is_refused() {
         let fx = fixture();
         let d = fx.dir.path();
         Build::new()
@@ -474,12 +590,8 @@ __attribute__((visibility("hidden"))) int hidden_fix(int x) { return x; }
             .flag("-mfentry")
             .shared("fentry")
             .unwrap();
-        let e = fx.err("libfix.so\n@libfentry.so\nfoo_len:foo_len_fixed\n");
-        assert!(
-            e.starts_with("3: function `foo_len` in ") && e.ends_with("prologue, which is not supported yet"),
-            "{e}"
-        );
-        assert!(e.contains("fentry"), "{e}");
+        let m = fx.pack("libfix.so\n@libfentry.so\nfoo_len:foo_len_fixed\n").unwrap();
+        assert!(m.targets[0].functions[0].prologue.is_fentry());
 
         Build::new().out_dir(d).file(d.join("target.c")).flag("-Wl,--build-id=none").shared("noid").unwrap();
         let e = fx.err("libfix.so\n@libnoid.so\nfoo_len:foo_len_fixed\n");

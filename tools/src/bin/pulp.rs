@@ -76,7 +76,10 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
         Cmd::Pack { dsc, output, immediate } => {
             let output = output.unwrap_or_else(|| dsc.with_extension("meta"));
-            let mut meta = pack::pack(&dsc).map_err(|e| e.to_string())?;
+            let (mut meta, warnings) = pack::pack_with_warnings(&dsc).map_err(|e| e.to_string())?;
+            for w in warnings {
+                eprintln!("pulp: warning: {w}");
+            }
             if immediate {
                 meta.flags |= pulp_meta::format::FLAG_IMMEDIATE;
             }
