@@ -144,4 +144,30 @@ fn main() {
     export("PULP_BENCH_MANY_FIX1", &fix1);
     export("PULP_BENCH_MANY_FIX100", &fix100);
     export("PULP_BENCH_STALL", &stall);
+    // The same stall target over libf_pad.so, a library whose one exported function is f.
+    let stall_one = Spec {
+        patchable: false,
+        threads: true,
+        link_lib: Some("f_pad"),
+        link_dir: Some(&out),
+        ..Spec::new(&[bench.join("stall.c")])
+    }
+    .executable(&out, "stall_one");
+    export("PULP_BENCH_STALL_ONE", &stall_one);
+
+    // Per-call cost during a transition: libuni (exported and static functions, a call
+    // that blocks inside it), its fix, and the program that times them.
+    let uni = Spec::new(&[bench.join("libuni.c")]).shared(&out, "uni");
+    let uni_fix = Spec { patchable: false, ..Spec::new(&[bench.join("libuni_fix.c")]) }.shared(&out, "uni_fix");
+    let unicall = Spec {
+        patchable: false,
+        threads: true,
+        link_lib: Some("uni"),
+        link_dir: Some(&out),
+        ..Spec::new(&[bench.join("unicall.c")])
+    }
+    .executable(&out, "unicall");
+    export("PULP_BENCH_UNI", &uni);
+    export("PULP_BENCH_UNI_FIX", &uni_fix);
+    export("PULP_BENCH_UNICALL", &unicall);
 }

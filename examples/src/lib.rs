@@ -51,6 +51,14 @@ impl Tools {
         cmd.arg("-p").arg(pid.to_string()).arg(meta);
         Run::new(&mut cmd)
     }
+
+    /// `pulp-trigger ARGS... -p PID`, for the options `trigger` does not cover
+    /// (`--timeout`, `--continue`).
+    pub fn trigger_args(&self, pid: u32, args: &[&std::ffi::OsStr]) -> Result<Run> {
+        let mut cmd = Command::new(&self.trigger);
+        cmd.args(args).arg("-p").arg(pid.to_string());
+        Run::new(&mut cmd)
+    }
 }
 
 /// The result of one finished tool run.

@@ -72,6 +72,9 @@ pub struct CSpec {
     pub flags: Vec<String>,
     /// The compiler, when not `$CC`/`cc` (`c++` for C++ fixtures).
     pub compiler: Option<String>,
+    /// Keep the entry NOPs as the compiler wrote them (gcc's `90 90`): no cc-build
+    /// canonicalisation to `66 90`. Only matters with `patchable`.
+    pub raw_entries: bool,
 }
 
 impl CSpec {
@@ -106,6 +109,18 @@ impl CSpec {
         self
     }
 
+    /// Build with this compiler (`gcc`, `clang`, ...) instead of `$CC`/`cc`.
+    pub fn compiler(mut self, cc: &str) -> Self {
+        self.compiler = Some(cc.into());
+        self
+    }
+
+    /// Keep gcc's `90 90` entry NOPs (`Build::canonicalise(false)`).
+    pub fn raw_entries(mut self) -> Self {
+        self.raw_entries = true;
+        self
+    }
+
     /// Build with `c++` (g++): C++ sources, linked with the C++ runtime.
     pub fn cxx(mut self) -> Self {
         self.compiler = Some("c++".into());
@@ -117,7 +132,12 @@ impl CSpec {
         if let Some(cc) = &self.compiler {
             b.compiler(cc);
         }
-        b.out_dir(out).opt_level(2).patchable(self.patchable).threads(self.threads).include(fixture(""));
+        b.out_dir(out)
+            .opt_level(2)
+            .patchable(self.patchable)
+            .canonicalise(!self.raw_entries)
+            .threads(self.threads)
+            .include(fixture(""));
         for f in &self.files {
             b.file(f);
         }

@@ -2,8 +2,8 @@
  *
  *   stall NTHREADS
  *
- * One thread spins on the clock and records the longest gap between two reads
- * (the longest time it was kept from running); NTHREADS-1 more threads sleep
+ * One thread ("spinner") spins on the clock and records the longest gap between two
+ * reads (the longest time it was kept from running); NTHREADS-1 more threads sleep
  * 1 ms and call f(1), over and over. f lives in a live-patchable library.
  * Commands on stdin, one reply line each:
  *   reset   forget the longest gap            -> "reset"
@@ -69,6 +69,9 @@ int main(int argc, char **argv)
 
     if (n > 0 && pthread_create(&t, NULL, spinner, NULL) != 0)
         return 1;
+    /* So that pulp-bench can find it in /proc/PID/task/TID/comm. */
+    if (n > 0)
+        pthread_setname_np(t, "spinner");
     for (int i = 1; i < n; i++)
         if (pthread_create(&t, NULL, caller, NULL) != 0)
             return 1;

@@ -1,7 +1,9 @@
 //! Benchmark driver: per-call cost of the redirect, `pulp-trigger` wall time, and the
 //! longest stall a patch causes to a running thread. Prints a Markdown table.
 //!
-//! Run: `cargo build --release --workspace && target/release/pulp-bench [RUNS]`
+//! Run: `cargo build --release --workspace && target/release/pulp-bench [RUNS]`, and
+//! `target/release/pulp-bench universes [RUNS]` for the cost of transitions (per-thread
+//! universes) beside all-at-once patching (`universes.rs`).
 //!
 //! The targets are in `examples/c/bench/` (built by `examples/build.rs`):
 //! - `percall PLAIN.so PAD.so PATCHED.so`: the same trivial `int f(int)` without pad, with
@@ -12,7 +14,11 @@
 //!   100-function patch;
 //! - `redirect [ROUNDS]`: the same trivial function plain and behind four pad redirects
 //!   (ours, libpulp's kind, DESIGN.md's, a direct `jmp rel32`), all in one process and one
-//!   run (`redirect.S`), minimum ns per call of each.
+//!   run (`redirect.S`), minimum ns per call of each;
+//! - `unicall [ROUNDS] [CALLS]` (with `libuni.so`): per-call cost while a transition is held
+//!   open, and after it (`universes`).
+
+mod universes;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -253,8 +259,14 @@ fn bench(tools: &Tools, runs: usize) -> Result<()> {
 }
 
 fn main() {
-    let runs = std::env::args().nth(1).map(|a| a.parse::<usize>().unwrap_or(20)).unwrap_or(20).max(1);
-    if let Err(e) = Tools::locate().and_then(|t| bench(&t, runs)) {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let universes = args.first().is_some_and(|a| a == "universes");
+    if universes {
+        args.remove(0);
+    }
+    let runs = args.first().map(|a| a.parse::<usize>().unwrap_or(20)).unwrap_or(20).max(1);
+    let result = Tools::locate().and_then(|t| if universes { universes::run(&t, runs) } else { bench(&t, runs) });
+    if let Err(e) = result {
         eprintln!("pulp-bench: error: {e:#}");
         std::process::exit(1);
     }

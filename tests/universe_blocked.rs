@@ -1,0 +1,113 @@
+//! A thread blocked inside the library holds a transition open: the trigger gives up
+//! after `--timeout`, exits 2 and names the thread; the transition keeps running and
+//! stays consistent: threads outside get the new version at once, the blocked thread
+//! keeps the old one for the rest of its library entry and gets the new one when it
+//! calls in again; `--continue` then completes the transition.
+
+use libpulp_rs_tests::{apply, pulp, revert, trigger, wait_in_syscall, App, CSpec, Work};
+use serde_json::Value;
+use std::path::PathBuf;
+
+const SYS_READ: u64 = 0;
+
+/// libuni.so, its patch and the application; the patch of value, a, b, wait_and_get.
+fn build(work: &Work) -> (PathBuf, PathBuf) {
+    let include = format!("-I{}/runtime/include", env!("CARGO_MANIFEST_DIR"));
+    let lib = work.shared("uni", &CSpec::patchable(&["uni_lib.c"]).flag(&include));
+    let fix = work.shared("uni_fix", &CSpec::plain(&["uni_fix.c"]));
+    let app = work.executable("uni_app", &CSpec::plain(&["uni_app.c"]).link("uni").threads());
+    let funcs: &[(&str, &str)] =
+        &[("value", "value_new"), ("a", "a_new"), ("b", "b_new"), ("wait_and_get", "wait_and_get_new")];
+    (app, work.patch("uni", &fix, &[(&lib, funcs)]))
+}
+
+/// `pulp patches -p PID --json`.
+fn status(pid: u32) -> Value {
+    let out = pulp(&["patches", "-p", &pid.to_string(), "--json"]);
+    out.assert_ok("pulp patches --json");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("pulp patches --json: {e}: {out:#?}"))
+}
+
+/// The tids `pulp patches` says still hold the transition (not moved).
+fn holders(s: &Value) -> Vec<u64> {
+    s["transition"]["threads"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no transition threads in {s:#}"))
+        .iter()
+        .filter(|t| t["state"] != "moved")
+        .map(|t| t["tid"].as_u64().unwrap())
+        .collect()
+}
+
+fn tid_of(reply: &str) -> u32 {
+    reply.rsplit_once("tid=").and_then(|(_, t)| t.parse().ok()).unwrap_or_else(|| panic!("no tid in {reply:?}"))
+}
+
+#[test]
+fn universe_blocked() {
+    let work = Work::new();
+    let (app, meta) = build(&work);
+    let mut app = App::start(&app);
+    let pid = app.pid();
+    let p = pid.to_string();
+    assert_eq!(app.ask("value"), "value=1");
+    assert_eq!(app.ask("wag"), "wag=1");
+
+    let blocked = app.ask("block 0");
+    let tid = tid_of(&blocked);
+    wait_in_syscall(pid, tid, &[SYS_READ]);
+
+    // The blocked thread holds the transition: exit 2, the thread named, still running.
+    let out = trigger(&["--timeout", "1", "-p", &p, meta.to_str().unwrap()]);
+    assert_eq!(out.code, Some(2), "expected a timeout: {out:#?}");
+    assert!(out.stdout.is_empty(), "no summary line on a timeout: {out:#?}");
+    let err = &out.stderr;
+    println!("{err}");
+    assert!(err.contains("did not complete"), "{err}");
+    assert!(err.contains("1 thread(s) still inside"), "only the blocked thread holds it: {err}");
+    assert!(err.contains(&format!("thread {tid} (uniblock0)")), "the report names the thread: {err}");
+    assert!(err.contains("wait_and_get"), "the report shows the library frame: {err}");
+    assert!(err.contains("--continue"), "the report says how to finish: {err}");
+    app.assert_alive();
+
+    let s = status(pid);
+    assert!(s["transition"].is_object(), "a transition is in progress: {s:#}");
+    assert_eq!(s["patches"][0]["state"], "applying", "{s:#}");
+    assert_eq!(holders(&s), vec![tid as u64], "{s:#}");
+
+    // Outside the library: the new version at once, in old and new threads alike.
+    assert_eq!(app.ask("value"), "value=2");
+    assert_eq!(app.ask("pair"), "pair=22");
+    assert_eq!(app.ask("wag"), "wag=102");
+    assert_eq!(app.ask("other"), "other=2");
+    assert_eq!(app.ask("fresh"), "fresh=2");
+
+    // The blocked thread finishes its entry with the old value(), then calls in again
+    // from outside and gets the new one.
+    assert_eq!(app.ask("release 0"), "released 0 inner=1 again=2");
+
+    let done = trigger(&["--continue", "-p", &p, "--timeout", "10"]);
+    done.assert_ok("pulp-trigger --continue");
+    assert!(done.stdout.contains("completed the transition"), "{done:#?}");
+    let s = status(pid);
+    assert!(s["transition"].is_null(), "no transition any more: {s:#}");
+    assert_eq!(s["patches"][0]["state"], "applied", "{s:#}");
+    let again = trigger(&["--continue", "-p", &p]);
+    again.assert_ok("pulp-trigger --continue (nothing left)");
+    assert!(again.stdout.contains("no transition in progress"), "{again:#?}");
+
+    assert_eq!(app.ask("value"), "value=2");
+    assert_eq!(app.ask("block 1").split_once(" tid=").unwrap().0, "blocked 1");
+    assert_eq!(app.ask("release 1"), "released 1 inner=102 again=2");
+
+    // Revert with nothing inside: completes in one run, the old versions are back.
+    revert(pid, &meta).assert_ok("pulp-trigger --revert");
+    assert_eq!(app.ask("value"), "value=1");
+    assert_eq!(app.ask("wag"), "wag=1");
+    assert!(status(pid)["transition"].is_null());
+
+    // And applying with nothing inside completes at once.
+    apply(pid, &meta).assert_ok("pulp-trigger");
+    assert_eq!(app.ask("value"), "value=2");
+    app.assert_alive();
+}

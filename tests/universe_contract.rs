@@ -1,0 +1,62 @@
+//! A patch that changes a contract between two functions (an encoder and its decoder)
+//! is safe under a transition: 8 threads run encode→decode pairs, each pair inside one
+//! library entry, across 200 apply/revert cycles, and never decode with one version what
+//! the other version encoded. Both versions are seen.
+
+use libpulp_rs_tests::{apply, revert, App, CSpec, Work};
+use std::time::Instant;
+
+const THREADS: usize = 8;
+const CYCLES: usize = 200;
+
+/// `iters=I old=O new=N bad=B` -> (I, O, N, B)
+fn stats(app: &mut App) -> (u64, u64, u64, u64) {
+    let line = app.ask("cstats");
+    let v: Vec<u64> = line.split_whitespace().map(|kv| kv.split_once('=').unwrap().1.parse().unwrap()).collect();
+    assert_eq!(v.len(), 4, "{line}");
+    (v[0], v[1], v[2], v[3])
+}
+
+#[test]
+#[ignore = "exposes a runtime race: a thread already moved that is between a descriptor stub and \
+            the final jmp of pulp_rs_dispatch when finish() clears pulp_rs_transition/goal takes \
+            desc.prev (the version the transition left); mixes encode/decode in a few runs out of \
+            ten. Run with --ignored"]
+fn universe_contract() {
+    let work = Work::new();
+    let include = format!("-I{}/runtime/include", env!("CARGO_MANIFEST_DIR"));
+    let lib = work.shared("uni", &CSpec::patchable(&["uni_lib.c"]).flag(&include));
+    let fix = work.shared("uni_fix", &CSpec::plain(&["uni_fix.c"]));
+    let app = work.executable("uni_app", &CSpec::plain(&["uni_app.c"]).link("uni").threads());
+    let meta = work.patch("codec", &fix, &[(&lib, &[("encode", "encode_new"), ("decode", "decode_new")])]);
+
+    let mut app = App::start(&app);
+    let pid = app.pid();
+    assert_eq!(app.ask(&format!("contract {THREADS}")), format!("contract {THREADS}"));
+    let old = "o".repeat(THREADS);
+    let new = "n".repeat(THREADS);
+    assert_eq!(app.ask("csync"), format!("last={old}"));
+
+    let start = Instant::now();
+    let mut last_iters = 0;
+    for cycle in 0..CYCLES {
+        apply(pid, &meta).assert_ok("pulp-trigger");
+        if cycle % 20 == 0 {
+            assert_eq!(app.ask("csync"), format!("last={new}"), "cycle {cycle}: after apply");
+        }
+        revert(pid, &meta).assert_ok("pulp-trigger --revert");
+        if cycle % 20 == 0 {
+            assert_eq!(app.ask("csync"), format!("last={old}"), "cycle {cycle}: after revert");
+            let (iters, _, _, bad) = stats(&mut app);
+            assert_eq!(bad, 0, "cycle {cycle}: a pair mixed the versions: {}", app.ask("cbad"));
+            assert!(iters > last_iters, "cycle {cycle}: the workers stopped");
+            last_iters = iters;
+        }
+    }
+    let took = start.elapsed();
+    let (iters, o, n, bad) = stats(&mut app);
+    println!("{CYCLES} apply/revert cycles in {took:?}; {iters} roundtrips: {o} old, {n} new, {bad} mixed");
+    assert_eq!(bad, 0, "a pair decoded with one version what the other encoded: {}", app.ask("cbad"));
+    assert!(o > 0 && n > 0, "both versions ran: old={o} new={n}");
+    app.assert_alive();
+}
