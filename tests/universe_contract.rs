@@ -18,10 +18,6 @@ fn stats(app: &mut App) -> (u64, u64, u64, u64) {
 }
 
 #[test]
-#[ignore = "exposes a runtime race: a thread already moved that is between a descriptor stub and \
-            the final jmp of pulp_rs_dispatch when finish() clears pulp_rs_transition/goal takes \
-            desc.prev (the version the transition left); mixes encode/decode in a few runs out of \
-            ten. Run with --ignored"]
 fn universe_contract() {
     let work = Work::new();
     let include = format!("-I{}/runtime/include", env!("CARGO_MANIFEST_DIR"));

@@ -13,7 +13,7 @@ pub const INFO_SYMBOL: &str = "pulp_rs_info";
 /// `RuntimeInfo::magic`.
 pub const INFO_MAGIC: u64 = u64::from_le_bytes(*b"PULPRS\0\x01");
 /// Bumped whenever this layout or the protocol changes.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 /// Offset from `call_stub` where the hijacked thread starts. The two bytes before it are
 /// NOPs, so a restarted system call, which moves `%rip` back by 2, is harmless.
 pub const CALL_STUB_ENTRY: u64 = 2;
@@ -210,26 +210,70 @@ impl<'a> Request<'a> {
     }
 }
 
-/// One patched function. Word 0 is what the entry's pad jumps through; the rest is read
-/// by the dispatch trampoline during a transition (`prev` for threads not yet cleared,
-/// `new` for cleared ones). Descriptors are never reused for another function: a thread
-/// that was preempted inside a pad must still land on the right code.
+/// One patched function, 128 bytes. Word 0 (`target`) is what the entry's pad jumps
+/// through. During a transition it points at a dispatch stub, which hands the
+/// dispatcher one of the two [`View`]s: `prev` for threads not yet moved, `new` for
+/// moved ones, `gate` for the doors in. Transitions alternate between the views (by the
+/// parity of their id), so a thread preempted inside the dispatcher during one
+/// transition still reads that transition's view, which `finish` leaves pointing at its
+/// final version, however late it resumes. Descriptors are never reused for another
+/// function: a thread preempted inside a pad must still land on the right code.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct Descriptor {
     /// Current jump target (word 0).
     pub target: core::sync::atomic::AtomicU64,
-    /// Version before the patch in transition.
-    pub prev: core::sync::atomic::AtomicU64,
-    /// Version of the patch in transition.
-    pub new: core::sync::atomic::AtomicU64,
+    view0_prev: core::sync::atomic::AtomicU64,
+    view0_new: core::sync::atomic::AtomicU64,
     /// The function's entry address, 0 while the descriptor is free.
     pub entry: core::sync::atomic::AtomicU64,
-    /// Non-zero while the function is a gate of a transition (an exported function of
-    /// a target, a door in from outside).
-    pub gate: core::sync::atomic::AtomicU64,
-    _reserved: [u64; 3],
+    view0_gate: core::sync::atomic::AtomicU64,
+    _pad0: [u64; 4],
+    view1_prev: core::sync::atomic::AtomicU64,
+    view1_new: core::sync::atomic::AtomicU64,
+    _pad1: u64,
+    view1_gate: core::sync::atomic::AtomicU64,
+    _pad2: [u64; 3],
 }
+
+/// What the dispatcher reads through `%r11` = descriptor + [`Descriptor::view_offset`]:
+/// `prev` at +8, `new` at +16, `gate` at +32.
+pub struct View<'a> {
+    pub prev: &'a core::sync::atomic::AtomicU64,
+    pub new: &'a core::sync::atomic::AtomicU64,
+    pub gate: &'a core::sync::atomic::AtomicU64,
+}
+
+impl Descriptor {
+    /// Bytes from the descriptor to view `parity` (what its dispatch stub loads into `%r11`).
+    pub const fn view_offset(parity: u64) -> usize {
+        if parity & 1 == 0 {
+            0
+        } else {
+            64
+        }
+    }
+
+    /// The view transitions with an id of this parity use.
+    pub fn view(&self, parity: u64) -> View<'_> {
+        if parity & 1 == 0 {
+            View { prev: &self.view0_prev, new: &self.view0_new, gate: &self.view0_gate }
+        } else {
+            View { prev: &self.view1_prev, new: &self.view1_new, gate: &self.view1_gate }
+        }
+    }
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Descriptor>() == 128);
+    assert!(core::mem::offset_of!(Descriptor, view0_prev) == 8 && core::mem::offset_of!(Descriptor, view0_new) == 16);
+    assert!(core::mem::offset_of!(Descriptor, view0_gate) == 32);
+    assert!(
+        core::mem::offset_of!(Descriptor, view1_prev) == 64 + 8
+            && core::mem::offset_of!(Descriptor, view1_new) == 64 + 16
+    );
+    assert!(core::mem::offset_of!(Descriptor, view1_gate) == 64 + 32);
+};
 
 /// Return value of an entry point (`%rax`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

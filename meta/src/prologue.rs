@@ -38,9 +38,10 @@ pub enum Prologue {
     NopPad90 = 2,
     /// `endbr64` at the entry followed by the 2 NOPs (`-fcf-protection`).
     EndbrNopPad = 3,
-    /// `call *__fentry__@GOTPCREL(%rip)` (`ff 15 rel32`), gcc `-pg -mfentry` shared objects.
+    /// `call *__fentry__@GOTPCREL(%rip)` (`ff 15 rel32`): gcc `-pg -mfentry` shared
+    /// objects and PIE executables.
     FentryGotCall = 4,
-    /// `call __fentry__` (`e8 rel32`), clang and executables with `-pg -mfentry`.
+    /// `call __fentry__` (`e8 rel32`): clang, and gcc's non-PIE executables.
     FentryCall = 5,
 }
 

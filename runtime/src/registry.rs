@@ -289,27 +289,32 @@ impl Registry {
         ranges: Vec<(u64, u64)>,
     ) -> Result<Vec<FuncReply>, String> {
         transition::prepare(&ranges)?;
+        // This transition uses the view of its id's parity; the other view may still be
+        // read by a thread preempted in the dispatcher during the previous transition.
+        let id = self.last_id + 1;
         let mut all: Vec<usize> = Vec::new();
         for &(d, prev, new) in plan {
-            table(d).prev.store(prev, Ordering::Relaxed);
-            table(d).new.store(new, Ordering::Relaxed);
+            let v = table(d).view(id);
+            v.prev.store(prev, Ordering::Relaxed);
+            v.new.store(new, Ordering::Relaxed);
+            v.gate.store(0, Ordering::Relaxed);
             all.push(d);
         }
         for &g in gates {
+            let v = table(g).view(id);
             if !all.contains(&g) {
                 let cur = self.descs[g].current();
-                table(g).prev.store(cur, Ordering::Relaxed);
-                table(g).new.store(cur, Ordering::Relaxed);
+                v.prev.store(cur, Ordering::Relaxed);
+                v.new.store(cur, Ordering::Relaxed);
                 all.push(g);
             }
-            table(g).gate.store(1, Ordering::Relaxed);
+            v.gate.store(1, Ordering::Relaxed);
         }
-        self.last_id += 1;
-        let id = self.last_id;
+        self.last_id = id;
         pulp_trm::goal().store(1, Ordering::Relaxed);
         pulp_trm::transition().store(id, Ordering::Release);
         for &d in &all {
-            table(d).target.store(pulp_trm::desc_stub(d) as u64, Ordering::Release);
+            table(d).target.store(pulp_trm::desc_stub(d, id) as u64, Ordering::Release);
         }
         let replies = all.iter().map(|&d| self.reply(d, EntryAction::Redirect)).collect();
         self.transition = Some(Transition { id, patch: patch.to_string(), kind, descs: all, ranges });
@@ -426,7 +431,6 @@ pub fn apply(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<Entry
     let (replies, status, state) = if immediate {
         for &(d, new) in &funcs {
             reg.descs[d].versions.push((id.clone(), new));
-            table(d).new.store(new, Ordering::Relaxed);
             // Release: a thread that jumps through word 0 sees a fully loaded patch object.
             table(d).target.store(new, Ordering::Release);
         }
@@ -507,7 +511,6 @@ fn drop_versions(reg: &mut Registry, id: &str, funcs: &[(usize, u64)]) -> Vec<Fu
             let st = &mut reg.descs[d];
             st.versions.retain(|(p, _)| p != id);
             let cur = st.current();
-            table(d).new.store(cur, Ordering::Relaxed);
             table(d).target.store(cur, Ordering::Release);
             reg.reply(d, if reg.descs[d].versions.is_empty() { EntryAction::Restore } else { EntryAction::Keep })
         })
@@ -544,8 +547,14 @@ pub fn finish(reg: &mut Registry, force: bool, buf: &mut [u8]) -> Result<EntrySt
     let mut replies = Vec::with_capacity(t.descs.len());
     for &d in &t.descs {
         let cur = reg.descs[d].current();
+        // A thread still inside the dispatcher (it read word 0 before this store, and may
+        // resume much later) goes to `cur` whichever side it picks: no thread can run a
+        // version the transition did not end on.
+        let v = table(d).view(t.id);
+        v.gate.store(0, Ordering::Relaxed);
+        v.prev.store(cur, Ordering::Relaxed);
+        v.new.store(cur, Ordering::Release);
         table(d).target.store(cur, Ordering::Release);
-        table(d).gate.store(0, Ordering::Relaxed);
         let action = if reg.descs[d].versions.is_empty() { EntryAction::Restore } else { EntryAction::Keep };
         replies.push(reg.reply(d, action));
     }

@@ -105,10 +105,11 @@ pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode, opts: Options) 
     let entry = if mode == Mode::Apply { info.entry_apply } else { info.entry_revert };
     let status = call(&proc, &thread, &info, entry, request.len() as u64)?;
     let replies = read_reply(&proc, &info)?;
-    write_code(&proc, &thread, &info, &replies)?;
     let tid = thread.tid();
     let stopped = thread.stopped_at.elapsed();
+    // Let the thread go before writing code: nothing here needs it stopped.
     thread.release()?;
+    write_code(&proc, &info, &replies)?;
     let transition =
         if status == EntryStatus::Transition { Some(complete(&proc, &objects, &info, opts)?) } else { None };
     Ok(Outcome { status, functions, tid, stopped, total: t0.elapsed(), transition })
@@ -168,8 +169,8 @@ fn complete(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, opts: 
     let thread = Hijacked::attach(proc, *info)?;
     call(proc, &thread, info, info.entry_finish, matches!(ended, Ended::Forced(..)) as u64)?;
     let replies = read_reply(proc, info)?;
-    write_code(proc, &thread, info, &replies)?;
     thread.release()?;
+    write_code(proc, info, &replies)?;
     Ok(ended)
 }
 
@@ -358,7 +359,8 @@ fn read_reply(proc: &Process, info: &RuntimeInfo) -> Result<Vec<FuncReply>> {
 
 /// Bring each entry's code to what the runtime asked for; returns how many entries changed.
 /// fentry functions need nothing: the runtime's `__fentry__` finds their descriptors.
-fn write_code(proc: &Process, thread: &Hijacked, info: &RuntimeInfo, replies: &[FuncReply]) -> Result<usize> {
+/// No thread is stopped meanwhile, except briefly one for the membarrier after new pads.
+fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply]) -> Result<usize> {
     let pid = proc.pid;
     let far_stub = |desc: u64| info.far_stubs + (desc - info.descs) / info.desc_size() * abi::FAR_STUB_SIZE;
     let layout = |r: &FuncReply| {
@@ -382,8 +384,12 @@ fn write_code(proc: &Process, thread: &Hijacked, info: &RuntimeInfo, replies: &[
         }
     }
     if wrote_pad {
-        // Best effort: without membarrier SYNC_CORE, x86's coherent instruction fetch still holds.
+        // Every core drops stale instructions of the new pads before any entry jumps
+        // there. Best effort: without membarrier SYNC_CORE (an old kernel), x86's
+        // coherent instruction fetch still holds.
+        let thread = Hijacked::attach(proc, *info)?;
         thread.call(info.entry_sync_core, 0)?;
+        thread.release()?;
     }
     let mut written = 0;
     for r in nop_pads {

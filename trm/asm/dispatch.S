@@ -15,10 +15,13 @@
  * entering a gate descriptor (an exported function of a target) takes the slow path,
  * which may move it (pulp_rs_gate_clear, in the runtime).
  *
- * Descriptor layout (struct pulp_meta::abi::Descriptor, 64 bytes):
- *     0: target   8: prev   16: new   24: entry   32: gate (non-zero: a door in)
+ * Descriptor layout (struct pulp_meta::abi::Descriptor, 128 bytes), two views that
+ * transitions alternate between by the parity of their id; %r11 points at a view:
+ *     0: target   8: prev0   16: new0   24: entry   32: gate0
+ *                72: prev1   80: new1                96: gate1
+ * so through %r11 = desc + 64 * parity: 8(%r11) prev, 16(%r11) new, 32(%r11) gate.
  */
-    .set    PULP_RS_DESC_SIZE, 64
+    .set    PULP_RS_DESC_SIZE, 128
     .set    PULP_RS_DESC_COUNT, 8192
 
     .bss
@@ -205,8 +208,8 @@ pulp_rs_gate_slow:
     .cfi_endproc
     .size   pulp_rs_gate_slow, . - pulp_rs_gate_slow
 
-/* pulp_rs_desc_stubs: stub k (at pulp_rs_desc_stubs + 16*k) is
- *     lea  pulp_rs_descs + 64*k(%rip), %r11
+/* pulp_rs_desc_stubs: stub (k, p) (at pulp_rs_desc_stubs + 16 * (2k + p)) is
+ *     lea  pulp_rs_descs + 128*k + 64*p(%rip), %r11     (view p of descriptor k)
  *     jmp  pulp_rs_dispatch
  * Stack untouched; clobbers %r11 only. */
     .globl  pulp_rs_desc_stubs
@@ -216,8 +219,8 @@ pulp_rs_gate_slow:
 pulp_rs_desc_stubs:
     .cfi_startproc
     .set    pulp_rs_k, 0
-    .rept   PULP_RS_DESC_COUNT
-    leaq    pulp_rs_descs + PULP_RS_DESC_SIZE * pulp_rs_k(%rip), %r11
+    .rept   PULP_RS_DESC_COUNT * 2
+    leaq    pulp_rs_descs + 64 * pulp_rs_k(%rip), %r11
     jmp     pulp_rs_dispatch
     .p2align 4
     .set    pulp_rs_k, pulp_rs_k + 1
@@ -276,7 +279,7 @@ pulp_rs_thread_pointer:
     .size   pulp_rs_thread_pointer, . - pulp_rs_thread_pointer
 
 /* pulp_rs_far_stubs: stub k (at pulp_rs_far_stubs + 8*k) is
- *     jmp  *pulp_rs_descs + 64*k(%rip)        (ff 25 disp32, then 2 bytes of int3)
+ *     jmp  *pulp_rs_descs + 128*k(%rip)       (ff 25 disp32, then 2 bytes of int3)
  * For functions more than 2 GiB away from the descriptors (a PIE executable's): their
  * pad holds this stub's address and jumps through it. Stack untouched, no register
  * clobbered: the stub is one indirect jump through word 0 of descriptor k. */

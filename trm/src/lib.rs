@@ -27,8 +27,7 @@ pub const DESC_STUB_SIZE: usize = 16;
 /// Slots of the `__fentry__` table (`FENTRY_SLOTS` in `fentry.S`).
 pub const FENTRY_SLOTS: usize = 16384;
 
-const _: () = assert!(core::mem::size_of::<Descriptor>() == 64, "dispatch.S assumes 64-byte descriptors");
-const _: () = assert!(core::mem::offset_of!(Descriptor, gate) == 32, "dispatch.S reads the gate flag at 32");
+const _: () = assert!(core::mem::size_of::<Descriptor>() == 128, "dispatch.S assumes 128-byte descriptors");
 
 /// The gate slow path's callback: `(descriptor, caller's return address)`.
 pub type GateHook = extern "C" fn(*const Descriptor, usize);
@@ -99,10 +98,11 @@ pub fn call_stub() -> usize {
     pulp_rs_call_stub as *const () as usize
 }
 
-/// Address of descriptor `index`'s dispatch stub.
-pub fn desc_stub(index: usize) -> usize {
+/// Address of the dispatch stub of descriptor `index` for transitions of `parity`
+/// (it hands the dispatcher that view of the descriptor).
+pub fn desc_stub(index: usize, parity: u64) -> usize {
     assert!(index < DESC_COUNT);
-    pulp_rs_desc_stubs as *const () as usize + index * DESC_STUB_SIZE
+    pulp_rs_desc_stubs as *const () as usize + (2 * index + (parity & 1) as usize) * DESC_STUB_SIZE
 }
 
 /// The calling thread's `cleared` word.
