@@ -4,28 +4,15 @@
 //! keeps the old one for the rest of its library entry and gets the new one when it
 //! calls in again; `--continue` then completes the transition.
 
-use libpulp_rs_tests::{apply, pulp, revert, trigger, wait_in_syscall, App, CSpec, Work};
+use libpulp_rs_tests::{apply, patches_json as status, revert, trigger, wait_in_syscall, App, Uni, Work, UNI_FUNCS};
 use serde_json::Value;
 use std::path::PathBuf;
 
 const SYS_READ: u64 = 0;
 
-/// libuni.so, its patch and the application; the patch of value, a, b, wait_and_get.
 fn build(work: &Work) -> (PathBuf, PathBuf) {
-    let include = format!("-I{}/runtime/include", env!("CARGO_MANIFEST_DIR"));
-    let lib = work.shared("uni", &CSpec::patchable(&["uni_lib.c"]).flag(&include));
-    let fix = work.shared("uni_fix", &CSpec::plain(&["uni_fix.c"]));
-    let app = work.executable("uni_app", &CSpec::plain(&["uni_app.c"]).link("uni").threads());
-    let funcs: &[(&str, &str)] =
-        &[("value", "value_new"), ("a", "a_new"), ("b", "b_new"), ("wait_and_get", "wait_and_get_new")];
-    (app, work.patch("uni", &fix, &[(&lib, funcs)]))
-}
-
-/// `pulp patches -p PID --json`.
-fn status(pid: u32) -> Value {
-    let out = pulp(&["patches", "-p", &pid.to_string(), "--json"]);
-    out.assert_ok("pulp patches --json");
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("pulp patches --json: {e}: {out:#?}"))
+    let uni = Uni::build(work);
+    (uni.app.clone(), uni.patch(work, UNI_FUNCS))
 }
 
 /// The tids `pulp patches` says still hold the transition (not moved).

@@ -2,18 +2,16 @@
 //! live the thread stays in the old universe, so the inner call returns the old result
 //! even after the patch was applied; a fresh call after the transition gets the new one.
 
-use libpulp_rs_tests::{pulp, trigger, wait_in_syscall, App, CSpec, Work};
+use libpulp_rs_tests::{pulp, trigger, wait_in_syscall, App, Uni, Work};
 
 const SYS_READ: u64 = 0;
 
 #[test]
 fn universe_callbacks() {
     let work = Work::new();
-    let include = format!("-I{}/runtime/include", env!("CARGO_MANIFEST_DIR"));
-    let lib = work.shared("uni", &CSpec::patchable(&["uni_lib.c"]).flag(&include));
-    let fix = work.shared("uni_fix", &CSpec::plain(&["uni_fix.c"]));
-    let exe = work.executable("uni_app", &CSpec::plain(&["uni_app.c"]).link("uni").threads());
-    let meta = work.patch("uni", &fix, &[(&lib, &[("value", "value_new")])]);
+    let uni = Uni::build(&work);
+    let exe = uni.app.clone();
+    let meta = uni.patch(&work, &[("value", "value_new")]);
 
     let mut app = App::start(&exe);
     let pid = app.pid();

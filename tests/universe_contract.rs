@@ -3,7 +3,7 @@
 //! library entry, across 200 apply/revert cycles, and never decode with one version what
 //! the other version encoded. Both versions are seen.
 
-use libpulp_rs_tests::{apply, revert, App, CSpec, Work};
+use libpulp_rs_tests::{apply, revert, App, Uni, Work};
 use std::time::Instant;
 
 const THREADS: usize = 8;
@@ -20,11 +20,9 @@ fn stats(app: &mut App) -> (u64, u64, u64, u64) {
 #[test]
 fn universe_contract() {
     let work = Work::new();
-    let include = format!("-I{}/runtime/include", env!("CARGO_MANIFEST_DIR"));
-    let lib = work.shared("uni", &CSpec::patchable(&["uni_lib.c"]).flag(&include));
-    let fix = work.shared("uni_fix", &CSpec::plain(&["uni_fix.c"]));
-    let app = work.executable("uni_app", &CSpec::plain(&["uni_app.c"]).link("uni").threads());
-    let meta = work.patch("codec", &fix, &[(&lib, &[("encode", "encode_new"), ("decode", "decode_new")])]);
+    let uni = Uni::build(&work);
+    let app = uni.app.clone();
+    let meta = work.patch("codec", &uni.fix, &[(&uni.lib, &[("encode", "encode_new"), ("decode", "decode_new")])]);
 
     let mut app = App::start(&app);
     let pid = app.pid();

@@ -4,20 +4,16 @@
 //! a callback under a live library frame; it exits 0. The parent then completes the
 //! transition.
 
-use libpulp_rs_tests::{pulp, trigger, wait_in_syscall, App, CSpec, Work};
+use libpulp_rs_tests::{pulp, trigger, wait_in_syscall, App, Uni, Work, UNI_FUNCS};
 
 const SYS_READ: u64 = 0;
 
 #[test]
 fn universe_fork() {
     let work = Work::new();
-    let include = format!("-I{}/runtime/include", env!("CARGO_MANIFEST_DIR"));
-    let lib = work.shared("uni", &CSpec::patchable(&["uni_lib.c"]).flag(&include));
-    let fix = work.shared("uni_fix", &CSpec::plain(&["uni_fix.c"]));
-    let exe = work.executable("uni_app", &CSpec::plain(&["uni_app.c"]).link("uni").threads());
-    let funcs: &[(&str, &str)] =
-        &[("value", "value_new"), ("a", "a_new"), ("b", "b_new"), ("wait_and_get", "wait_and_get_new")];
-    let meta = work.patch("uni", &fix, &[(&lib, funcs)]);
+    let uni = Uni::build(&work);
+    let exe = uni.app.clone();
+    let meta = uni.patch(&work, UNI_FUNCS);
 
     let mut app = App::start(&exe);
     let pid = app.pid();

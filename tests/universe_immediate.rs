@@ -2,27 +2,16 @@
 //! is blocked inside the library, no transition runs, and the blocked thread's next call
 //! already gets the new version.
 
-use libpulp_rs_tests::{apply, pulp, revert, wait_in_syscall, App, CSpec, Work};
-use serde_json::Value;
+use libpulp_rs_tests::{apply, patches_json as status, pulp, revert, wait_in_syscall, App, Uni, Work, UNI_FUNCS};
 
 const SYS_READ: u64 = 0;
-
-fn status(pid: u32) -> Value {
-    let out = pulp(&["patches", "-p", &pid.to_string(), "--json"]);
-    out.assert_ok("pulp patches --json");
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("pulp patches --json: {e}: {out:#?}"))
-}
 
 #[test]
 fn universe_immediate() {
     let work = Work::new();
-    let include = format!("-I{}/runtime/include", env!("CARGO_MANIFEST_DIR"));
-    let lib = work.shared("uni", &CSpec::patchable(&["uni_lib.c"]).flag(&include));
-    let fix = work.shared("uni_fix", &CSpec::plain(&["uni_fix.c"]));
-    let exe = work.executable("uni_app", &CSpec::plain(&["uni_app.c"]).link("uni").threads());
-    let funcs: &[(&str, &str)] =
-        &[("value", "value_new"), ("a", "a_new"), ("b", "b_new"), ("wait_and_get", "wait_and_get_new")];
-    let meta = work.patch_with_options("uni_now", &fix, &[(&lib, funcs)], &["immediate"]);
+    let uni = Uni::build(&work);
+    let exe = uni.app.clone();
+    let meta = work.patch_with_options("uni_now", &uni.fix, &[(&uni.lib, UNI_FUNCS)], &["immediate"]);
 
     let mut app = App::start(&exe);
     let pid = app.pid();

@@ -4,27 +4,15 @@
 //! `pulp_quiescent()` lets the transition complete by itself; `--reverse` rolls the
 //! patch back.
 
-use libpulp_rs_tests::{pulp, trigger, wait_in_syscall, App, CSpec, Work};
-use serde_json::Value;
+use libpulp_rs_tests::{patches_json as status, pulp, trigger, wait_in_syscall, App, Uni, Work, UNI_FUNCS};
 use std::path::{Path, PathBuf};
 
 /// nanosleep, clock_nanosleep.
 const SYS_SLEEP: &[u64] = &[35, 230];
 
 fn build(work: &Work) -> (PathBuf, PathBuf) {
-    let include = format!("-I{}/runtime/include", env!("CARGO_MANIFEST_DIR"));
-    let lib = work.shared("uni", &CSpec::patchable(&["uni_lib.c"]).flag(&include));
-    let fix = work.shared("uni_fix", &CSpec::plain(&["uni_fix.c"]));
-    let app = work.executable("uni_app", &CSpec::plain(&["uni_app.c"]).link("uni").threads());
-    let funcs: &[(&str, &str)] =
-        &[("value", "value_new"), ("a", "a_new"), ("b", "b_new"), ("wait_and_get", "wait_and_get_new")];
-    (app, work.patch("uni", &fix, &[(&lib, funcs)]))
-}
-
-fn status(pid: u32) -> Value {
-    let out = pulp(&["patches", "-p", &pid.to_string(), "--json"]);
-    out.assert_ok("pulp patches --json");
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("pulp patches --json: {e}: {out:#?}"))
+    let uni = Uni::build(work);
+    (uni.app.clone(), uni.patch(work, UNI_FUNCS))
 }
 
 /// Starts the app with one thread looping inside the library (`spin 0` or `spinq 0`),

@@ -475,3 +475,38 @@ impl Drop for App {
         let _ = self.child.wait();
     }
 }
+
+/// The functions the universe tests replace in `uni_lib.c` (with `uni_fix.c`).
+pub const UNI_FUNCS: &[(&str, &str)] =
+    &[("value", "value_new"), ("a", "a_new"), ("b", "b_new"), ("wait_and_get", "wait_and_get_new")];
+
+/// The universe fixture: the live-patchable `libuni.so` (`uni_lib.c`, which may call
+/// `pulp_quiescent()`), its patch object (`uni_fix.c`) and the application that drives
+/// it (`uni_app.c`).
+pub struct Uni {
+    pub lib: PathBuf,
+    pub fix: PathBuf,
+    pub app: PathBuf,
+}
+
+impl Uni {
+    pub fn build(work: &Work) -> Uni {
+        let include = format!("-I{}/runtime/include", env!("CARGO_MANIFEST_DIR"));
+        let lib = work.shared("uni", &CSpec::patchable(&["uni_lib.c"]).flag(&include));
+        let fix = work.shared("uni_fix", &CSpec::plain(&["uni_fix.c"]));
+        let app = work.executable("uni_app", &CSpec::plain(&["uni_app.c"]).link("uni").threads());
+        Uni { lib, fix, app }
+    }
+
+    /// A patch (transition) of `funcs` of `libuni.so`.
+    pub fn patch(&self, work: &Work, funcs: &[(&str, &str)]) -> PathBuf {
+        work.patch("uni", &self.fix, &[(&self.lib, funcs)])
+    }
+}
+
+/// `pulp patches -p PID --json`, parsed.
+pub fn patches_json(pid: u32) -> serde_json::Value {
+    let out = pulp(&["patches", "-p", &pid.to_string(), "--json"]);
+    out.assert_ok("pulp patches --json");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("pulp patches --json: {e}: {out:#?}"))
+}
