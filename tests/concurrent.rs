@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use libpulp_rs_tests::{apply, revert, App, CSpec, ToolOutput, Work};
+use libpulp_rs_tests::{apply, revert, two_libraries_fixture, App, CSpec, ToolOutput, Work};
 
 /// Runs `op(pid, meta)` for both patches in two threads released by one barrier.
 fn together(pid: u32, metas: [&Path; 2], op: fn(u32, &Path) -> ToolOutput) -> [ToolOutput; 2] {
@@ -24,13 +24,7 @@ fn together(pid: u32, metas: [&Path; 2], op: fn(u32, &Path) -> ToolOutput) -> [T
 #[test]
 fn concurrent_triggers() {
     let work = Work::new();
-    let one = work.shared("one", &CSpec::patchable(&["one.c"]));
-    let two = work.shared("two", &CSpec::patchable(&["two.c"]));
-    let one_fix = work.shared("one_fix", &CSpec::plain(&["one_fix.c"]));
-    let two_fix = work.shared("two_fix", &CSpec::plain(&["two_fix.c"]));
-    let app = work.executable("two_app", &CSpec::plain(&["two_app.c"]).link("one").link("two"));
-    let p1 = work.patch("one", &one_fix, &[(&one, &[("one", "one_new")])]);
-    let p2 = work.patch("two", &two_fix, &[(&two, &[("two", "two_new")])]);
+    let (app, p1, p2) = two_libraries_fixture(&work);
 
     let mut app = App::start(&app);
     let pid = app.pid();

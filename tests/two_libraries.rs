@@ -1,18 +1,12 @@
 //! Two libraries of one process patched by two separate patches; reverting one leaves the
 //! other in place.
 
-use libpulp_rs_tests::{apply, revert, App, CSpec, Work};
+use libpulp_rs_tests::{apply, revert, two_libraries_fixture, App, Work};
 
 #[test]
 fn two_libraries() {
     let work = Work::new();
-    let one = work.shared("one", &CSpec::patchable(&["one.c"]));
-    let two = work.shared("two", &CSpec::patchable(&["two.c"]));
-    let one_fix = work.shared("one_fix", &CSpec::plain(&["one_fix.c"]));
-    let two_fix = work.shared("two_fix", &CSpec::plain(&["two_fix.c"]));
-    let app = work.executable("two_app", &CSpec::plain(&["two_app.c"]).link("one").link("two"));
-    let p1 = work.patch("one", &one_fix, &[(&one, &[("one", "one_new")])]);
-    let p2 = work.patch("two", &two_fix, &[(&two, &[("two", "two_new")])]);
+    let (app, p1, p2) = two_libraries_fixture(&work);
 
     let mut app = App::start(&app);
     let pid = app.pid();

@@ -510,3 +510,16 @@ pub fn patches_json(pid: u32) -> serde_json::Value {
     out.assert_ok("pulp patches --json");
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("pulp patches --json: {e}: {out:#?}"))
 }
+
+/// The two-library fixture (`one.c`, `two.c`, their fixes and `two_app.c`): the
+/// application and a patch for each library.
+pub fn two_libraries_fixture(work: &Work) -> (PathBuf, PathBuf, PathBuf) {
+    let one = work.shared("one", &CSpec::patchable(&["one.c"]));
+    let two = work.shared("two", &CSpec::patchable(&["two.c"]));
+    let one_fix = work.shared("one_fix", &CSpec::plain(&["one_fix.c"]));
+    let two_fix = work.shared("two_fix", &CSpec::plain(&["two_fix.c"]));
+    let app = work.executable("two_app", &CSpec::plain(&["two_app.c"]).link("one").link("two"));
+    let p1 = work.patch("one", &one_fix, &[(&one, &[("one", "one_new")])]);
+    let p2 = work.patch("two", &two_fix, &[(&two, &[("two", "two_new")])]);
+    (app, p1, p2)
+}
