@@ -64,7 +64,7 @@ pub fn cleared_offsets() -> (i64, i64) {
 /// The descriptor table.
 pub fn descriptors() -> &'static [Descriptor; DESC_COUNT] {
     // SAFETY: `pulp_rs_descs` is a zero-initialised, 64-byte aligned array of
-    // DESC_COUNT 64-byte descriptors in .bss that lives as long as the object; every
+    // DESC_COUNT 128-byte descriptors in .bss that lives as long as the object; every
     // field is an atomic, so shared references are sound.
     unsafe { &*core::ptr::addr_of!(pulp_rs_descs) }
 }
