@@ -15,6 +15,8 @@ struct Spec<'a> {
     threads: bool,
     /// Extra compiler/linker flags, after the built-in ones.
     flags: Vec<&'a str>,
+    /// The compiler, instead of `$CC` / `cc`.
+    compiler: Option<&'a str>,
 }
 
 impl<'a> Spec<'a> {
@@ -28,6 +30,7 @@ impl<'a> Spec<'a> {
             link_dir: None,
             threads: false,
             flags: Vec::new(),
+            compiler: None,
         }
     }
 
@@ -39,6 +42,9 @@ impl<'a> Spec<'a> {
         }
         for f in &self.flags {
             b.flag(f);
+        }
+        if let Some(cc) = self.compiler {
+            b.compiler(cc);
         }
         if let Some(dir) = self.include {
             b.include(dir);
@@ -53,7 +59,11 @@ impl<'a> Spec<'a> {
     }
 
     fn shared(&self, out: &Path, name: &str) -> PathBuf {
-        self.builder(out).shared(name).unwrap_or_else(|e| panic!("building lib{name}.so: {e}"))
+        self.try_shared(out, name).unwrap_or_else(|e| panic!("building lib{name}.so: {e}"))
+    }
+
+    fn try_shared(&self, out: &Path, name: &str) -> Result<PathBuf, pulp_cc_build::BuildError> {
+        self.builder(out).shared(name)
     }
 
     fn executable(&self, out: &Path, name: &str) -> PathBuf {
@@ -170,4 +180,48 @@ fn main() {
     export("PULP_BENCH_UNI", &uni);
     export("PULP_BENCH_UNI_FIX", &uni_fix);
     export("PULP_BENCH_UNICALL", &unicall);
+
+    // Prologue kinds side by side (`pulp-bench prologues`): f with endbr64 + pad, f built
+    // -pg -mfentry (gcc: `call *__fentry__@GOTPCREL`) three times (timed unpatched, patched
+    // beside it, and bound to the C library's __fentry__), and once by clang (`call
+    // __fentry__@PLT`); the timing program holds its own padded exe_f (PIE: the far
+    // layout). Each object gets its own build-id through VARIANT.
+    let variant = |v: &'static str, flags: Vec<&'static str>| Spec {
+        defines: vec![("VARIANT", Some(v))],
+        flags,
+        ..Spec::new(&f)
+    };
+    let f_endbr = variant("3", vec!["-fcf-protection"]).shared(&out, "f_endbr");
+    let pg = || Spec { patchable: false, ..variant("4", vec!["-pg", "-mfentry"]) };
+    let f_pg = pg().shared(&out, "f_pg");
+    let f_pg_other = Spec { defines: vec![("VARIANT", Some("6"))], ..pg() }.shared(&out, "f_pg_other");
+    let f_pg_glibc = Spec { defines: vec![("VARIANT", Some("7"))], ..pg() }.shared(&out, "f_pg_glibc");
+    // clang writes `e8` (to the PLT) in shared objects; without clang, gcc -fno-pic gives
+    // the same `call __fentry__@PLT`.
+    let clang = Spec { defines: vec![("VARIANT", Some("5"))], compiler: Some("clang"), ..pg() };
+    let (f_pg_clang, pg_clang_cc) = match clang.try_shared(&out, "f_pg_clang") {
+        Ok(p) => (p, "clang"),
+        Err(e) => {
+            println!("cargo:warning=clang unavailable for the prologue benchmark ({e}); using gcc -fno-pic");
+            let gcc =
+                Spec { defines: vec![("VARIANT", Some("5"))], flags: vec!["-pg", "-mfentry", "-fno-pic"], ..pg() };
+            (gcc.shared(&out, "f_pg_clang"), "gcc -fno-pic")
+        }
+    };
+    let fix = |v: &'static str, name: &str| {
+        let files = [bench.join("prologues_fix.c")];
+        Spec { patchable: false, defines: vec![("VARIANT", Some(v))], ..Spec::new(&files) }.shared(&out, name)
+    };
+    let (prologues_fix1, prologues_fix2) = (fix("1", "prologues_fix1"), fix("2", "prologues_fix2"));
+    let prologues = Spec { flags: vec!["-fPIE", "-pie", "-ldl"], ..Spec::new(&[bench.join("prologues.c")]) }
+        .executable(&out, "prologues");
+    export("PULP_BENCH_F_ENDBR", &f_endbr);
+    export("PULP_BENCH_F_PG", &f_pg);
+    export("PULP_BENCH_F_PG_CLANG", &f_pg_clang);
+    println!("cargo:rustc-env=PULP_BENCH_PG_CLANG_CC={pg_clang_cc}");
+    export("PULP_BENCH_F_PG_OTHER", &f_pg_other);
+    export("PULP_BENCH_F_PG_GLIBC", &f_pg_glibc);
+    export("PULP_BENCH_PROLOGUES_FIX1", &prologues_fix1);
+    export("PULP_BENCH_PROLOGUES_FIX2", &prologues_fix2);
+    export("PULP_BENCH_PROLOGUES", &prologues);
 }

@@ -13,8 +13,8 @@
  *
  * Fast path (no fentry function was ever patched): one compare and `ret`.
  * Otherwise: hash the return address, probe. Not found: `ret`, the function runs.
- * Found: drop our return address and `jmp *desc.target`, with the stack exactly as at
- * the function's entry ((%rsp) = the caller's return address): the new version, a
+ * Found: overwrite our return address with desc.target and `ret` to it, leaving the
+ * stack exactly as at the function's entry ((%rsp) = the caller's return address): the new version, a
  * dispatch stub during a transition, or the original body (the instruction after the
  * call) once reverted.
  *

@@ -7,7 +7,8 @@
 /// entry); `%rax` and `%rcx` are pushed and popped. Stack while probing:
 /// `16(%rsp)` = return address into the function (CFA - 8), `8(%rsp)` = saved `%rax`,
 /// `0(%rsp)` = saved `%rcx`. When the function has a descriptor, our return address is
-/// dropped and we jump through `desc.target` with the stack as at the function's entry.
+/// replaced by `desc.target` and we return there, which leaves the stack as at the
+/// function's entry.
 ///
 /// # Safety
 /// Only to be called by the `call __fentry__` that `-mfentry` places at a function's

@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo build --release --workspace && target/release/pulp-bench [RUNS]`, and
 //! `target/release/pulp-bench universes [RUNS]` for the cost of transitions (per-thread
-//! universes) beside all-at-once patching (`universes.rs`).
+//! universes) beside all-at-once patching (`universes.rs`), and
+//! `target/release/pulp-bench prologues [PROCESSES]` for the per-call cost of each prologue
+//! kind (`prologues.rs`).
 //!
 //! The targets are in `examples/c/bench/` (built by `examples/build.rs`):
 //! - `percall PLAIN.so PAD.so PATCHED.so`: the same trivial `int f(int)` without pad, with
@@ -15,9 +17,13 @@
 //! - `redirect [ROUNDS]`: the same trivial function plain and behind four pad redirects
 //!   (ours, libpulp's kind, DESIGN.md's, a direct `jmp rel32`), all in one process and one
 //!   run (`redirect.S`), minimum ns per call of each;
+//! - `prologues PLAIN.so PAD.so NEAR.so ENDBR.so PG.so PGCLANG.so PGOTHER.so PGGLIBC.so`:
+//!   `f` in every prologue kind, and `exe_f` in the PIE executable (far layout), timed side
+//!   by side before and after patching (`prologues`);
 //! - `unicall [ROUNDS] [CALLS]` (with `libuni.so`): per-call cost while a transition is held
 //!   open, and after it (`universes`).
 
+mod prologues;
 mod universes;
 
 use std::io::{BufRead, BufReader, Write};
@@ -260,12 +266,21 @@ fn bench(tools: &Tools, runs: usize) -> Result<()> {
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let universes = args.first().is_some_and(|a| a == "universes");
-    if universes {
-        args.remove(0);
-    }
-    let runs = args.first().map(|a| a.parse::<usize>().unwrap_or(20)).unwrap_or(20).max(1);
-    let result = Tools::locate().and_then(|t| if universes { universes::run(&t, runs) } else { bench(&t, runs) });
+    let mode = match args.first().map(String::as_str) {
+        Some(m @ ("universes" | "prologues")) => {
+            let m = m.to_string();
+            args.remove(0);
+            m
+        }
+        _ => String::new(),
+    };
+    let default = if mode == "prologues" { 3 } else { 20 };
+    let runs = args.first().map(|a| a.parse::<usize>().unwrap_or(default)).unwrap_or(default).max(1);
+    let result = Tools::locate().and_then(|t| match mode.as_str() {
+        "universes" => universes::run(&t, runs),
+        "prologues" => prologues::run(&t, runs),
+        _ => bench(&t, runs),
+    });
     if let Err(e) = result {
         eprintln!("pulp-bench: error: {e:#}");
         std::process::exit(1);
