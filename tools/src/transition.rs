@@ -272,6 +272,7 @@ pub fn drive(proc: &Process, info: &RuntimeInfo, run: &Running, timeout: Duratio
         }
         let now = Instant::now();
         let in_grace = start.elapsed() < GRACE;
+        let mut progressed = false;
         for (n, tid) in pending.into_iter().enumerate() {
             if retry_at.get(&tid).is_some_and(|(at, _)| *at > now) {
                 continue;
@@ -291,8 +292,11 @@ pub fn drive(proc: &Process, info: &RuntimeInfo, run: &Running, timeout: Duratio
                 continue;
             }
             match d.sample(tid)? {
-                Sample::Moved => d.progress.sampled += 1,
-                Sample::AlreadyThere | Sample::Gone => {}
+                Sample::Moved => {
+                    d.progress.sampled += 1;
+                    progressed = true;
+                }
+                Sample::AlreadyThere | Sample::Gone => progressed = true,
                 Sample::Inside => {
                     let back = retry_at
                         .get(&tid)
@@ -302,7 +306,14 @@ pub fn drive(proc: &Process, info: &RuntimeInfo, run: &Running, timeout: Duratio
                 }
             }
         }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(2));
+        if progressed {
+            // Look again at once: this may have been the last thread.
+            nap = Duration::from_micros(100);
+            continue;
+        }
+        // Until the grace period ends, wake up when it does.
+        let until_grace = GRACE.saturating_sub(start.elapsed());
+        std::thread::sleep(if until_grace.is_zero() { nap } else { nap.min(until_grace) });
+        nap = (nap * 2).min(Duration::from_millis(1));
     }
 }
