@@ -3,7 +3,8 @@
 //!
 //! Preloading it changes nothing: it has no thread, opens no file or socket and installs
 //! no signal handler; its one constructor registers the process for
-//! `membarrier(SYNC_CORE)`, which only matters to the kernel. All it does is wait to be called by
+//! `membarrier(SYNC_CORE)`, which only matters to the kernel (after reading
+//! `/proc/self/status` once: not under a seccomp filter). All it does is wait to be called by
 //! `pulp-trigger`, which hijacks one thread of the process to run an entry point:
 //!
 //! - [`info`]: the one exported symbol, `pulp_rs_info`, telling the tools where

@@ -383,9 +383,10 @@ fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply]) -> Resu
             }
         }
     }
-    if wrote_pad {
+    if wrote_pad && !proc.under_seccomp() {
         // Every core drops stale instructions of the new pads before any entry jumps
-        // there. Best effort: without membarrier SYNC_CORE (an old kernel), x86's
+        // there. Best effort: without membarrier SYNC_CORE (an old kernel, or a seccomp
+        // filter that might kill the process for an unexpected system call), x86's
         // coherent instruction fetch still holds.
         let thread = Hijacked::attach(proc, *info)?;
         thread.call(info.entry_sync_core, 0)?;

@@ -88,6 +88,12 @@ impl Process {
         Ok(self.read_proc("maps")?.lines().filter_map(parse_maps_line).collect())
     }
 
+    /// Whether the process runs under a seccomp filter (`Seccomp:` not 0 in its status):
+    /// then we make no system call in it that its own code would not make.
+    pub fn under_seccomp(&self) -> bool {
+        self.read_proc("status").map_or(true, |s| !s.lines().any(|l| l == "Seccomp:\t0"))
+    }
+
     /// Thread ids, from `/proc/PID/task`.
     pub fn threads(&self) -> Result<Vec<i32>> {
         let dir = std::fs::read_dir(self.proc_path("task"))
