@@ -13,7 +13,7 @@ pub const INFO_SYMBOL: &str = "pulp_rs_info";
 /// `RuntimeInfo::magic`.
 pub const INFO_MAGIC: u64 = u64::from_le_bytes(*b"PULPRS\0\x01");
 /// Bumped whenever this layout or the protocol changes.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 /// Offset from `call_stub` where the hijacked thread starts. The two bytes before it are
 /// NOPs, so a restarted system call, which moves `%rip` back by 2, is harmless.
 pub const CALL_STUB_ENTRY: u64 = 2;
@@ -28,7 +28,7 @@ pub struct RuntimeInfo {
     /// Address of the descriptor table and its number of entries.
     pub descs: u64,
     pub desc_count: u64,
-    /// Address of the hijack stub: `nop; nop; call *%rax; int3`.
+    /// Address of the hijack stub (`trm/asm/hijack.S`).
     pub call_stub: u64,
     /// `extern "C" fn(request_len: usize) -> i64`: apply the [request](encode_request)
     /// in the buffer (immediately, or by starting a transition).
@@ -67,7 +67,12 @@ pub struct RuntimeInfo {
     /// Far stubs: stub k, at `far_stubs + FAR_STUB_SIZE * k`, is `jmp *descs[k](%rip)`,
     /// for functions more than 2 GiB away from the descriptors.
     pub far_stubs: u64,
+    /// Where a thread that ran an entry stops (SIGWINCH) inside the hijack stub.
+    pub call_stub_stop: u64,
 }
+
+/// The signal the hijack stub raises when an entry returns (see `trm/asm/hijack.S`).
+pub const CALL_STUB_SIGNAL: i32 = 28; // SIGWINCH
 
 /// Bytes between two far stubs.
 pub const FAR_STUB_SIZE: u64 = 8;
@@ -92,7 +97,7 @@ impl RuntimeInfo {
         for (i, word) in w.iter_mut().enumerate() {
             *word = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().ok()?);
         }
-        let [magic, version_and_desc_size, descs, desc_count, call_stub, entry_apply, entry_revert, entry_sync_core, buffer, buffer_len, entry_finish, entry_reverse, transition, goal, cleared_offsets, status, status_len, gate_log, tool_log, log_cap, far_stubs] =
+        let [magic, version_and_desc_size, descs, desc_count, call_stub, entry_apply, entry_revert, entry_sync_core, buffer, buffer_len, entry_finish, entry_reverse, transition, goal, cleared_offsets, status, status_len, gate_log, tool_log, log_cap, far_stubs, call_stub_stop] =
             w;
         Some(Self {
             magic,
@@ -116,6 +121,7 @@ impl RuntimeInfo {
             tool_log,
             log_cap,
             far_stubs,
+            call_stub_stop,
         })
     }
 }
@@ -429,7 +435,7 @@ mod tests {
     fn runtime_info_decodes_every_word() {
         let words: Vec<u8> = (0..RuntimeInfo::SIZE as u64 / 8).flat_map(|i| i.to_le_bytes()).collect();
         let info = RuntimeInfo::from_bytes(&words).unwrap();
-        assert_eq!((info.magic, info.far_stubs), (0, RuntimeInfo::SIZE as u64 / 8 - 1));
+        assert_eq!((info.magic, info.call_stub_stop), (0, RuntimeInfo::SIZE as u64 / 8 - 1));
     }
 
     #[test]

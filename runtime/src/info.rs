@@ -31,6 +31,7 @@ pub struct Info {
     tool_log: *const ThreadLog,
     log_cap: u64,
     far_stubs: *const (),
+    call_stub_stop: *const (),
 }
 
 // SAFETY: `Info` is immutable after relocation; its pointers are only addresses for the
@@ -71,4 +72,5 @@ pub static pulp_rs_info: Info = Info {
     tool_log: &TOOL_LOG,
     log_cap: LOG_CAP as u64,
     far_stubs: pulp_trm::pulp_rs_far_stubs as *const (),
+    call_stub_stop: pulp_trm::pulp_rs_call_stub_stop as *const (),
 };

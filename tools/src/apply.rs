@@ -100,10 +100,10 @@ pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode, opts: Options) 
         });
     }
 
-    let thread = Hijacked::attach(&proc, info)?;
+    let mut thread = Hijacked::attach(&proc, info)?;
     proc.write(info.buffer, &request)?;
     let entry = if mode == Mode::Apply { info.entry_apply } else { info.entry_revert };
-    let status = call(&proc, &thread, &info, entry, request.len() as u64)?;
+    let status = call(&proc, &mut thread, &info, entry, request.len() as u64)?;
     let replies = read_reply(&proc, &info)?;
     let tid = thread.tid();
     let stopped = thread.stopped_at.elapsed();
@@ -129,9 +129,9 @@ pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
 
 /// Run an entry point in the hijacked thread; a refusal becomes an error carrying the
 /// runtime's message.
-fn call(proc: &Process, thread: &Hijacked, info: &RuntimeInfo, entry: u64, arg: u64) -> Result<EntryStatus> {
+fn call(proc: &Process, thread: &mut Hijacked, info: &RuntimeInfo, entry: u64, arg: u64) -> Result<EntryStatus> {
     let pid = proc.pid;
-    let rc = thread.call(entry, arg)?;
+    let rc = thread.call(proc, entry, arg)?;
     let status = EntryStatus::from_i64(rc)
         .ok_or_else(|| TriggerError::Target { pid, what: format!("the runtime returned an unknown status {rc}") })?;
     if status == EntryStatus::Refused {
@@ -156,8 +156,8 @@ fn complete(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, opts: 
         Driven::Done(p) => Ended::Completed(p),
         Driven::Stuck(p, holders) if opts.force => Ended::Forced(p, holders),
         Driven::Stuck(_, holders) if opts.reverse => {
-            let thread = Hijacked::attach(proc, *info)?;
-            call(proc, &thread, info, info.entry_reverse, 0)?;
+            let mut thread = Hijacked::attach(proc, *info)?;
+            call(proc, &mut thread, info, info.entry_reverse, 0)?;
             thread.release()?;
             match step(proc)?.1 {
                 Driven::Done(p) => Ended::Reversed(p, holders),
@@ -166,8 +166,8 @@ fn complete(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, opts: 
         }
         Driven::Stuck(_, holders) => return Err(stuck(proc.pid, &run, holders, opts.timeout, false)),
     };
-    let thread = Hijacked::attach(proc, *info)?;
-    call(proc, &thread, info, info.entry_finish, matches!(ended, Ended::Forced(..)) as u64)?;
+    let mut thread = Hijacked::attach(proc, *info)?;
+    call(proc, &mut thread, info, info.entry_finish, matches!(ended, Ended::Forced(..)) as u64)?;
     let replies = read_reply(proc, info)?;
     thread.release()?;
     write_code(proc, info, &replies)?;
@@ -388,8 +388,8 @@ fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply]) -> Resu
         // there. Best effort: without membarrier SYNC_CORE (an old kernel, or a seccomp
         // filter that might kill the process for an unexpected system call), x86's
         // coherent instruction fetch still holds.
-        let thread = Hijacked::attach(proc, *info)?;
-        thread.call(info.entry_sync_core, 0)?;
+        let mut thread = Hijacked::attach(proc, *info)?;
+        thread.call(proc, info.entry_sync_core, 0)?;
         thread.release()?;
     }
     let mut written = 0;

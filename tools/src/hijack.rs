@@ -11,6 +11,7 @@
 use crate::error::{Result, TriggerError};
 use crate::process::Process;
 use crate::ptrace::{Stop, Tracee};
+use crate::sigframe;
 use nix::sys::signal::Signal;
 use pulp_meta::abi::{self, RuntimeInfo};
 use std::time::{Duration, Instant};
@@ -132,33 +133,53 @@ impl Hijacked {
         self.tracee.tid
     }
 
-    /// Run `entry(arg)` in the thread and return its result (`%rax`). The thread's
-    /// registers are left as the call left them; `release` restores them.
-    pub fn call(&self, entry: u64, arg: u64) -> Result<i64> {
-        let t = &self.tracee;
-        let saved = *t.saved_regs();
+    /// Run `entry(arg)` in the thread and return its result. The thread's registers
+    /// are left as the call left them; `release` restores them. Should this tool die
+    /// meanwhile, the thread restores itself through the signal frame written here.
+    pub fn call(&mut self, proc: &Process, entry: u64, arg: u64) -> Result<i64> {
+        let pid = self.tracee.pid;
+        let saved = *self.tracee.saved_regs();
+        let (xstate, mask) = self.tracee.saved_state();
+        // Below the interrupted code's 128-byte red zone: the XSAVE area (64-aligned),
+        // the ucontext, then the stack the entry runs on.
+        let fp = sigframe::fpstate(xstate);
+        let fp_len = fp.as_ref().map_or(0, Vec::len) as u64;
+        let fp_addr = (saved.rsp - 128 - fp_len) & !63;
+        let uc_addr = (fp_addr - sigframe::UCONTEXT_SIZE as u64) & !15;
+        if let Some(fp) = &fp {
+            proc.write(fp_addr, fp)?;
+        }
+        // Without the software bytes (no XSAVE) the frame has no vector state: the kernel
+        // then resets it, which beats a SIGSEGV if the tool dies.
+        let fp_ptr = if fp.is_some() { fp_addr } else { 0 };
+        proc.write(uc_addr, &sigframe::ucontext(&sigframe::restartable(&saved), mask, fp_ptr))?;
+
         let mut regs = saved;
         regs.rip = self.info.call_stub + abi::CALL_STUB_ENTRY;
-        regs.rax = entry;
-        regs.rdi = arg;
-        // Below the interrupted code's 128-byte red zone, 16-byte aligned for the call.
-        regs.rsp = (saved.rsp - 128) & !15;
+        regs.rbx = entry;
+        regs.r15 = arg;
+        regs.r12 = uc_addr;
+        regs.r13 = pid as u64;
+        regs.r14 = self.tracee.tid as u64;
+        regs.rsp = (uc_addr - 64) & !15;
         // Not in a system call: the kernel must not restart one at our stub.
         regs.orig_rax = u64::MAX;
+        let t = &mut self.tracee;
         t.set_regs(&regs)?;
-        // Signals arriving meanwhile stay pending and are delivered after we restore
-        // the thread's own mask.
-        t.set_sigmask(!0)?;
+        // Signals arriving meanwhile stay pending and are delivered after we restore the
+        // thread's own mask; only the stub's own SIGWINCH gets through.
+        t.set_sigmask(!(1u64 << (abi::CALL_STUB_SIGNAL - 1)))?;
         t.resume()?;
         loop {
             match t.wait(Some(CALL_TIMEOUT))? {
-                Stop::Signal(Signal::SIGTRAP) => {
+                Stop::Signal(Signal::SIGWINCH) => {
                     let after = t.regs()?;
-                    // `nop; nop; call *%rax` is 4 bytes, then the int3: rip is past it.
-                    if after.rip == self.info.call_stub + 5 {
-                        return Ok(after.rax as i64);
+                    if after.rip == self.info.call_stub_stop {
+                        return Ok(after.r15 as i64);
                     }
-                    return Err(self.crashed(format!("unexpected SIGTRAP at {:#x}", after.rip)));
+                    // A SIGWINCH of the program's own: deliver it when we let go.
+                    t.defer_signal(Signal::SIGWINCH);
+                    t.resume()?;
                 }
                 Stop::Signal(sig) => {
                     let at = t.regs().map(|r| r.rip).unwrap_or(0);
@@ -167,7 +188,7 @@ impl Hijacked {
                 // A group-stop (SIGSTOP to the process) while we run: keep going.
                 Stop::Event => t.resume()?,
                 Stop::Gone => {
-                    return Err(TriggerError::Target { pid: t.pid, what: "the process exited during the call".into() })
+                    return Err(TriggerError::Target { pid, what: "the process exited during the call".into() })
                 }
             }
         }

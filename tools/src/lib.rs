@@ -8,6 +8,7 @@
 //! - `pack`: `.dsc` description to `patch.meta`; `dump`: `patch.meta` to text or JSON,
 //! - `unwind`: walking a stopped thread's stack from outside (framehop),
 //! - `transition`: moving threads one at a time until a transition is complete,
+//! - `sigframe`: the frame a borrowed thread returns through should the tool die,
 //! - `apply`: the phases of applying and reverting a patch,
 //! - `error`: what `pulp-trigger` reports.
 
@@ -21,5 +22,6 @@ pub mod patches;
 pub mod process;
 pub mod ptrace;
 pub mod runtime;
+pub mod sigframe;
 pub mod transition;
 pub mod unwind;

@@ -122,6 +122,17 @@ impl Tracee {
         &self.saved_regs
     }
 
+    /// Its extended register state and signal mask when it stopped (threads stopped
+    /// with [`Tracee::stop`] only).
+    pub fn saved_state(&self) -> (&[u8], u64) {
+        (&self.saved_xstate, self.saved_mask)
+    }
+
+    /// A signal that arrived while we held the thread: it is delivered when we let go.
+    pub fn defer_signal(&mut self, sig: Signal) {
+        self.pending.push(sig);
+    }
+
     pub fn regs(&self) -> Result<Regs> {
         ptrace::getregs(Pid::from_raw(self.tid)).map_err(|e| self.err("PTRACE_GETREGS", e))
     }

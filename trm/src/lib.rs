@@ -42,6 +42,7 @@ extern "C" {
     pub static pulp_rs_gate_hook: AtomicUsize;
     static pulp_rs_cleared_dtpoff: i64;
     pub fn pulp_rs_call_stub();
+    pub fn pulp_rs_call_stub_stop();
     pub fn pulp_rs_dispatch();
     pub fn pulp_rs_desc_stubs();
     pub fn pulp_rs_far_stubs();
