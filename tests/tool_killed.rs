@@ -2,11 +2,11 @@
 //! target runs the runtime's code, the thread puts itself back through the signal frame
 //! the trigger left on its stack: the process keeps running, its interrupted read()
 //! completes, its signal mask and vector registers are its own again, nothing traces it,
-//! and a later pulp-trigger completes the patch.
+//! and `pulp-trigger --continue` completes the patch.
 
 use std::process::Stdio;
 
-use libpulp_rs_tests::{apply, trigger_command, wait_in_syscall, App, CSpec, Work};
+use libpulp_rs_tests::{apply, trigger, trigger_command, wait_in_syscall, App, CSpec, Work};
 
 const SYS_NANOSLEEP: &[u64] = &[35, 230];
 
@@ -42,9 +42,10 @@ fn target_survives_a_killed_trigger() {
     assert_eq!(status_field(pid, "TracerPid:"), "0");
     assert_eq!(status_field(pid, "SigBlk:"), mask_before, "the thread's own signal mask is back");
 
-    // The runtime did load the patch (its transition is running); a new trigger
-    // completes it.
-    apply(pid, &meta).assert_ok("pulp-trigger after the killed one");
+    // The runtime did load the patch and start its transition, whose entries the killed
+    // trigger never rewrote: `--continue` rewrites them and completes it.
+    trigger(&["--continue", "-p", &pid.to_string()]).assert_ok("pulp-trigger --continue");
     assert_eq!(app.ask("call 1"), "calc(1)=1002");
+    apply(pid, &meta).assert_ok("pulp-trigger (already applied)");
     app.assert_alive();
 }

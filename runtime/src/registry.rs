@@ -375,7 +375,9 @@ pub fn apply(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<Entry
     let (meta, gates, inside, objs) = resolve(request)?;
     let id = meta.id();
     if let Some(t) = &reg.transition {
-        if t.patch == id && t.kind == Kind::Apply {
+        // The patch's own transition (started by a tool that may have died before it
+        // rewrote every entry): the tool redirects them again and takes it up.
+        if t.patch == id {
             let replies: Vec<_> = t.descs.iter().map(|&d| reg.reply(d, EntryAction::Redirect)).collect();
             write_reply(&replies, buf)?;
             return Ok(EntryStatus::Transition);
@@ -464,7 +466,7 @@ pub fn revert(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<Entr
     let (meta, gates, inside, objs) = resolve(request)?;
     let id = meta.id();
     if let Some(t) = &reg.transition {
-        if t.patch == id && t.kind == Kind::Revert {
+        if t.patch == id {
             let replies: Vec<_> = t.descs.iter().map(|&d| reg.reply(d, EntryAction::Redirect)).collect();
             write_reply(&replies, buf)?;
             return Ok(EntryStatus::Transition);

@@ -23,6 +23,7 @@ use crate::transition::{self, Driven, Holder, Progress};
 use pulp_meta::abi::{self, EntryAction, EntryStatus, FuncReply, RuntimeInfo};
 use pulp_meta::format::{hex, FLAG_IMMEDIATE};
 use pulp_meta::prologue::{self, Layout, PAD_BEFORE};
+use pulp_meta::status::PatchState;
 use pulp_meta::{PatchMeta, Prologue};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -123,6 +124,21 @@ pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
     let info = runtime_info(&proc, &objects)?;
     if transition::running(&proc, &info, &[])?.is_none() {
         return Ok(None);
+    }
+    // A trigger that died may have left entries of the transition not yet redirected:
+    // hand the runtime the patch again (it answers with the transition's entries) and
+    // bring the code in line before moving threads.
+    let status = transition::read_status(&proc, &info)?;
+    if let Some(p) = status.patches.iter().find(|p| p.state != PatchState::Applied) {
+        let bytes = p.meta.encode();
+        let (gates, inside) = transition_scope(&proc, &objects, &p.meta)?;
+        let request = abi::Request { meta: &bytes, gates, inside }.encode();
+        let mut thread = Hijacked::attach(&proc, info)?;
+        proc.write(info.buffer, &request)?;
+        call(&proc, &mut thread, &info, info.entry_apply, request.len() as u64)?;
+        let replies = read_reply(&proc, &info)?;
+        thread.release()?;
+        write_code(&proc, &info, &replies)?;
     }
     complete(&proc, &objects, &info, opts).map(Some)
 }
