@@ -36,10 +36,14 @@ impl ThreadLog {
         }
     }
 
+    /// Empty the log. Only the entries used so far are wiped (a reader must never pair
+    /// a stale thread id with a new thread pointer), so this costs nothing when few
+    /// threads were logged.
     fn clear(&self) {
-        self.count.store(0, Ordering::Relaxed);
-        for e in &self.entries {
+        let used = (self.count.swap(0, Ordering::AcqRel) as usize).min(LOG_CAP);
+        for e in &self.entries[..used] {
             e[0].store(0, Ordering::Relaxed);
+            e[1].store(0, Ordering::Relaxed);
         }
     }
 }
@@ -78,8 +82,14 @@ pub fn prepare(ranges: &[(u64, u64)]) -> Result<(), String> {
     Ok(())
 }
 
-/// Bytes of the XSAVE area for the features the OS enabled (CPUID leaf 0xD, EBX).
+/// Bytes of the XSAVE area for the features the OS enabled (CPUID leaf 0xD, EBX),
+/// asked once (CPUID traps to the hypervisor in a virtual machine).
 fn xsave_size() -> Option<u64> {
+    static SIZE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(cpuid_xsave_size)
+}
+
+fn cpuid_xsave_size() -> Option<u64> {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
     // CPUID leaf 1 ECX bit 27 (OSXSAVE) tells whether leaf 0xD is meaningful.
     if __cpuid(1).ecx & (1 << 27) == 0 {
