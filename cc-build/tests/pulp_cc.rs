@@ -119,3 +119,34 @@ fn launcher_form_and_loops() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PULP_CC_REAL"));
 }
+
+const CMAKELISTS: &str = "cmake_minimum_required(VERSION 3.13)\nproject(shape C)\n\
+add_library(shape SHARED shape.c)\n\
+target_link_options(shape PRIVATE -Wl,--build-id=sha1)\n";
+
+/// CMake, both ways the tutorial shows: `CC=pulp-cc`, and the compiler and linker
+/// launchers (CMake ≥ 3.21). Either way every function gets the canonical `66 90` pad.
+#[test]
+fn cmake_builds_live_patchable_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("shape.c"), LIB).unwrap();
+    std::fs::write(d.join("CMakeLists.txt"), CMAKELISTS).unwrap();
+    let run = |build: &str, configure: &mut Command| {
+        let out = configure.args(["-S", ".", "-B", build]).current_dir(d).output().expect("cmake is installed");
+        assert!(out.status.success(), "cmake configure: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("cmake").args(["--build", build]).current_dir(d).output().unwrap();
+        assert!(out.status.success(), "cmake --build: {}", String::from_utf8_lossy(&out.stderr));
+        let so = d.join(build).join("libshape.so");
+        for f in ["shape_area", "shape_perimeter", "twice"] {
+            assert_eq!(kind(&so, f), Some(Prologue::NopPad66), "{f} in {}", so.display());
+        }
+    };
+    run("as-compiler", Command::new("cmake").env("CC", PULP_CC));
+    run(
+        "as-launcher",
+        Command::new("cmake")
+            .arg(format!("-DCMAKE_C_COMPILER_LAUNCHER={PULP_CC}"))
+            .arg(format!("-DCMAKE_C_LINKER_LAUNCHER={PULP_CC}")),
+    );
+}
