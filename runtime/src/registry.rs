@@ -321,6 +321,19 @@ impl Registry {
         Ok(replies)
     }
 
+    /// While a transition runs nothing else may start. For the patch's own transition
+    /// (started by a tool that may have died before it rewrote every entry) the tool
+    /// gets its entries to redirect again and takes it up.
+    fn running_transition(&self, id: &str, buf: &mut [u8]) -> Result<Option<EntryStatus>, String> {
+        let Some(t) = &self.transition else { return Ok(None) };
+        if t.patch != id {
+            return Err(self.busy_error(t));
+        }
+        let replies: Vec<_> = t.descs.iter().map(|&d| self.reply(d, EntryAction::Redirect)).collect();
+        write_reply(&replies, buf)?;
+        Ok(Some(EntryStatus::Transition))
+    }
+
     fn patch_index(&self, id: &str) -> Option<usize> {
         self.patches.iter().position(|p| p.id == id)
     }
@@ -374,15 +387,8 @@ fn plan_gates(reg: &Registry, objs: &[loader::Loaded], gates: &[u64]) -> Result<
 pub fn apply(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<EntryStatus, String> {
     let (meta, gates, inside, objs) = resolve(request)?;
     let id = meta.id();
-    if let Some(t) = &reg.transition {
-        // The patch's own transition (started by a tool that may have died before it
-        // rewrote every entry): the tool redirects them again and takes it up.
-        if t.patch == id {
-            let replies: Vec<_> = t.descs.iter().map(|&d| reg.reply(d, EntryAction::Redirect)).collect();
-            write_reply(&replies, buf)?;
-            return Ok(EntryStatus::Transition);
-        }
-        return Err(reg.busy_error(t));
+    if let Some(status) = reg.running_transition(&id, buf)? {
+        return Ok(status);
     }
     if let Some(p) = reg.patches.iter().find(|p| p.id == id) {
         let replies: Vec<_> = p.funcs.iter().map(|&(d, _)| reg.reply(d, EntryAction::Redirect)).collect();
@@ -465,13 +471,8 @@ pub fn apply(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<Entry
 pub fn revert(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<EntryStatus, String> {
     let (meta, gates, inside, objs) = resolve(request)?;
     let id = meta.id();
-    if let Some(t) = &reg.transition {
-        if t.patch == id {
-            let replies: Vec<_> = t.descs.iter().map(|&d| reg.reply(d, EntryAction::Redirect)).collect();
-            write_reply(&replies, buf)?;
-            return Ok(EntryStatus::Transition);
-        }
-        return Err(reg.busy_error(t));
+    if let Some(status) = reg.running_transition(&id, buf)? {
+        return Ok(status);
     }
     let Some(pos) = reg.patch_index(&id) else {
         write_reply(&[], buf)?;
