@@ -12,7 +12,6 @@ use crate::error::{Result, TriggerError};
 use crate::process::Process;
 use crate::ptrace::{Stop, Tracee};
 use crate::sigframe;
-use nix::sys::signal::Signal;
 use pulp_meta::abi::{self, RuntimeInfo};
 use std::time::{Duration, Instant};
 
@@ -172,13 +171,13 @@ impl Hijacked {
         t.resume()?;
         loop {
             match t.wait(Some(CALL_TIMEOUT))? {
-                Stop::Signal(Signal::SIGWINCH) => {
+                Stop::Signal(libc::SIGWINCH) => {
                     let after = t.regs()?;
                     if after.rip == self.info.call_stub_stop {
                         return Ok(after.r15 as i64);
                     }
                     // A SIGWINCH of the program's own: deliver it when we let go.
-                    t.defer_signal(Signal::SIGWINCH);
+                    t.defer_signal(libc::SIGWINCH);
                     t.resume()?;
                 }
                 Stop::Signal(sig) => {

@@ -8,8 +8,6 @@
 use crate::error::{Result, TriggerError};
 use nix::errno::Errno;
 use nix::sys::ptrace;
-use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
 
@@ -25,8 +23,9 @@ const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 /// Why a traced thread stopped.
 #[derive(Debug)]
 pub enum Stop {
-    /// Signal-delivery-stop with this signal.
-    Signal(Signal),
+    /// Signal-delivery-stop with this signal number (real-time signals included, which
+    /// is why this is a plain number and not `nix`'s `Signal`).
+    Signal(i32),
     /// A `PTRACE_EVENT_STOP` (our interrupt, or a group-stop).
     Event,
     /// The thread or process is gone.
@@ -41,8 +40,9 @@ pub struct Tracee {
     /// of the C library) clobbers them, and a thread stopped in user code has them live.
     saved_xstate: Vec<u8>,
     saved_mask: u64,
-    /// Signals that arrived before our interrupt and must be delivered after it.
-    pending: Vec<Signal>,
+    /// Signals the program got while we held the thread (only SIGWINCH, the one the
+    /// hijack stub leaves unblocked), delivered when we let go.
+    pending: Vec<i32>,
     detached: bool,
     /// Whether registers or the signal mask were changed and must be put back.
     modified: std::cell::Cell<bool>,
@@ -91,14 +91,12 @@ impl Tracee {
                 Err(TriggerError::Ptrace { pid, tid, what: "PTRACE_INTERRUPT", errno })
             };
         }
-        // Wait for our interrupt's stop; signals delivered before it are kept for later.
+        // Wait for our interrupt's stop. A signal that is being delivered before it is
+        // delivered now, with its siginfo intact (the interrupt stays pending meanwhile).
         loop {
             match me.wait(None)? {
                 Stop::Event => break,
-                Stop::Signal(sig) => {
-                    me.pending.push(sig);
-                    me.resume()?;
-                }
+                Stop::Signal(sig) => me.resume_with(sig)?,
                 Stop::Gone => {
                     me.detached = true;
                     return Ok(None);
@@ -129,7 +127,7 @@ impl Tracee {
     }
 
     /// A signal that arrived while we held the thread: it is delivered when we let go.
-    pub fn defer_signal(&mut self, sig: Signal) {
+    pub fn defer_signal(&mut self, sig: i32) {
         self.pending.push(sig);
     }
 
@@ -188,6 +186,16 @@ impl Tracee {
         Ok(())
     }
 
+    /// Let a thread in a signal-delivery-stop go on and deliver that signal.
+    pub fn resume_with(&self, sig: i32) -> Result<()> {
+        // SAFETY: PTRACE_CONT takes the signal to deliver as `data`, a plain integer.
+        let rc = unsafe { libc::ptrace(libc::PTRACE_CONT, self.tid, 0usize, sig as usize) };
+        if rc < 0 {
+            return Err(self.err("PTRACE_CONT", Errno::last()));
+        }
+        Ok(())
+    }
+
     /// Let the stopped thread run (no signal injected).
     pub fn resume(&self) -> Result<()> {
         ptrace::cont(Pid::from_raw(self.tid), None).map_err(|e| self.err("PTRACE_CONT", e))
@@ -196,21 +204,28 @@ impl Tracee {
     /// Wait for the next stop, up to `timeout` (forever with `None`). Polls with a short
     /// back-off so that a hijacked call of a few microseconds costs little.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Stop> {
-        let t = Pid::from_raw(self.tid);
         let start = Instant::now();
         let mut nap = Duration::from_micros(2);
         loop {
-            let status = waitpid(t, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG));
-            match status {
-                Ok(WaitStatus::StillAlive) => {}
-                Ok(WaitStatus::Stopped(_, sig)) => return Ok(Stop::Signal(sig)),
-                Ok(WaitStatus::PtraceEvent(_, _, _)) => return Ok(Stop::Event),
-                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
-                    return Ok(Stop::Gone)
+            // libc's waitpid, not nix's: nix cannot represent real-time signals and turns
+            // a stop for one into EINVAL.
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into `status`, which outlives the call.
+            let rc = unsafe { libc::waitpid(self.tid, &mut status, libc::__WALL | libc::WNOHANG) };
+            if rc < 0 {
+                match Errno::last() {
+                    Errno::EINTR => {}
+                    Errno::ECHILD => return Ok(Stop::Gone),
+                    e => return Err(self.err("waitpid", e)),
                 }
-                Ok(_) => {}
-                Err(Errno::EINTR) => {}
-                Err(e) => return Err(self.err("waitpid", e)),
+            } else if rc > 0 {
+                if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                    return Ok(Stop::Gone);
+                }
+                if libc::WIFSTOPPED(status) {
+                    // A PTRACE_EVENT_* stop has the event in bits 16..24 of the status.
+                    return Ok(if status >> 16 != 0 { Stop::Event } else { Stop::Signal(libc::WSTOPSIG(status)) });
+                }
             }
             if timeout.is_some_and(|t| start.elapsed() > t) {
                 return Err(TriggerError::Target {
@@ -238,7 +253,6 @@ impl Tracee {
             return Ok(());
         }
         self.detached = true;
-        let t = Pid::from_raw(self.tid);
         let (r1, r2) = if self.modified.get() {
             // Only threads stopped with `stop` (which saves everything) are ever modified.
             let xstate = if self.saved_xstate.is_empty() { Ok(()) } else { self.set_xstate(&self.saved_xstate) };
@@ -247,11 +261,13 @@ impl Tracee {
             (Ok(()), Ok(()))
         };
         // The first pending signal is delivered by the detach itself, the others by tgkill.
-        let first = self.pending.first().copied();
-        let r3 = ptrace::detach(t, first).map_err(|e| self.err("PTRACE_DETACH", e));
+        let first = self.pending.first().copied().unwrap_or(0);
+        // SAFETY: PTRACE_DETACH takes the signal to deliver as `data`, a plain integer.
+        let rc = unsafe { libc::ptrace(libc::PTRACE_DETACH, self.tid, 0usize, first as usize) };
+        let r3 = if rc < 0 { Err(self.err("PTRACE_DETACH", Errno::last())) } else { Ok(()) };
         for sig in self.pending.iter().skip(1) {
             // SAFETY: tgkill takes plain integers.
-            unsafe { libc::syscall(libc::SYS_tgkill, self.pid, self.tid, *sig as i32) };
+            unsafe { libc::syscall(libc::SYS_tgkill, self.pid, self.tid, *sig) };
         }
         r1.and(r2).and(r3)
     }
