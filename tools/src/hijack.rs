@@ -49,8 +49,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const FIND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// While a thread of the target is hijacked, the signals that usually end a tool
-/// (Ctrl-C, SIGTERM, a closed terminal) are held back until the thread is restored:
-/// a tracer that dies mid-call would leave the thread to hit the stub's `int3` alone.
+/// (Ctrl-C, SIGTERM, a closed terminal) are held back until the thread is restored, so
+/// that the tool finishes its step (the thread would survive anyway: it returns through
+/// its signal frame, but the step would be left for the next run).
 struct HoldSignals(libc::sigset_t);
 
 impl HoldSignals {
