@@ -108,7 +108,10 @@ impl Hijacked {
                 let regs = tracee.saved_regs();
                 let inside = |r: &[(u64, u64)]| r.iter().any(|&(s, e)| (s..e).contains(&regs.rip));
                 let syscall = regs.orig_rax as i64;
-                if inside(&loader) {
+                if proc.in_vfork(tid) {
+                    // Its vfork child runs on this very stack: no frame may go below it.
+                    last_reason = format!("thread {tid} is waiting for a vfork child");
+                } else if inside(&loader) {
                     last_reason = format!("thread {tid} was inside the dynamic linker");
                 } else if syscall < 0 && inside(&libc) {
                     // Running C library code, not a system call: it may hold the lock of

@@ -114,6 +114,23 @@ impl Process {
         Some((state, syscall))
     }
 
+    /// Whether the thread is the parent of a `vfork` (or a `clone`/`clone3` with
+    /// `CLONE_VFORK`, as `posix_spawn` does) whose child still runs on its memory and
+    /// stack: nothing may be written below its stack pointer.
+    pub fn in_vfork(&self, tid: i32) -> bool {
+        const CLONE_VFORK: u64 = 0x4000;
+        let Ok(text) = std::fs::read_to_string(self.proc_path(&format!("task/{tid}/syscall"))) else { return false };
+        let mut f = text.split_whitespace();
+        let nr = f.next().and_then(|n| n.parse::<i64>().ok());
+        let arg0 = f.next().and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok()).unwrap_or(0);
+        match nr {
+            Some(58) => true,                    // vfork
+            Some(56) => arg0 & CLONE_VFORK != 0, // clone(flags, ...)
+            Some(435) => self.read_array::<8>(arg0).is_ok_and(|b| u64::from_le_bytes(b) & CLONE_VFORK != 0), // clone3(&args)
+            _ => false,
+        }
+    }
+
     pub fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0; len];
         self.mem.read_exact_at(&mut buf, addr).map_err(|e| TriggerError::Target {
