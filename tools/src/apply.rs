@@ -223,9 +223,9 @@ fn transition_scope(proc: &Process, objects: &[MappedObject], meta: &PatchMeta) 
     for t in &meta.targets {
         let Some(obj) = objects.iter().find(|o| o.build_id == t.build_id) else { continue };
         let Some(header) = maps.iter().find(|m| m.start == obj.header) else { continue };
-        let file = format!("/proc/{pid}/map_files/{:x}-{:x}", header.start, header.end);
-        let funcs = pulp_cc_build::inspect::functions(Path::new(&file))
-            .or_else(|_| pulp_cc_build::inspect::functions(Path::new(&obj.path)))
+        let [mapped, by_path] = proc.mapped_file(header);
+        let funcs = pulp_cc_build::inspect::functions(&mapped)
+            .or_else(|_| pulp_cc_build::inspect::functions(&by_path))
             .map_err(|e| TriggerError::Target {
                 pid,
                 what: format!("cannot read the functions of {}: {e}", obj.path),

@@ -154,6 +154,16 @@ impl Process {
         })
     }
 
+    /// Where to read the file behind `mapping`, best first: the mapped file itself
+    /// (`map_files`, right even if the path was replaced or deleted since), then its path
+    /// as the process sees it (`root`, for a process in another mount namespace).
+    pub fn mapped_file(&self, mapping: &Mapping) -> [PathBuf; 2] {
+        [
+            self.proc_path(&format!("map_files/{:x}-{:x}", mapping.start, mapping.end)),
+            self.proc_path(&format!("root{}", mapping.path)),
+        ]
+    }
+
     /// Every file-backed object mapped into the process, with its base and build-id.
     pub fn objects(&self) -> Result<Vec<MappedObject>> {
         let maps = self.mappings()?;

@@ -13,11 +13,7 @@ pub fn runtime_info(proc: &Process, objects: &[MappedObject]) -> Result<RuntimeI
     // Read the symbol from the mapped file itself (map_files), falling back to its path.
     let maps = proc.mappings()?;
     let header = maps.iter().find(|m| m.start == runtime.header).ok_or(TriggerError::RuntimeNotLoaded { pid })?;
-    let candidates = [
-        format!("/proc/{pid}/map_files/{:x}-{:x}", header.start, header.end),
-        format!("/proc/{pid}/root{}", runtime.path),
-    ];
-    let value = candidates.iter().find_map(|p| symbol_value(Path::new(p), abi::INFO_SYMBOL)).ok_or_else(|| {
+    let value = proc.mapped_file(header).iter().find_map(|p| symbol_value(p, abi::INFO_SYMBOL)).ok_or_else(|| {
         TriggerError::RuntimeMismatch { pid, what: format!("{} does not export {}", runtime.path, abi::INFO_SYMBOL) }
     })?;
     let info =

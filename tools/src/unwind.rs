@@ -26,7 +26,7 @@ struct ObjectInfo {
 }
 
 enum Source {
-    File(String),
+    File(std::path::PathBuf),
     Memory(Vec<u8>),
 }
 
@@ -102,9 +102,8 @@ impl Unwinder {
                 let (m, base) = module(&file, path, range.clone(), header.start);
                 (m, base, Source::Memory(data))
             } else {
-                let mapped = format!("/proc/{}/map_files/{:x}-{:x}", proc.pid, header.start, header.end);
                 let Some((f, source)) =
-                    [mapped, path.to_string()].into_iter().find_map(|p| Some((std::fs::File::open(&p).ok()?, p)))
+                    proc.mapped_file(header).into_iter().find_map(|p| Some((std::fs::File::open(&p).ok()?, p)))
                 else {
                     continue;
                 };
