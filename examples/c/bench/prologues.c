@@ -26,10 +26,9 @@
 #include <string.h>
 #include <time.h>
 
-#define CALLS 10000000L
 #define VARIANTS 9
 
-typedef int (*fn_t)(int);
+#include "timing.h"
 
 static const char *const names[VARIANTS] = {"plain", "pad", "near", "endbr", "far",
                                             "pg", "pgclang", "pgother", "pgglibc"};
@@ -39,30 +38,6 @@ static const char *const names[VARIANTS] = {"plain", "pad", "near", "endbr", "fa
 __attribute__((noinline)) int exe_f(int x)
 {
     return x + 1;
-}
-
-static double now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
-
-/* As redirect.c: an indirect call through a volatile copy of the pointer, the sum
- * kept in a register. */
-static __attribute__((noinline)) double time_calls(fn_t fn)
-{
-    fn_t volatile vfn = fn;
-    fn_t f = vfn;
-    int sum = 0;
-    double start = now_ns();
-    for (long i = 0; i < CALLS; i++) {
-        sum += f((int)i);
-        __asm__ volatile("" : "+r"(sum));
-    }
-    double ns = (now_ns() - start) / (double)CALLS;
-    __asm__ volatile("" : : "r"(sum));
-    return ns;
 }
 
 static fn_t load(const char *path, int flags)

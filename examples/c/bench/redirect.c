@@ -15,42 +15,14 @@
 #include <stdlib.h>
 #include <time.h>
 
-#define CALLS 10000000L
 #define VARIANTS 5
 
-typedef int (*fn_t)(int);
+#include "timing.h"
 
 int redir_plain(int), redir_ours(int), redir_libpulp(int), redir_design(int), redir_direct(int);
 
 static const char *const names[VARIANTS] = {"plain", "ours", "libpulp", "design", "direct"};
 static fn_t const fns[VARIANTS] = {redir_plain, redir_ours, redir_libpulp, redir_design, redir_direct};
-
-static double now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
-
-/* A volatile copy of the pointer: the loop makes an indirect call, as percall.c's
- * does through dlsym's pointer. The results are summed in a register that an
- * empty asm makes the compiler keep: with percall.c's volatile sum in memory,
- * this loop took 1.7-2.0 ns per call for every variant, plain included, which
- * hid the differences (docs/benchmarks.md). */
-static __attribute__((noinline)) double time_calls(fn_t fn)
-{
-    fn_t volatile vfn = fn;
-    fn_t f = vfn;
-    int sum = 0;
-    double start = now_ns();
-    for (long i = 0; i < CALLS; i++) {
-        sum += f((int)i);
-        __asm__ volatile("" : "+r"(sum));
-    }
-    double ns = (now_ns() - start) / (double)CALLS;
-    __asm__ volatile("" : : "r"(sum));
-    return ns;
-}
 
 int main(int argc, char **argv)
 {
