@@ -18,7 +18,8 @@
 //! `cargo:rerun-if-changed` line is printed for every source, and compiler warnings are
 //! forwarded as `cargo:warning` lines.
 
-pub mod inspect;
+/// Reading ELF objects lives in its own crate (`elf/`), shared with the tools.
+pub use pulp_elf as inspect;
 pub mod wrapper;
 
 use std::ffi::OsString;

@@ -224,12 +224,9 @@ fn transition_scope(proc: &Process, objects: &[MappedObject], meta: &PatchMeta) 
         let Some(obj) = objects.iter().find(|o| o.build_id == t.build_id) else { continue };
         let Some(header) = maps.iter().find(|m| m.start == obj.header) else { continue };
         let [mapped, by_path] = proc.mapped_file(header);
-        let funcs = pulp_cc_build::inspect::functions(&mapped)
-            .or_else(|_| pulp_cc_build::inspect::functions(&by_path))
-            .map_err(|e| TriggerError::Target {
-                pid,
-                what: format!("cannot read the functions of {}: {e}", obj.path),
-            })?;
+        let funcs = pulp_elf::functions(&mapped).or_else(|_| pulp_elf::functions(&by_path)).map_err(|e| {
+            TriggerError::Target { pid, what: format!("cannot read the functions of {}: {e}", obj.path) }
+        })?;
         if exe.as_deref() == Some(obj.path.as_str()) {
             for f in &t.functions {
                 let size = funcs.iter().find(|g| g.offset == f.offset).map(|g| g.size).unwrap_or(0).max(1);
@@ -351,7 +348,7 @@ fn check_patch_object(proc: &Process, meta: &PatchMeta) -> Result<()> {
     if md.mode() & 0o022 != 0 {
         return Err(insecure(format!("it is writable by group or others (mode {:o})", md.mode() & 0o7777)));
     }
-    let found = pulp_cc_build::inspect::build_id(Path::new(path))
+    let found = pulp_elf::build_id(Path::new(path))
         .map_err(|e| TriggerError::PatchMissing { path: path.clone(), reason: e.to_string() })?;
     if found != meta.patch_build_id {
         return Err(TriggerError::PatchBuildId {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection};
-use pulp_cc_build::inspect::{self, FunctionInfo, InspectError};
+use pulp_elf::{self as inspect, FunctionInfo, InspectError};
 use serde_json::{json, Value};
 
 /// How many exported functions a failure message names before "and N more".

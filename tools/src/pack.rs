@@ -20,7 +20,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use pulp_cc_build::inspect::{self, FunctionInfo, InspectError};
+use pulp_elf::{self as inspect, FunctionInfo, InspectError};
 use pulp_meta::format::FLAG_IMMEDIATE;
 use pulp_meta::{Function, MetaError, PatchMeta, Prologue, Target};
 
