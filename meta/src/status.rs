@@ -121,9 +121,12 @@ mod tests {
     fn round_trips() {
         let meta = PatchMeta {
             flags: 0,
+            level: 0,
             patch_so: "/p/fix.so".into(),
             patch_build_id: vec![1, 2],
+            patch_sha256: [0; 32],
             labels: vec!["CVE-1".into()],
+            states: vec![],
             targets: vec![Target {
                 path: "/p/lib.so".into(),
                 build_id: vec![3],
@@ -133,6 +136,7 @@ mod tests {
                     prologue: Prologue::NopPad66,
                     new: "g".into(),
                 }],
+                references: vec![],
             }],
         };
         let s = Status {

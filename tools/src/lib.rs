@@ -10,7 +10,8 @@
 //! - `transition`: moving threads one at a time until a transition is complete,
 //! - `sigframe`: the frame a borrowed thread returns through should the tool die,
 //! - `apply`: the phases of applying and reverting a patch,
-//! - `error`: what `pulp-trigger` reports.
+//! - `error`: what `pulp-trigger` reports;
+//! - `text`: escaping names and labels before they reach a terminal.
 
 pub mod apply;
 pub mod dump;
@@ -23,5 +24,6 @@ pub mod process;
 pub mod ptrace;
 pub mod runtime;
 pub mod sigframe;
+pub mod text;
 pub mod transition;
 pub mod unwind;

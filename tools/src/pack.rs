@@ -233,14 +233,25 @@ pub fn pack_with_warnings(dsc: &Path) -> Result<(PatchMeta, Vec<PackWarning>), P
     if done.is_empty() {
         return Err(whole(PackErrorKind::NoTargets));
     }
+    let patch_sha256 = std::fs::read(&patch.path)
+        .map(|bytes| pulp_meta::sha256::sha256(&bytes))
+        .map_err(|source| whole(PackErrorKind::Open { what: "patch .so", path: patch.path.clone().into(), source }))?;
     let meta = PatchMeta {
         flags,
+        level: 0,
         patch_so: patch.path,
         patch_build_id: patch.build_id,
+        patch_sha256,
         labels,
+        states: Vec::new(),
         targets: done
             .into_iter()
-            .map(|t| Target { path: t.object.path, build_id: t.object.build_id, functions: t.functions })
+            .map(|t| Target {
+                path: t.object.path,
+                build_id: t.object.build_id,
+                functions: t.functions,
+                references: Vec::new(),
+            })
             .collect(),
     };
     meta.validate().map_err(|e| whole(e.into()))?;
