@@ -15,13 +15,17 @@
 //! - [`transition`]: what threads read during a transition: the gate slow path,
 //!   `pulp_quiescent()`, the log of threads that moved themselves;
 //! - [`status`]: the status area `pulp patches` reads from outside;
-//! - [`loader`]: the dynamic linker's view: loaded objects, build-ids, `dlopen`/`dlsym`.
+//! - [`loader`]: the dynamic linker's view: loaded objects, build-ids, `dlopen`/`dlsym`;
+//! - [`references`]: what a patch learns about its targets' symbols before it runs;
+//! - [`shadow`]: shadow variables (`pulp_shadow_*`), new data attached to existing objects.
 //!
 //! The assembly (descriptor table, dispatch trampoline, hijack stub) is in `trm/`.
 
 pub mod entry;
 pub mod info;
 pub mod loader;
+pub mod references;
 pub mod registry;
+pub mod shadow;
 pub mod status;
 pub mod transition;

@@ -11,6 +11,8 @@ pub struct Loaded {
     pub exec: Vec<(usize, usize)>,
     /// All loaded segments, `[start, end)`.
     pub segments: Vec<(usize, usize)>,
+    /// Its TLS module id (0 when it has no thread-local storage).
+    pub tls_modid: usize,
 }
 
 impl Loaded {
@@ -70,7 +72,7 @@ fn loaded_objects() -> Vec<Loaded> {
             .filter(|p| p.p_type == libc::PT_LOAD)
             .map(|p| (base + p.p_vaddr as usize, base + (p.p_vaddr + p.p_memsz) as usize))
             .collect();
-        out.push(Loaded { base, build_id, exec, segments });
+        out.push(Loaded { base, build_id, exec, segments, tls_modid: info.dlpi_tls_modid });
         0
     }
     let mut out: Vec<Loaded> = Vec::new();
