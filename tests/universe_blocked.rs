@@ -51,7 +51,7 @@ fn universe_blocked() {
     let err = &out.stderr;
     println!("{err}");
     assert!(err.contains("did not complete"), "{err}");
-    assert!(err.contains("1 thread(s) still inside"), "only the blocked thread holds it: {err}");
+    assert!(err.contains("1 thread still inside"), "only the blocked thread holds it: {err}");
     assert!(err.contains(&format!("thread {tid} (uniblock0)")), "the report names the thread: {err}");
     assert!(err.contains("wait_and_get"), "the report shows the library frame: {err}");
     assert!(err.contains("--continue"), "the report says how to finish: {err}");

@@ -33,7 +33,7 @@ fn universe_fork() {
     wait_in_syscall(pid, t1, &[SYS_READ]);
     let out = trigger(&["--timeout", "0.5", "-p", &p, meta.to_str().unwrap()]);
     assert_eq!(out.code, Some(2), "held open by the blocked threads: {out:#?}");
-    assert!(out.stderr.contains("2 thread(s) still inside"), "{out:#?}");
+    assert!(out.stderr.contains("2 threads still inside"), "{out:#?}");
 
     // The main thread moved (it was outside): its child is in the new universe.
     app.send("fork");

@@ -41,7 +41,7 @@ fn universe_stuck_force() {
     assert_eq!(out.code, Some(2), "expected a timeout: {out:#?}");
     assert!(out.stderr.contains(&format!("thread {tid} (unistuck0)")), "names the thread: {out:#?}");
     assert!(out.stderr.contains("spin+"), "shows the library frame: {out:#?}");
-    assert!(out.stderr.contains("1 thread(s) still inside"), "{out:#?}");
+    assert!(out.stderr.contains("1 thread still inside"), "{out:#?}");
 
     // `pulp patches`, as text and JSON: the transition and the thread that holds it.
     let text = pulp(&["patches", "-p", &p]);

@@ -1,23 +1,40 @@
 //! The fixed layout of a running `libpulp_rs.so` that the tools read and call.
 //!
 //! The runtime exports one data symbol, [`INFO_SYMBOL`], a [`RuntimeInfo`]. Everything
-//! else (entry points, descriptor table, request buffer) is found through it, so the
+//! else (entry point, descriptor table, request buffer) is found through it, so the
 //! runtime's internal symbols stay hidden and the tools never depend on `.symtab`.
 //!
-//! Protocol of one call: the tool writes a request into the buffer, hijacks one thread
-//! to run `call_stub + 2` with `%rax` = the entry point and `%rdi` = the request length;
-//! the entry returns an [`EntryStatus`] in `%rax` and leaves its reply in the buffer.
+//! Protocol of one call: the tool writes a [`Request`] into the buffer, hijacks one thread
+//! to run `call_stub + 2` with `%rbx` = the entry point and `%r15` = the request length;
+//! the entry returns an [`EntryStatus`] and leaves its reply in the buffer.
 
 /// Name of the exported [`RuntimeInfo`].
 pub const INFO_SYMBOL: &str = "pulp_rs_info";
 /// `RuntimeInfo::magic`.
 pub const INFO_MAGIC: u64 = u64::from_le_bytes(*b"PULPRS\0\x01");
 /// Bumped whenever this layout or the protocol changes.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 /// Offset from `call_stub` where the hijacked thread starts. The two bytes before it are
 /// NOPs, so a restarted system call, which moves `%rip` back by 2, is harmless.
 pub const CALL_STUB_ENTRY: u64 = 2;
 
+macro_rules! runtime_info {
+    ($(#[$m:meta])* pub struct RuntimeInfo { $($(#[$fm:meta])* pub $field:ident: u64,)* }) => {
+        $(#[$m])*
+        pub struct RuntimeInfo { $($(#[$fm])* pub $field: u64,)* }
+
+        impl RuntimeInfo {
+            pub const SIZE: usize = core::mem::size_of::<Self>();
+
+            pub fn from_bytes(b: &[u8]) -> Option<Self> {
+                let mut words = b.get(..Self::SIZE)?.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap()));
+                Some(Self { $($field: words.next()?,)* })
+            }
+        }
+    };
+}
+
+runtime_info! {
 /// What the tools read at [`INFO_SYMBOL`]; every field is 8 bytes, little-endian.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,28 +45,21 @@ pub struct RuntimeInfo {
     /// Address of the descriptor table and its number of entries.
     pub descs: u64,
     pub desc_count: u64,
-    /// Address of the hijack stub (`trm/asm/hijack.S`).
+    /// Address of the hijack stub (`trm/asm/hijack.S`), and where a thread that ran an
+    /// entry stops (SIGWINCH) inside it.
     pub call_stub: u64,
-    /// `extern "C" fn(request_len: usize) -> i64`: apply the [request](encode_request)
-    /// in the buffer (immediately, or by starting a transition).
-    pub entry_apply: u64,
-    /// `extern "C" fn(request_len: usize) -> i64`: revert the request's patch.
-    pub entry_revert: u64,
-    /// `extern "C" fn(_) -> i64`: make every thread of the process discard stale
-    /// instructions (membarrier SYNC_CORE) before entries are flipped.
-    pub entry_sync_core: u64,
+    pub call_stub_stop: u64,
+    /// `extern "C" fn(request_len: usize) -> i64`: serve the [`Request`] in the buffer.
+    pub entry: u64,
     /// Request/reply buffer and its size.
     pub buffer: u64,
     pub buffer_len: u64,
-    /// `extern "C" fn(force: usize) -> i64`: end the running transition: every
-    /// descriptor goes to where the goal is, gates are removed.
-    pub entry_finish: u64,
-    /// `extern "C" fn(_) -> i64`: reverse the running transition (goal 1 -> 0).
-    pub entry_reverse: u64,
-    /// Address of the transition id (`u64`, 0: none) and of the goal (`u64`, 1: threads
-    /// move to `new`, 0: back to `prev`).
+    /// Address of the transition id (`u64`, 0: none), of the goal (`u64`, 1: threads move
+    /// to `new`, 0: back to `prev`) and of the armed word (`u64`, 1: every entry of the
+    /// transition is redirected, threads may move; written by the tool).
     pub transition: u64,
     pub goal: u64,
+    pub armed: u64,
     /// Address of two `u64`s, set when a transition starts: the `cleared` TLS word's
     /// offset from the thread pointer (a thread's word is at its `fs_base` + this, as a
     /// signed number), and the address of the word's initial value in the runtime's TLS
@@ -67,8 +77,18 @@ pub struct RuntimeInfo {
     /// Far stubs: stub k, at `far_stubs + FAR_STUB_SIZE * k`, is `jmp *descs[k](%rip)`,
     /// for functions more than 2 GiB away from the descriptors.
     pub far_stubs: u64,
-    /// Where a thread that ran an entry stops (SIGWINCH) inside the hijack stub.
-    pub call_stub_stop: u64,
+    /// Address of the thread id running an entry (`u64`, 0: none): the claim on the
+    /// runtime's entry stack, which is also its registry lock.
+    pub entry_owner: u64,
+    /// Guarded calls: where the tool sends a thread that faulted or hung inside one
+    /// (`%rdi` = signal, 0 for a timeout; `%rsi` = fault address), and the address of the
+    /// number of guarded calls in progress (`u64`: 0, nothing to recover to).
+    pub recover: u64,
+    pub guard_depth: u64,
+    /// The runtime's own log of what it did ([`MessageRing`]) and its size in bytes.
+    pub messages: u64,
+    pub messages_len: u64,
+}
 }
 
 /// The signal the hijack stub raises when an entry returns (see `trm/asm/hijack.S`).
@@ -78,51 +98,12 @@ pub const CALL_STUB_SIGNAL: i32 = 28; // SIGWINCH
 pub const FAR_STUB_SIZE: u64 = 8;
 
 impl RuntimeInfo {
-    pub const SIZE: usize = core::mem::size_of::<Self>();
-    const WORDS: usize = Self::SIZE / 8;
-
     pub fn abi_version(&self) -> u32 {
         self.version_and_desc_size as u32
     }
 
     pub fn desc_size(&self) -> u64 {
         self.version_and_desc_size >> 32
-    }
-
-    pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        if b.len() < Self::SIZE {
-            return None;
-        }
-        let mut w = [0u64; Self::WORDS];
-        for (i, word) in w.iter_mut().enumerate() {
-            *word = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().ok()?);
-        }
-        let [magic, version_and_desc_size, descs, desc_count, call_stub, entry_apply, entry_revert, entry_sync_core, buffer, buffer_len, entry_finish, entry_reverse, transition, goal, cleared_offsets, status, status_len, gate_log, tool_log, log_cap, far_stubs, call_stub_stop] =
-            w;
-        Some(Self {
-            magic,
-            version_and_desc_size,
-            descs,
-            desc_count,
-            call_stub,
-            entry_apply,
-            entry_revert,
-            entry_sync_core,
-            buffer,
-            buffer_len,
-            entry_finish,
-            entry_reverse,
-            transition,
-            goal,
-            cleared_offsets,
-            status,
-            status_len,
-            gate_log,
-            tool_log,
-            log_cap,
-            far_stubs,
-            call_stub_stop,
-        })
     }
 }
 
@@ -162,10 +143,55 @@ impl ThreadLog {
     }
 }
 
-/// An apply or revert request, as the tool writes it into the buffer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a request asks the runtime to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Op {
+    /// Load the patch (its object's bytes are in the request) and start applying it: a
+    /// transition, not yet armed (or, for an immediate patch, one the tool finishes at
+    /// once). Nothing changes for any thread until every entry is redirected.
+    Apply = 1,
+    /// Start reverting the request's patch.
+    Revert = 2,
+    /// End the running transition where its goal is (`arg` = 1: force, threads still
+    /// inside simply switch).
+    Finish = 3,
+    /// Turn the running transition around.
+    Reverse = 4,
+    /// `membarrier(SYNC_CORE)`: every thread drops stale instructions (after new pads).
+    SyncCore = 5,
+    /// Start reverting every patch of the target whose build-id is `target`.
+    RevertAll = 6,
+    /// Allow (`arg` = 1) or refuse (`arg` = 0) every later request but this one.
+    SetPatchable = 7,
+    /// Hand back every entry of the running transition (to rewrite them before it is
+    /// armed, after a tool died while writing them).
+    Resume = 8,
+}
+
+impl Op {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Apply,
+            2 => Self::Revert,
+            3 => Self::Finish,
+            4 => Self::Reverse,
+            5 => Self::SyncCore,
+            6 => Self::RevertAll,
+            7 => Self::SetPatchable,
+            8 => Self::Resume,
+            _ => return None,
+        })
+    }
+}
+
+/// A request, as the tool writes it into the buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request<'a> {
-    /// The `patch.meta` bytes.
+    pub op: Op,
+    /// Op-specific number (`Finish`: force; `SetPatchable`: on).
+    pub arg: u64,
+    /// The `patch.meta` bytes (`Apply`, `Revert`).
     pub meta: &'a [u8],
     /// Entries of the gates for a transition: the exported functions of the targets.
     pub gates: Vec<u64>,
@@ -173,12 +199,30 @@ pub struct Request<'a> {
     /// shared library's executable segments, or, for the main executable (where every
     /// thread always has frames), the patched functions themselves.
     pub inside: Vec<(u64, u64)>,
+    /// The patch object's bytes, exactly as the tool checked them (`Apply`).
+    pub object: &'a [u8],
+    /// A target's build-id (`RevertAll`).
+    pub target: &'a [u8],
 }
 
 impl<'a> Request<'a> {
-    /// `u32` length + meta, `u32` count + `u64` gate entries, `u32` count + ranges.
+    /// A request with no payload.
+    pub fn new(op: Op) -> Self {
+        Self { op, arg: 0, meta: &[], gates: Vec::new(), inside: Vec::new(), object: &[], target: &[] }
+    }
+
+    /// `u32` op, `u64` arg, `u32` length + meta, `u32` count + `u64` gate entries, `u32`
+    /// count + ranges, `u32` length + object, `u32` length + target.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + self.meta.len() + self.gates.len() * 8 + self.inside.len() * 16);
+        let mut out = Vec::with_capacity(
+            36 + self.meta.len()
+                + self.gates.len() * 8
+                + self.inside.len() * 16
+                + self.object.len()
+                + self.target.len(),
+        );
+        out.extend_from_slice(&(self.op as u32).to_le_bytes());
+        out.extend_from_slice(&self.arg.to_le_bytes());
         out.extend_from_slice(&(self.meta.len() as u32).to_le_bytes());
         out.extend_from_slice(self.meta);
         out.extend_from_slice(&(self.gates.len() as u32).to_le_bytes());
@@ -190,29 +234,88 @@ impl<'a> Request<'a> {
             out.extend_from_slice(&s.to_le_bytes());
             out.extend_from_slice(&e.to_le_bytes());
         }
+        out.extend_from_slice(&(self.object.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.object);
+        out.extend_from_slice(&(self.target.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.target);
         out
     }
 
-    /// `None` if malformed.
+    /// `None` if malformed (never panics, whatever the input).
     pub fn decode(b: &'a [u8]) -> Option<Self> {
-        let word =
-            |b: &[u8], at: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?)) };
-        let count = |b: &[u8], at: usize| -> Option<usize> {
-            Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
+        struct Cursor<'b> {
+            b: &'b [u8],
+            at: usize,
+        }
+        impl<'b> Cursor<'b> {
+            fn take(&mut self, n: usize) -> Option<&'b [u8]> {
+                let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+                self.at += n;
+                Some(s)
+            }
+            fn u32(&mut self) -> Option<u32> {
+                Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+            }
+            fn u64(&mut self) -> Option<u64> {
+                Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+            }
+            fn bytes(&mut self) -> Option<&'b [u8]> {
+                let n = self.u32()? as usize;
+                self.take(n)
+            }
+            fn count(&mut self, size: usize) -> Option<usize> {
+                let n = self.u32()? as usize;
+                // Never allocate for more elements than the bytes left can hold.
+                (n.checked_mul(size)? <= self.b.len() - self.at).then_some(n)
+            }
+        }
+        let mut c = Cursor { b, at: 0 };
+        let op = Op::from_u32(c.u32()?)?;
+        let arg = c.u64()?;
+        let meta = c.bytes()?;
+        let g = c.count(8)?;
+        let gates = (0..g).map(|_| c.u64()).collect::<Option<Vec<_>>>()?;
+        let r = c.count(16)?;
+        let inside = (0..r).map(|_| Some((c.u64()?, c.u64()?))).collect::<Option<Vec<_>>>()?;
+        let object = c.bytes()?;
+        let target = c.bytes()?;
+        (c.at == b.len()).then_some(Self { op, arg, meta, gates, inside, object, target })
+    }
+}
+
+/// The runtime's own log: a ring of text lines, readable from outside without stopping
+/// anything. Layout: `u64` sequence counter (odd while a line is being written), `u64`
+/// total bytes ever written, then the ring's bytes; lines end with `\n`.
+pub struct MessageRing;
+
+impl MessageRing {
+    /// Bytes before the ring.
+    pub const HEADER: usize = 16;
+
+    /// The lines still in a ring read back from memory (`bytes` = the whole area), oldest
+    /// first; the first one may be cut (it was partly overwritten).
+    pub fn decode(bytes: &[u8]) -> Vec<String> {
+        let Some(total) = bytes.get(8..16).map(|w| u64::from_le_bytes(w.try_into().unwrap())) else {
+            return Vec::new();
         };
-        let n = count(b, 0)?;
-        let meta = b.get(4..4usize.checked_add(n)?)?;
-        let mut at = 4 + n;
-        let g = count(b, at)?;
-        at += 4;
-        let gates = (0..g).map(|i| word(b, at + i * 8)).collect::<Option<Vec<_>>>()?;
-        at += g * 8;
-        let r = count(b, at)?;
-        at += 4;
-        let inside =
-            (0..r).map(|i| Some((word(b, at + i * 16)?, word(b, at + i * 16 + 8)?))).collect::<Option<Vec<_>>>()?;
-        at += r * 16;
-        (at == b.len()).then_some(Self { meta, gates, inside })
+        let ring = &bytes[Self::HEADER.min(bytes.len())..];
+        if ring.is_empty() {
+            return Vec::new();
+        }
+        let cap = ring.len() as u64;
+        let text: Vec<u8> = if total <= cap {
+            ring[..total as usize].to_vec()
+        } else {
+            let at = (total % cap) as usize;
+            let mut t = ring[at..].to_vec();
+            t.extend_from_slice(&ring[..at]);
+            // The oldest line was partly overwritten: drop it.
+            match t.iter().position(|&b| b == b'\n') {
+                Some(nl) => t.split_off(nl + 1),
+                None => Vec::new(),
+            }
+        };
+        String::from_utf8_lossy(&text).lines().map(str::to_owned).collect()
     }
 }
 
@@ -294,6 +397,8 @@ pub enum EntryStatus {
     Transition = 2,
     /// Refused; nothing changed; the buffer holds a `u32` length and a UTF-8 message.
     Refused = -1,
+    /// Another thread is running an entry (set by the hijack stub; the entry did not run).
+    Busy = -2,
 }
 
 impl EntryStatus {
@@ -303,6 +408,7 @@ impl EntryStatus {
             1 => Self::NothingToDo,
             2 => Self::Transition,
             -1 => Self::Refused,
+            -2 => Self::Busy,
             _ => return None,
         })
     }
@@ -375,19 +481,41 @@ pub fn decode_reply(b: &[u8]) -> Option<Vec<FuncReply>> {
         .collect()
 }
 
+/// Longest refusal message the runtime writes; longer ones are cut (on a character
+/// boundary) and end with `…`.
+pub const MAX_MESSAGE: usize = 8192;
+
 /// Write a refusal message into the buffer (`u32` length + UTF-8, cut to fit).
 pub fn encode_message(msg: &str, out: &mut [u8]) {
     if out.len() < 4 {
         return;
     }
-    let n = msg.len().min(out.len() - 4);
+    let room = (out.len() - 4).min(MAX_MESSAGE);
+    let text: std::borrow::Cow<'_, str> = if msg.len() <= room {
+        msg.into()
+    } else {
+        let mut cut = room.saturating_sub('…'.len_utf8());
+        while !msg.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}…", &msg[..cut]).into()
+    };
+    let n = text.len();
     out[..4].copy_from_slice(&(n as u32).to_le_bytes());
-    out[4..4 + n].copy_from_slice(&msg.as_bytes()[..n]);
+    out[4..4 + n].copy_from_slice(text.as_bytes());
+}
+
+/// Bytes to read from the buffer to get the whole message whose `u32` length is `len`.
+pub fn message_bytes(len: u32) -> usize {
+    4 + (len as usize).min(MAX_MESSAGE)
 }
 
 pub fn decode_message(b: &[u8]) -> String {
-    let n = b.get(..4).map(|l| u32::from_le_bytes(l.try_into().unwrap()) as usize).unwrap_or(0);
-    String::from_utf8_lossy(b.get(4..4 + n).unwrap_or(b"(unreadable message)")).into_owned()
+    let n = b.get(..4).map(|l| u32::from_le_bytes(l.try_into().unwrap()) as usize).unwrap_or(0).min(MAX_MESSAGE);
+    match b.get(4..4 + n) {
+        Some(text) => String::from_utf8_lossy(text).into_owned(),
+        None => "(the runtime's message is cut short)".into(),
+    }
 }
 
 #[cfg(test)]
@@ -420,7 +548,15 @@ mod tests {
 
     #[test]
     fn request_and_thread_log_round_trip() {
-        let req = Request { meta: b"meta", gates: vec![1, 2, 3], inside: vec![(4, 5)] };
+        let req = Request {
+            op: Op::Apply,
+            arg: 7,
+            meta: b"meta",
+            gates: vec![1, 2, 3],
+            inside: vec![(4, 5)],
+            object: b"\x7fELF...",
+            target: b"id",
+        };
         let r = req.encode();
         assert_eq!(Request::decode(&r), Some(req));
         for cut in 0..r.len() {
@@ -435,13 +571,51 @@ mod tests {
     fn runtime_info_decodes_every_word() {
         let words: Vec<u8> = (0..RuntimeInfo::SIZE as u64 / 8).flat_map(|i| i.to_le_bytes()).collect();
         let info = RuntimeInfo::from_bytes(&words).unwrap();
-        assert_eq!((info.magic, info.call_stub_stop), (0, RuntimeInfo::SIZE as u64 / 8 - 1));
+        assert_eq!((info.magic, info.messages_len), (0, RuntimeInfo::SIZE as u64 / 8 - 1));
     }
 
     #[test]
     fn message_round_trips_and_is_cut_to_fit() {
         let mut buf = [0u8; 10];
         encode_message("symbol missing", &mut buf);
-        assert_eq!(decode_message(&buf), "symbol");
+        assert_eq!(decode_message(&buf), "sym…");
+        // A message longer than the limit is cut on a character boundary, and readable.
+        let long = format!("function `{}` is missing", "é".repeat(MAX_MESSAGE));
+        let mut buf = vec![0u8; 1 << 16];
+        encode_message(&long, &mut buf);
+        let len = u32::from_le_bytes(buf[..4].try_into().unwrap());
+        let back = decode_message(&buf[..message_bytes(len)]);
+        assert!(back.starts_with("function `éé") && back.ends_with('…') && back.len() <= MAX_MESSAGE, "{}", back.len());
+    }
+
+    #[test]
+    fn request_decoder_never_panics() {
+        let req = Request { meta: b"m", gates: vec![9], inside: vec![(1, 2)], ..Request::new(Op::Revert) }.encode();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut b = req.clone();
+            let i = (state % b.len() as u64) as usize;
+            b[i] = (state >> 32) as u8;
+            if let Some(r) = Request::decode(&b) {
+                assert_eq!(r.encode(), b);
+            }
+        }
+    }
+
+    #[test]
+    fn message_ring_reads_back_in_order() {
+        let mut area = vec![0u8; MessageRing::HEADER + 16];
+        let mut total = 0u64;
+        for line in ["one\n", "two\n", "three\n", "four\n"] {
+            for &b in line.as_bytes() {
+                area[MessageRing::HEADER + (total % 16) as usize] = b;
+                total += 1;
+            }
+        }
+        area[8..16].copy_from_slice(&total.to_le_bytes());
+        assert_eq!(MessageRing::decode(&area), ["two", "three", "four"]);
     }
 }

@@ -220,6 +220,14 @@ pub fn harmless(original: [u8; 2], state: [u8; 2]) -> bool {
     whole && (original[0] != 0x90 || lone(state[1]))
 }
 
+/// Whether the 2 bytes `state` at a jump offset whose bytes were `original` are ours: the
+/// original NOPs, the short jump of any layout, or any state a write plan passes through
+/// (all harmless), which a tool killed between two byte writes may have left. The next
+/// run takes any of them to where it needs them with [`write_plan`].
+pub fn ours_or_in_flight(original: [u8; 2], state: [u8; 2]) -> bool {
+    state == original || matches!(state, [0xeb, 0xf8 | 0xf5 | 0xf4]) || harmless(original, state)
+}
+
 /// The single-byte writes (offset 0 or 1, value) that take the 2 bytes at a jump
 /// offset from `from` to `to` through harmless states only (the final state, a jump or
 /// the original NOPs, excepted). `None` if there is no such order.
@@ -309,6 +317,29 @@ mod tests {
         }
         assert_eq!(write_plan([0x66, 0x90], [0x66, 0x90], ENTRY_JUMP), Some(vec![(1, 0xf8), (0, 0xeb)]));
         assert!(!harmless([0x66, 0x90], [0x66, 0xf0]) && !harmless([0x66, 0x90], [0x66, 0xf4]));
+    }
+
+    /// Every state a plan passes through, in either direction and from any state a killed
+    /// plan left, is recognised as ours and has a plan to every layout's jump and back.
+    #[test]
+    fn every_in_flight_state_is_recognised_and_repairable() {
+        for original in [[0x66, 0x90], [0x90, 0x90]] {
+            for layout in [Layout::Near, Layout::Far, Layout::EndbrNear, Layout::EndbrFar] {
+                let jump = layout.jump();
+                for (from, to) in [(original, jump), (jump, original)] {
+                    let Some(plan) = write_plan(original, from, to) else { continue };
+                    let mut state = from;
+                    for &(at, byte) in &plan {
+                        state[at as usize] = byte;
+                        assert!(ours_or_in_flight(original, state), "{original:02x?} {state:02x?}");
+                        for target in [original, jump] {
+                            assert!(write_plan(original, state, target).is_some(), "{state:02x?} -> {target:02x?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(!ours_or_in_flight([0x66, 0x90], [0x55, 0x48]));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use crate::format::{put_bytes, put_u32, Reader};
 use crate::{MetaError, PatchMeta};
 
-const MAGIC: [u8; 8] = *b"PULPSTAT";
+const MAGIC: [u8; 8] = *b"PULPSTA2";
 
 /// Where a patch is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +21,9 @@ pub enum PatchState {
     Applying = 2,
     /// A transition away from it is running.
     Reverting = 3,
+    /// A cumulative (`%replace`) patch applied later replaced it: none of its functions
+    /// runs any more. It stays listed; reverting it does nothing.
+    Replaced = 4,
 }
 
 impl PatchState {
@@ -29,6 +32,7 @@ impl PatchState {
             Self::Applied => "applied",
             Self::Applying => "applying",
             Self::Reverting => "reverting",
+            Self::Replaced => "replaced",
         }
     }
 }
@@ -43,6 +47,9 @@ pub struct PatchStatus {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Status {
+    /// Empty when the process accepts patches; otherwise why it refuses them (an
+    /// operator's exclusion).
+    pub refusing: String,
     /// Id of the running transition, 0 when none.
     pub transition: u64,
     /// 1: threads move to the patch's side; 0: a reversed transition moves them back.
@@ -55,6 +62,7 @@ pub struct Status {
 impl Status {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
+        put_bytes(&mut out, self.refusing.as_bytes());
         out.extend_from_slice(&self.transition.to_le_bytes());
         out.extend_from_slice(&self.goal.to_le_bytes());
         put_u32(&mut out, self.ranges.len() as u32);
@@ -78,6 +86,7 @@ impl Status {
         if r.take(8, "status magic")? != MAGIC {
             return Err(MetaError::BadMagic);
         }
+        let refusing = r.string("status.refusing")?;
         let transition = r.u64("status.transition")?;
         let goal = r.u64("status.goal")?;
         let n = r.count("status.ranges")?;
@@ -93,6 +102,7 @@ impl Status {
                 1 => PatchState::Applied,
                 2 => PatchState::Applying,
                 3 => PatchState::Reverting,
+                4 => PatchState::Replaced,
                 value => return Err(MetaError::UnknownValue { field: format!("{field}.state"), value }),
             };
             let since = r.u64(&format!("{field}.since"))?;
@@ -100,7 +110,7 @@ impl Status {
             let meta = PatchMeta::decode(r.take(len, &format!("{field}.meta"))?)?;
             patches.push(PatchStatus { state, since, meta });
         }
-        Ok(Self { transition, goal, ranges, patches })
+        Ok(Self { refusing, transition, goal, ranges, patches })
     }
 }
 
@@ -140,6 +150,7 @@ mod tests {
             }],
         };
         let s = Status {
+            refusing: String::new(),
             transition: 7,
             goal: 1,
             ranges: vec![(0x1000, 0x2000)],

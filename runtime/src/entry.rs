@@ -1,24 +1,30 @@
-//! Entry points `pulp-trigger` calls in a hijacked thread, and their request buffer.
+//! The entry point `pulp-trigger` calls in a hijacked thread, its request buffer, and the
+//! runtime's constructor.
 //!
-//! Each entry takes the length of the request the tool wrote into [`BUFFER`], returns an
-//! [`EntryStatus`] and writes its reply into the same buffer. No panic leaves an entry:
-//! it becomes a refusal carrying the panic message.
+//! The entry takes the length of the request the tool wrote into [`BUFFER`], returns an
+//! [`EntryStatus`] and writes its reply into the same buffer. It runs on the runtime's own
+//! stack, claimed by the hijack stub (`trm/asm/hijack.S`), so a thread with a small stack
+//! can be borrowed. No panic leaves it: it becomes a refusal carrying the panic message.
 
-use crate::registry;
-use pulp_meta::abi::{self, EntryStatus};
+use crate::messages;
+use crate::registry::{self, Claim};
+use pulp_meta::abi::{self, EntryStatus, Request};
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// Size of the request/reply buffer: room for a patch of several thousand functions.
-pub const BUFFER_LEN: usize = 1 << 20;
+/// Size of the request/reply buffer: a request carries the patch object's bytes. It is
+/// `.bss`: only the pages a request touches become memory of the process, and they are
+/// given back after each request.
+pub const BUFFER_LEN: usize = 64 << 20;
 
 /// The request/reply buffer. Only the tool (through `/proc/PID/mem`, while no entry
 /// runs) and the one entry running at a time touch it.
+#[repr(C, align(4096))]
 pub struct Buffer(UnsafeCell<[u8; BUFFER_LEN]>);
 
 // SAFETY: access is serialised by the protocol: the tool writes the request before it
-// starts an entry and reads the reply after the entry returned; entries hold the
-// registry lock while they use the buffer.
+// starts an entry and reads the reply after the entry returned; entries run one at a
+// time (the entry-stack claim).
 unsafe impl Sync for Buffer {}
 
 impl Buffer {
@@ -29,24 +35,29 @@ impl Buffer {
 
 pub static BUFFER: Buffer = Buffer(UnsafeCell::new([0; BUFFER_LEN]));
 
-/// Run `f` on the buffer's first `len` bytes (the request) and the whole buffer (for
-/// the reply), turning errors and panics into a refusal message.
-fn serve(len: usize, f: impl FnOnce(&mut registry::Registry, &[u8], &mut [u8]) -> Result<EntryStatus, String>) -> i64 {
+/// Bytes of the stack entries run on (plus a guard page below it).
+const ENTRY_STACK_LEN: usize = 1 << 20;
+
+/// Serve the request held in the first `len` bytes of the buffer.
+pub extern "C" fn pulp_rs_entry(len: usize) -> i64 {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let mut reg = registry::lock()?;
         if len > BUFFER_LEN {
             return Err(format!("request of {len} bytes exceeds the runtime's {BUFFER_LEN}-byte buffer"));
         }
-        // SAFETY: the registry lock is held, so no other entry uses the buffer, and the
-        // tool does not touch it while an entry runs (see `Buffer`).
+        let mut claim = Claim::get()?;
+        let reg = claim.registry();
+        // SAFETY: the claim is held, so no other entry uses the buffer, and the tool does
+        // not touch it while an entry runs (see `Buffer`).
         let buf = unsafe { &mut *BUFFER.0.get() };
         let request = buf[..len].to_vec();
-        let status = f(&mut reg, &request, buf);
+        give_back(len);
+        let req = Request::decode(&request).ok_or("malformed request")?;
+        let status = registry::serve(reg, &req, buf);
         reg.publish();
         status
     }));
-    // SAFETY: as above; the registry lock is released, but this thread is the only one
-    // running an entry: the tool waits for it to return before it reads the buffer.
+    // SAFETY: as above; the claim is released, but this thread is the only one running
+    // an entry: the tool waits for it to return before it reads the buffer.
     let buf = unsafe { &mut *BUFFER.0.get() };
     match outcome {
         Ok(Ok(status)) => status as i64,
@@ -60,47 +71,65 @@ fn serve(len: usize, f: impl FnOnce(&mut registry::Registry, &[u8], &mut [u8]) -
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("unknown panic");
-            abi::encode_message(&format!("internal error in the runtime: {what}"), buf);
+            let msg = format!("internal error in the runtime: {what}");
+            messages::log(&msg);
+            abi::encode_message(&msg, buf);
             EntryStatus::Refused as i64
         }
     }
 }
 
-/// Apply the `patch.meta` held in the first `len` bytes of the buffer.
-pub extern "C" fn pulp_rs_entry_apply(len: usize) -> i64 {
-    serve(len, registry::apply)
+/// Return the pages of the buffer beyond the first 64 KiB that a request of `len` bytes
+/// used (a patch object's bytes) to the kernel.
+fn give_back(len: usize) {
+    const KEEP: usize = 64 << 10;
+    if len > KEEP {
+        let start = BUFFER.as_ptr() as usize + KEEP;
+        let end = (BUFFER.as_ptr() as usize + len).next_multiple_of(4096);
+        // SAFETY: a page-aligned range inside the buffer, whose content is not needed any
+        // more (the request was copied); MADV_DONTNEED leaves it readable as zeros.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
 }
 
-/// Revert the `patch.meta` held in the first `len` bytes of the buffer.
-pub extern "C" fn pulp_rs_entry_revert(len: usize) -> i64 {
-    serve(len, registry::revert)
-}
-
-/// End the running transition (`force` != 0: threads still inside simply switch).
-pub extern "C" fn pulp_rs_entry_finish(force: usize) -> i64 {
-    serve(0, |reg, _, buf| registry::finish(reg, force != 0, buf))
-}
-
-/// Reverse the running transition.
-pub extern "C" fn pulp_rs_entry_reverse(_unused: usize) -> i64 {
-    serve(0, |reg, _, buf| registry::reverse(reg, buf))
-}
-
-/// Register for `membarrier(PRIVATE_EXPEDITED_SYNC_CORE)` while the process is still
-/// single-threaded (the runtime is preloaded): registering later, with threads running,
-/// makes the kernel wait for an RCU grace period (milliseconds) inside the first apply.
-/// It has no effect on the program. Skipped under a seccomp filter, which might kill the
-/// process for a system call it does not expect; the tools then skip the barrier too.
+/// The constructor: register for `membarrier(SYNC_CORE)` while the process is still
+/// single-threaded (registering later, with threads running, makes the kernel wait for an
+/// RCU grace period inside the first apply), unless a seccomp filter might kill the
+/// process for a system call it does not expect; and map the stack entries run on.
 #[used]
 #[link_section = ".init_array"]
-static REGISTER_SYNC_CORE: extern "C" fn() = register_sync_core;
+static CONSTRUCTOR: extern "C" fn() = constructor;
 
-extern "C" fn register_sync_core() {
-    if !seccomp_free() {
+extern "C" fn constructor() {
+    if seccomp_free() {
+        // SAFETY: membarrier takes no pointers; failure (an old kernel) is harmless.
+        unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_REGISTER_SYNC_CORE, 0, 0) };
+    }
+    map_entry_stack();
+}
+
+/// Map the entry stack with a guard page below it; without it (mmap refused), entries run
+/// on the borrowed thread's own stack.
+fn map_entry_stack() {
+    const GUARD: usize = 4096;
+    // SAFETY: an anonymous private mapping; no memory is touched until used.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ENTRY_STACK_LEN + GUARD,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
         return;
     }
-    // SAFETY: membarrier takes no pointers; failure (an old kernel) is harmless.
-    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_REGISTER_SYNC_CORE, 0, 0) };
+    // SAFETY: the lowest page of the mapping just made.
+    unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) };
+    let top = (base as usize + GUARD + ENTRY_STACK_LEN) & !15;
+    pulp_trm::entry_stack_top().store(top as u64, std::sync::atomic::Ordering::Release);
 }
 
 /// Whether `/proc/self/status` says `Seccomp: 0`. Reads it with plain open/read/close
@@ -128,20 +157,20 @@ fn seccomp_free() -> bool {
 }
 
 const MEMBARRIER_REGISTER_SYNC_CORE: libc::c_long = 1 << 6; // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE
+const MEMBARRIER_SYNC_CORE: libc::c_long = 1 << 5; // MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE
 
 /// Make every thread of the process serialise its instruction stream before the tool
 /// flips function entries, so that no core runs stale bytes of a freshly written pad.
 /// (x86 keeps code coherent in practice; this is the architectural guarantee.)
-pub extern "C" fn pulp_rs_entry_sync_core(_len: usize) -> i64 {
-    const SYNC_CORE: libc::c_long = 1 << 5; // MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE
-                                            // SAFETY: membarrier takes no pointers; failure (an old kernel) only returns -1.
+pub fn sync_core() -> EntryStatus {
+    // SAFETY: membarrier takes no pointers; failure (an old kernel) only returns -1.
     let ok = unsafe {
         libc::syscall(libc::SYS_membarrier, MEMBARRIER_REGISTER_SYNC_CORE, 0, 0) == 0
-            && libc::syscall(libc::SYS_membarrier, SYNC_CORE, 0, 0) == 0
+            && libc::syscall(libc::SYS_membarrier, MEMBARRIER_SYNC_CORE, 0, 0) == 0
     };
     if ok {
-        EntryStatus::Done as i64
+        EntryStatus::Done
     } else {
-        EntryStatus::NothingToDo as i64
+        EntryStatus::NothingToDo
     }
 }

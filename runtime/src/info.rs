@@ -1,6 +1,7 @@
 //! `pulp_rs_info`: the fixed record through which the tools find the runtime's pieces.
 
 use crate::entry;
+use crate::messages::{MessageArea, MESSAGES, RING_LEN};
 use crate::status::{StatusArea, STATUS, STATUS_LEN};
 use crate::transition::{ThreadLog, CLEARED_OFFSETS, GATE_LOG, LOG_CAP, TOOL_LOG};
 use pulp_meta::abi::{self, Descriptor};
@@ -15,15 +16,13 @@ pub struct Info {
     descs: *const Descriptor,
     desc_count: u64,
     call_stub: *const (),
-    entry_apply: *const (),
-    entry_revert: *const (),
-    entry_sync_core: *const (),
+    call_stub_stop: *const (),
+    entry: *const (),
     buffer: *const u8,
     buffer_len: u64,
-    entry_finish: *const (),
-    entry_reverse: *const (),
     transition: *const AtomicU64,
     goal: *const AtomicU64,
+    armed: *const AtomicU64,
     cleared_offsets: *const [AtomicU64; 2],
     status: *const StatusArea,
     status_len: u64,
@@ -31,19 +30,53 @@ pub struct Info {
     tool_log: *const ThreadLog,
     log_cap: u64,
     far_stubs: *const (),
-    call_stub_stop: *const (),
+    entry_owner: *const AtomicU64,
+    recover: *const (),
+    guard_depth: *const AtomicU64,
+    messages: *const MessageArea,
+    messages_len: u64,
 }
 
 // SAFETY: `Info` is immutable after relocation; its pointers are only addresses for the
 // tools to read, never dereferenced through this struct.
 unsafe impl Sync for Info {}
 
+macro_rules! same_offsets {
+    ($($field:ident),*) => {
+        $(assert!(core::mem::offset_of!(Info, $field) == core::mem::offset_of!(abi::RuntimeInfo, $field));)*
+    };
+}
+
 const _: () = {
     assert!(core::mem::size_of::<Info>() == abi::RuntimeInfo::SIZE);
-    assert!(core::mem::offset_of!(Info, buffer_len) == core::mem::offset_of!(abi::RuntimeInfo, buffer_len));
-    assert!(core::mem::offset_of!(Info, call_stub) == core::mem::offset_of!(abi::RuntimeInfo, call_stub));
-    assert!(core::mem::offset_of!(Info, log_cap) == core::mem::offset_of!(abi::RuntimeInfo, log_cap));
+    same_offsets!(
+        magic,
+        version_and_desc_size,
+        descs,
+        desc_count,
+        call_stub,
+        call_stub_stop,
+        entry,
+        buffer,
+        buffer_len,
+        transition,
+        goal,
+        armed,
+        cleared_offsets,
+        status,
+        status_len,
+        gate_log,
+        tool_log,
+        log_cap,
+        far_stubs,
+        entry_owner,
+        recover,
+        guard_depth,
+        messages,
+        messages_len
+    );
     assert!(core::mem::size_of::<ThreadLog>() == abi::ThreadLog::size(LOG_CAP));
+    assert!(core::mem::size_of::<MessageArea>() == abi::MessageRing::HEADER + RING_LEN);
 };
 
 /// What the tools read; its name is [`abi::INFO_SYMBOL`].
@@ -52,19 +85,17 @@ const _: () = {
 pub static pulp_rs_info: Info = Info {
     magic: abi::INFO_MAGIC,
     version_and_desc_size: abi::ABI_VERSION as u64 | ((core::mem::size_of::<Descriptor>() as u64) << 32),
-    // SAFETY (no unsafe needed): only the address of the extern static is taken.
+    // Only addresses of the extern statics are taken (no unsafe needed).
     descs: core::ptr::addr_of!(pulp_trm::pulp_rs_descs) as *const Descriptor,
     desc_count: pulp_trm::DESC_COUNT as u64,
     call_stub: pulp_trm::pulp_rs_call_stub as *const (),
-    entry_apply: entry::pulp_rs_entry_apply as *const (),
-    entry_revert: entry::pulp_rs_entry_revert as *const (),
-    entry_sync_core: entry::pulp_rs_entry_sync_core as *const (),
+    call_stub_stop: pulp_trm::pulp_rs_call_stub_stop as *const (),
+    entry: entry::pulp_rs_entry as *const (),
     buffer: entry::BUFFER.as_ptr(),
     buffer_len: entry::BUFFER_LEN as u64,
-    entry_finish: entry::pulp_rs_entry_finish as *const (),
-    entry_reverse: entry::pulp_rs_entry_reverse as *const (),
     transition: core::ptr::addr_of!(pulp_trm::pulp_rs_transition),
     goal: core::ptr::addr_of!(pulp_trm::pulp_rs_goal),
+    armed: core::ptr::addr_of!(pulp_trm::pulp_rs_armed),
     cleared_offsets: &CLEARED_OFFSETS,
     status: &STATUS,
     status_len: STATUS_LEN as u64,
@@ -72,5 +103,9 @@ pub static pulp_rs_info: Info = Info {
     tool_log: &TOOL_LOG,
     log_cap: LOG_CAP as u64,
     far_stubs: pulp_trm::pulp_rs_far_stubs as *const (),
-    call_stub_stop: pulp_trm::pulp_rs_call_stub_stop as *const (),
+    entry_owner: core::ptr::addr_of!(pulp_trm::pulp_rs_entry_owner),
+    recover: pulp_trm::pulp_rs_recover as *const (),
+    guard_depth: core::ptr::addr_of!(pulp_trm::pulp_rs_guard_depth),
+    messages: &MESSAGES,
+    messages_len: (abi::MessageRing::HEADER + RING_LEN) as u64,
 };

@@ -9,9 +9,12 @@
 //!
 //! - [`info`]: the one exported symbol, `pulp_rs_info`, telling the tools where
 //!   everything is;
-//! - [`entry`]: the entry points (apply, revert, sync-core) and their request buffer;
-//! - [`registry`]: applied patches, the descriptor of each redirected function, and
-//!   the steps of applying and reverting (immediately or through a transition);
+//! - [`entry`]: the one entry point the tools call, its request buffer, the constructor;
+//! - [`registry`]: applied patches and the steps that change them, always through a
+//!   transition armed only once every entry is redirected;
+//! - [`descriptors`]: one per redirected function, with its stack of versions;
+//! - [`callbacks`]: a patch's pre/post patch/unpatch callbacks, run as the kernel runs them;
+//! - [`messages`]: the runtime's own log, a ring `pulp messages` reads;
 //! - [`transition`]: what threads read during a transition: the gate slow path,
 //!   `pulp_quiescent()`, the log of threads that moved themselves;
 //! - [`status`]: the status area `pulp patches` reads from outside;
@@ -21,9 +24,12 @@
 //!
 //! The assembly (descriptor table, dispatch trampoline, hijack stub) is in `trm/`.
 
+pub mod callbacks;
+pub mod descriptors;
 pub mod entry;
 pub mod info;
 pub mod loader;
+pub mod messages;
 pub mod references;
 pub mod registry;
 pub mod shadow;

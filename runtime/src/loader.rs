@@ -136,7 +136,63 @@ fn dlerror() -> String {
     }
 }
 
-/// A patch `.so` opened with `dlopen`. Dropping it does not unload it: code of a patch
+/// The name of every loaded object, as the dynamic linker knows it.
+fn loaded_names() -> Vec<Vec<u8>> {
+    unsafe extern "C" fn collect(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the Vec passed below; `info` is valid for this call.
+        let (out, info) = unsafe { (&mut *(data as *mut Vec<Vec<u8>>), &*info) };
+        if !info.dlpi_name.is_null() {
+            // SAFETY: dlpi_name is a NUL-terminated string owned by the dynamic linker.
+            out.push(unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes().to_vec());
+        }
+        0
+    }
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    // SAFETY: the callback only reads `info` and pushes to the Vec passed as `data`.
+    unsafe { libc::dl_iterate_phdr(Some(collect), &mut out as *mut Vec<Vec<u8>> as *mut libc::c_void) };
+    out
+}
+
+/// Why loading a patch object failed.
+pub enum LoadError {
+    /// Refused before any of its code ran.
+    Refused(String),
+    /// Its code (a constructor) faulted or hung and was abandoned; the object stays mapped
+    /// but is never used.
+    Abandoned(String),
+}
+
+impl From<LoadError> for String {
+    fn from(e: LoadError) -> String {
+        match e {
+            LoadError::Refused(m) | LoadError::Abandoned(m) => m,
+        }
+    }
+}
+
+/// A description of an abandoned guarded call, for messages.
+pub fn describe(a: pulp_trm::Abandoned) -> String {
+    match a.signal {
+        0 => "did not return in time and was abandoned".into(),
+        -1 => "panicked".into(),
+        sig => {
+            // SAFETY: strsignal returns a static or thread-local string for any number.
+            let name = unsafe { CStr::from_ptr(libc::strsignal(sig)) }.to_string_lossy().into_owned();
+            let at = if [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE].contains(&sig) {
+                format!(", at address {:#x}", a.address)
+            } else {
+                String::new()
+            };
+            format!("crashed ({name}, signal {sig}{at})")
+        }
+    }
+}
+
+/// A patch `.so` loaded into the process. Dropping it does not unload it: code of a patch
 /// may still be running on some thread's stack, so patch objects stay loaded.
 pub struct PatchObject {
     handle: *mut libc::c_void,
@@ -144,56 +200,308 @@ pub struct PatchObject {
 }
 
 impl PatchObject {
-    /// `dlopen(path, RTLD_NOW | RTLD_LOCAL)` and check the loaded object's build-id.
-    pub fn open(path: &str, expected_build_id: &[u8]) -> Result<Self, String> {
-        let c = CString::new(path).map_err(|_| format!("patch path {path:?} contains a NUL byte"))?;
-        // SAFETY: `c` is a valid C string; dlopen has no other preconditions.
-        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-        if handle.is_null() {
-            return Err(format!("cannot load patch {path}: {}", dlerror()));
-        }
+    /// Load a patch object from `bytes`, which the tool checked (owner, mode, folders,
+    /// content hash) and copied here: the bytes go into a sealed memory file that nobody
+    /// can change any more, and the dynamic linker loads that file. No path is opened, so
+    /// the target's root, mount namespace or current folder play no part. `name` names
+    /// the memory file (it shows in `/proc/PID/maps`).
+    ///
+    /// The object's constructors run in a guarded call: if one faults or hangs and the
+    /// tool abandons it, the dynamic linker's lock is released and the load is refused.
+    pub fn load(name: &str, bytes: &[u8], expected_build_id: &[u8]) -> Result<Self, LoadError> {
+        let refuse = |m: String| LoadError::Refused(m);
+        let file = SealedFile::create(name, bytes).map_err(refuse)?;
+        let path = file.path().map_err(refuse)?;
+        let c = CString::new(path.clone()).map_err(|_| refuse("patch path contains a NUL byte".into()))?;
+        let locks = LoaderLocks::snapshot();
+        // SAFETY: dlerror takes no arguments; it clears a stale error.
+        unsafe { libc::dlerror() };
+        let loaded = pulp_trm::guarded(|| {
+            // SAFETY: `c` is a valid C string; dlopen has no other preconditions.
+            unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) as usize }
+        });
+        let handle = match loaded {
+            Ok(h) if h != 0 => {
+                file.finish();
+                h as *mut libc::c_void
+            }
+            Ok(_) => return Err(refuse(format!("cannot load the patch object: {}", dlerror()))),
+            Err(abandoned) => {
+                let released = locks.release_taken_since();
+                let lock_note = if released { "" } else { " (the dynamic linker's lock could not be released)" };
+                return Err(LoadError::Abandoned(format!(
+                    "the patch object's initialisation {}; the patch was not applied{lock_note}",
+                    describe(abandoned)
+                )));
+            }
+        };
         let mut map: *mut libc::c_void = std::ptr::null_mut();
         // SAFETY: RTLD_DI_LINKMAP stores a `struct link_map *` into `map`; `handle` is live.
         let rc = unsafe { libc::dlinfo(handle, libc::RTLD_DI_LINKMAP, &mut map as *mut _ as *mut libc::c_void) };
         if rc != 0 || map.is_null() {
-            let e = dlerror();
-            Self::close(handle);
-            return Err(format!("cannot inspect patch {path}: {e}"));
+            return Err(refuse(format!("cannot inspect the patch object: {}", dlerror())));
         }
         // SAFETY: `l_addr`, the load base, is the first field of glibc's `struct link_map`.
         let base = unsafe { *(map as *const usize) };
         let actual = loaded_objects().into_iter().find(|o| o.base == base).map(|o| o.build_id).unwrap_or_default();
         if actual != expected_build_id {
-            Self::close(handle);
-            return Err(format!(
-                "patch {path} has build-id {} but the metadata records {}",
+            return Err(refuse(format!(
+                "the patch object has build-id {} but the metadata records {}",
                 pulp_meta::format::hex(&actual),
                 pulp_meta::format::hex(expected_build_id)
-            ));
+            )));
         }
         Ok(Self { handle, base })
     }
 
     /// Address of the defined symbol `name`.
     pub fn symbol(&self, name: &str) -> Result<usize, String> {
-        let c = CString::new(name).map_err(|_| format!("symbol {name:?} contains a NUL byte"))?;
-        // SAFETY: `handle` is live (never closed once open succeeded) and `c` is valid.
+        self.find(name).ok_or_else(|| format!("new function `{name}` is missing from the patch object"))
+    }
+
+    /// Address of `name` in the patch object, if it defines it.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        let c = CString::new(name).ok()?;
+        // SAFETY: `handle` is live (never closed once loaded) and `c` is valid.
         let addr = unsafe { libc::dlsym(self.handle, c.as_ptr()) };
-        if addr.is_null() {
-            Err(format!("new function `{name}` is missing from the patch object"))
-        } else {
-            Ok(addr as usize)
+        (!addr.is_null()).then_some(addr as usize)
+    }
+
+    /// The loaded object's segments.
+    pub fn loaded(&self) -> Option<Loaded> {
+        loaded_at(self.base)
+    }
+}
+
+/// The bytes of a patch object in a memory file sealed against any change, and the path
+/// the dynamic linker loads it from. The descriptor stays open for the life of the process
+/// (the path `/proc/self/fd/N` must never name another object the linker already has:
+/// it compares names before files). Without `/proc` in the process's root (a chroot), the
+/// bytes go to a fresh private folder in `/dev/shm` or `/tmp` instead, deleted once loaded.
+struct SealedFile {
+    fd: libc::c_int,
+    /// The private folder and file of the fallback, removed by `finish`.
+    fallback: Option<(CString, CString)>,
+}
+
+impl SealedFile {
+    fn create(name: &str, bytes: &[u8]) -> Result<Self, String> {
+        let cname: String = name.chars().filter(|c| c.is_ascii_graphic()).take(200).collect();
+        if !std::path::Path::new("/proc/self/fd").is_dir() {
+            return Self::private_copy(&cname, bytes);
+        }
+        let cname = CString::new(format!("pulp:{cname}")).expect("no NUL in filtered name");
+        // SAFETY: a valid C string and plain flags.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        if fd < 0 {
+            return Err(format!(
+                "cannot create a memory file for the patch object: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let me = Self { fd, fallback: None };
+        write_all(fd, bytes).map_err(|e| format!("cannot fill the patch object's memory file: {e}"))?;
+        let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        // SAFETY: fcntl on a descriptor we own, with an integer argument.
+        if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(format!("cannot seal the patch object's memory file: {}", std::io::Error::last_os_error()));
+        }
+        Ok(me)
+    }
+
+    /// Without `/proc`: a file in a new folder only this process's user can enter
+    /// (`mkdtemp`, mode 0700), written here and then made read-only. Only that user (who
+    /// may trace the process anyway) or root could change it before it is loaded.
+    fn private_copy(name: &str, bytes: &[u8]) -> Result<Self, String> {
+        let mut last = String::from("no /dev/shm or /tmp");
+        for parent in ["/dev/shm", "/tmp"] {
+            let mut template = format!("{parent}/pulp-XXXXXX\0").into_bytes();
+            // SAFETY: a writable NUL-terminated template ending in XXXXXX.
+            let dir = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
+            if dir.is_null() {
+                last = format!("{parent}: {}", std::io::Error::last_os_error());
+                continue;
+            }
+            template.pop();
+            let dir_path = String::from_utf8_lossy(&template).into_owned();
+            let file = CString::new(format!("{dir_path}/{name}.so")).map_err(|_| "bad name".to_string())?;
+            let dir = CString::new(dir_path).expect("no NUL");
+            // SAFETY: a valid C string; O_EXCL|O_NOFOLLOW: the folder is new and ours.
+            let fd = unsafe {
+                libc::open(
+                    file.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    0o500,
+                )
+            };
+            let me = Self { fd, fallback: Some((dir, file)) };
+            if fd < 0 {
+                return Err(format!("cannot write the patch object: {}", std::io::Error::last_os_error()));
+            }
+            write_all(fd, bytes).map_err(|e| format!("cannot write the patch object: {e}"))?;
+            return Ok(me);
+        }
+        Err(format!(
+            "this process has no /proc and no writable /dev/shm or /tmp to load the patch object from ({last}); \
+             mount proc in its root"
+        ))
+    }
+
+    /// A path naming exactly this file for `dlopen`.
+    fn path(&self) -> Result<String, String> {
+        if let Some((_, file)) = &self.fallback {
+            return Ok(file.to_string_lossy().into_owned());
+        }
+        let names = loaded_names();
+        // A name the linker already knows would make dlopen return that object instead.
+        (0..64)
+            .map(|k| format!("/proc/self/fd/{}{}", "./".repeat(k), self.fd))
+            .find(|p| !names.iter().any(|n| n == p.as_bytes()))
+            .ok_or_else(|| "cannot find a fresh name for the patch object's memory file".to_string())
+    }
+
+    /// Keep the memory file open (see the type's comment); remove a private copy.
+    fn finish(self) {
+        if let Some((dir, file)) = &self.fallback {
+            // SAFETY: valid C strings naming what `private_copy` made; `fd` is ours.
+            unsafe {
+                libc::close(self.fd);
+                libc::unlink(file.as_ptr());
+                libc::rmdir(dir.as_ptr());
+            }
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SealedFile {
+    /// A load refused before `finish`: nothing of it is needed any more.
+    fn drop(&mut self) {
+        // SAFETY: closing and removing only what `create` made.
+        unsafe {
+            if self.fd >= 0 {
+                libc::close(self.fd);
+            }
+            if let Some((dir, file)) = &self.fallback {
+                libc::unlink(file.as_ptr());
+                libc::rmdir(dir.as_ptr());
+            }
         }
     }
+}
 
-    /// Undo an `open` that failed its checks: nothing of the object is in use yet.
-    pub fn discard(self) {
-        Self::close(self.handle)
+fn write_all(fd: libc::c_int, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: writes at most `bytes.len()` bytes from a live slice.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        bytes = &bytes[n as usize..];
+    }
+    Ok(())
+}
+
+/// The dynamic linker's own locks, which a thread abandoned inside `dlopen` (its patch's
+/// constructor faulted or hung) still holds: every later `dlopen` of the program would
+/// wait forever. They are recursive pthread mutexes inside the linker's `_rtld_global`
+/// (the load lock is taken once per `dlopen` level); this finds the ones this thread
+/// took since the snapshot by their owner and count, and unlocks them back.
+struct LoaderLocks {
+    area: Option<(*const u8, usize)>,
+    tid: i32,
+    /// `(offset, count)` of recursive mutexes this thread already held at the snapshot.
+    held: Vec<(usize, u32)>,
+}
+
+/// Offsets in glibc's x86-64 `pthread_mutex_t`: `__lock`, `__count`, `__owner`, `__kind`.
+const MUTEX_LOCK: usize = 0;
+const MUTEX_COUNT: usize = 4;
+const MUTEX_OWNER: usize = 8;
+const MUTEX_KIND: usize = 16;
+const MUTEX_SIZE: usize = 40;
+const PTHREAD_MUTEX_RECURSIVE_NP: i32 = 1;
+
+impl LoaderLocks {
+    fn snapshot() -> Self {
+        // SAFETY: gettid has no arguments.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        let mut me = Self { area: rtld_global(), tid, held: Vec::new() };
+        me.held = me.owned();
+        me
     }
 
-    fn close(handle: *mut libc::c_void) {
-        // SAFETY: `handle` came from a successful dlopen, no pointer into the object
-        // has been handed out, so dropping this reference is sound.
-        unsafe { libc::dlclose(handle) };
+    /// Recursive mutexes of the area this thread owns, with their counts.
+    fn owned(&self) -> Vec<(usize, u32)> {
+        let Some((base, len)) = self.area else { return Vec::new() };
+        let word = |at: usize| -> i32 {
+            // SAFETY: `at + 4 <= len` (checked by the caller's loop bound); the area is
+            // `_rtld_global`, mapped for the life of the process; read_volatile because the
+            // dynamic linker may change it.
+            unsafe { std::ptr::read_volatile(base.add(at) as *const i32) }
+        };
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + MUTEX_SIZE <= len {
+            if word(at + MUTEX_LOCK) != 0
+                && word(at + MUTEX_OWNER) == self.tid
+                && word(at + MUTEX_KIND) & 0x7f == PTHREAD_MUTEX_RECURSIVE_NP
+                && word(at + MUTEX_COUNT) > 0
+            {
+                out.push((at, word(at + MUTEX_COUNT) as u32));
+            }
+            at += 8;
+        }
+        out
     }
+
+    /// Unlock what this thread took since the snapshot. `false` if the linker's locks
+    /// cannot be found (then they may still be held).
+    fn release_taken_since(&self) -> bool {
+        let Some((base, _)) = self.area else { return false };
+        for (at, count) in self.owned() {
+            let before = self.held.iter().find(|h| h.0 == at).map_or(0, |h| h.1);
+            for _ in before..count {
+                // SAFETY: a recursive pthread mutex inside `_rtld_global` that this thread
+                // owns (checked in `owned`), unlocked as many times as it was locked since.
+                unsafe { libc::pthread_mutex_unlock(base.add(at) as *mut libc::pthread_mutex_t) };
+            }
+        }
+        true
+    }
+}
+
+/// `dladdr1` flag: return the symbol's `ElfW(Sym)` (`<dlfcn.h>`).
+const RTLD_DL_SYMENT: libc::c_int = 1;
+
+/// Address and size of the dynamic linker's `_rtld_global`.
+fn rtld_global() -> Option<(*const u8, usize)> {
+    // SAFETY: dlsym with a static NUL-terminated name.
+    let addr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_rtld_global".as_ptr()) };
+    if addr.is_null() {
+        return None;
+    }
+    // SAFETY: Dl_info is plain data (pointers and integers); all-zero is a valid value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let mut sym: *const libc::Elf64_Sym = std::ptr::null();
+    // SAFETY: dladdr1 with RTLD_DL_SYMENT stores a pointer to the symbol's ElfW(Sym) into
+    // `sym`; both out-pointers live across the call.
+    let ok = unsafe {
+        libc::dladdr1(
+            addr,
+            &mut info,
+            &mut sym as *mut *const libc::Elf64_Sym as *mut *mut libc::c_void,
+            RTLD_DL_SYMENT,
+        )
+    };
+    if ok == 0 || sym.is_null() {
+        return None;
+    }
+    // SAFETY: `sym` points into the linker's dynamic symbol table, mapped for good.
+    let size = unsafe { (*sym).st_size } as usize;
+    (size > 0 && size < 1 << 20).then_some((addr as *const u8, size))
 }

@@ -157,7 +157,8 @@ extern "C" fn visit(ctx: *mut UnwindContext, arg: *mut libc::c_void) -> libc::c_
 /// cannot be walked to its end counts as inside: never move on a guess.
 extern "C" fn gate_clear(_desc: *const Descriptor, return_address: usize) {
     let id = pulp_trm::transition().load(Ordering::Acquire);
-    if id == 0 || inside(return_address as u64) {
+    // Not armed: some entry of the patch may not be redirected yet; nobody moves.
+    if id == 0 || pulp_trm::armed().load(Ordering::Acquire) == 0 || inside(return_address as u64) {
         return;
     }
     let mut walk = Walk { inside: false, frames: 0 };
@@ -175,7 +176,7 @@ extern "C" fn gate_clear(_desc: *const Descriptor, return_address: usize) {
 #[no_mangle]
 pub extern "C" fn pulp_quiescent() {
     let id = pulp_trm::transition().load(Ordering::Acquire);
-    if id != 0 {
+    if id != 0 && pulp_trm::armed().load(Ordering::Acquire) != 0 {
         move_self(id);
     }
 }

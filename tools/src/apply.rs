@@ -2,31 +2,37 @@
 //!
 //! 1. check everything from outside, touching nothing: the process, the runtime, each
 //!    target (mapped, build-id read from memory), each function's prologue, the reach of
-//!    the runtime's descriptors, the patch object (present, safe, right build-id);
-//! 2. stop one thread at a safe point and make it run the runtime's entry point, which
-//!    loads the patch and either points the descriptors at the new versions (an
-//!    immediate patch) or starts a transition (nothing changes for any thread yet);
-//! 3. write the code: each new pad jump, a membarrier so every core drops stale
-//!    instructions, then each entry, one byte at a time in an order where every
-//!    intermediate state is a harmless instruction (see `pulp_meta::prologue`);
+//!    the runtime's descriptors, the patch object (a trusted path, the content hash
+//!    `pulp pack` recorded); answer at once, stopping nothing, when there is nothing to do;
+//! 2. stop one thread at a safe point and make it run the runtime's entry with the
+//!    request (the patch object's checked bytes included): the runtime loads the patch
+//!    and starts a transition that is not armed, so nothing changes for any thread yet;
+//! 3. while that thread is still held, write the code: each new pad jump, a membarrier
+//!    so every core drops stale instructions, then each entry, one byte at a time in an
+//!    order where every intermediate state is a harmless instruction (see
+//!    `pulp_meta::prologue`); an immediate patch is finished right there;
 //! 4. put the thread back exactly as it was;
-//! 5. for a transition: move the threads one by one (`crate::transition`), then stop one
+//! 5. for a transition: arm it (only now can a thread move: every entry of the patch is
+//!    redirected), move the threads one by one (`crate::transition`), then stop one
 //!    thread again to finish it (descriptors straight to the new versions, gates off).
 //!
-//! A failure in phase 1 or a refusal by the runtime leaves the process untouched.
+//! A failure in phase 1 or a refusal by the runtime leaves the process untouched. A tool
+//! killed at any point leaves it running correctly (see docs/architecture.md): the next
+//! run (apply or revert again, or `--continue`) recognises every state a write left and
+//! takes it up.
 
 use crate::error::{Result, TriggerError};
 use crate::hijack::Hijacked;
+use crate::patchfile;
 use crate::process::{MappedObject, Process};
 use crate::runtime::{runtime_code, runtime_info};
 use crate::transition::{self, Driven, Holder, Progress};
-use pulp_meta::abi::{self, EntryAction, EntryStatus, FuncReply, RuntimeInfo};
-use pulp_meta::format::{hex, FLAG_IMMEDIATE};
+use pulp_meta::abi::{self, EntryAction, EntryStatus, FuncReply, Op, Request, RuntimeInfo};
+use pulp_meta::format::{hex, FLAG_IMMEDIATE, FLAG_REPLACE};
 use pulp_meta::prologue::{self, Layout, PAD_BEFORE};
-use pulp_meta::status::PatchState;
+use pulp_meta::status::{PatchState, Status};
 use pulp_meta::{PatchMeta, Prologue};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +57,13 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// How long the patch's own code (constructors, callbacks) may run in one call.
+    fn call_limit(&self) -> Duration {
+        self.timeout.clamp(Duration::from_secs(2), Duration::from_secs(60))
+    }
+}
+
 /// How a transition ended.
 #[derive(Debug)]
 pub enum Ended {
@@ -60,19 +73,20 @@ pub enum Ended {
     Forced(Progress, Vec<Holder>),
     /// Time ran out; the transition was turned around and completed backwards.
     Reversed(Progress, Vec<Holder>),
+    /// An immediate patch: every thread switched at once.
+    Immediate,
 }
 
-/// What happened, for the summary line.
+/// What happened, for the summary.
 #[derive(Debug)]
 pub struct Outcome {
     /// `NothingToDo`: already applied (apply) or not applied (revert).
     pub status: EntryStatus,
     pub functions: usize,
-    pub tid: i32,
-    /// How long the hijacked thread was stopped (the first time).
-    pub stopped: Duration,
+    /// The borrowed thread and how long it was held the first time; `None` when nothing
+    /// had to be stopped.
+    pub stopped: Option<(i32, Duration)>,
     pub total: Duration,
-    /// `None` for an immediate patch.
     pub transition: Option<Ended>,
 }
 
@@ -81,15 +95,136 @@ pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode, opts: Options) 
     let t0 = Instant::now();
     let proc = Process::open(pid)?;
     proc.lock()?;
+    let during = |e: TriggerError, stage: &str| exited_or(&proc, e, stage);
+    let objects = proc.objects().map_err(|e| during(e, "before it could be patched"))?;
+    let info = runtime_info(&proc, &objects).map_err(|e| during(e, "before it could be patched"))?;
+    let status = transition::read_status(&proc, &info)?;
+    if !status.refusing.is_empty() {
+        return Err(TriggerError::Refused {
+            pid,
+            message: format!("this process refuses live patches: {}", status.refusing),
+        });
+    }
+    let id = meta.id();
+    let functions = meta.function_count();
+    let listed = status.patches.iter().find(|p| p.meta.id() == id).map(|p| p.state);
+    let quiet = status.transition == 0;
+    let nothing = |status| Ok(Outcome { status, functions, stopped: None, total: t0.elapsed(), transition: None });
+    match (mode, listed) {
+        // Nothing to do, and nothing needs a thread stopped to know it.
+        (Mode::Revert, None | Some(PatchState::Replaced)) if quiet => return nothing(EntryStatus::NothingToDo),
+        (Mode::Apply, Some(PatchState::Applied)) if quiet && entries_intact(&proc, &objects, &info, meta) => {
+            return nothing(EntryStatus::NothingToDo)
+        }
+        _ => {}
+    }
+    let known = KnownEntries::read(&proc, &info)?;
+    check_functions(&proc, &objects, &info, &known, meta, mode)?;
+    let object = if mode == Mode::Apply && listed.is_none() {
+        patchfile::patch_object(meta, &patchfile::trusted_owners(pid))?
+    } else {
+        Vec::new()
+    };
+    let immediate = meta.flags & FLAG_IMMEDIATE != 0;
+    let (gates, inside) =
+        if immediate { Default::default() } else { transition_scope(&proc, &objects, &scope_targets(meta, &status))? };
+    let op = if mode == Mode::Apply { Op::Apply } else { Op::Revert };
+    let request = Request { meta: bytes, gates, inside, object: &object, ..Request::new(op) }.encode();
+
+    let mut thread = Hijacked::attach(&proc, info, opts.call_limit())?;
+    let status = call(&proc, &mut thread, &info, &request).map_err(|e| during(e, "before the patch could run"))?;
+    let replies = read_reply(&proc, &info)?;
+    let stopped = Some((thread.tid(), thread.stopped_at.elapsed()));
+    if status == EntryStatus::NothingToDo {
+        // Already applied: repair any entry a killed tool left half-written.
+        thread.release()?;
+        write_code(&proc, &info, &replies, None)?;
+        return Ok(Outcome { status, functions, stopped, total: t0.elapsed(), transition: None });
+    }
+    let ended = take_up(&proc, &objects, &info, thread, &replies, immediate, opts)
+        .map_err(|e| during(e, "while the patch was being applied"))?;
+    Ok(Outcome { status, functions, stopped, total: t0.elapsed(), transition: Some(ended) })
+}
+
+/// A transition the runtime just started (or handed back): write every entry while the
+/// borrowed thread is still held, then finish it at once (immediate) or arm it and move
+/// the threads.
+fn take_up(
+    proc: &Process,
+    objects: &[MappedObject],
+    info: &RuntimeInfo,
+    mut thread: Hijacked,
+    replies: &[FuncReply],
+    immediate: bool,
+    opts: Options,
+) -> Result<Ended> {
+    write_code(proc, info, replies, Some(&mut thread))?;
+    if immediate {
+        let status = call(proc, &mut thread, info, &finish_request(true))?;
+        let replies = read_reply(proc, info)?;
+        thread.release()?;
+        if status == EntryStatus::Done {
+            write_code(proc, info, &replies, None)?;
+        }
+        return Ok(Ended::Immediate);
+    }
+    thread.release()?;
+    // Every entry is redirected: only now may a thread move.
+    proc.write(info.armed, &1u64.to_le_bytes())?;
+    complete(proc, objects, info, opts)
+}
+
+fn finish_request(force: bool) -> Vec<u8> {
+    Request { arg: force as u64, ..Request::new(Op::Finish) }.encode()
+}
+
+/// The process exited: say so, with its exit status when it can still be read, instead
+/// of whatever error reading its memory gave.
+fn exited_or(proc: &Process, err: TriggerError, stage: &str) -> TriggerError {
+    if proc.alive() {
+        return err;
+    }
+    TriggerError::ExitedWith { pid: proc.pid, during: stage.to_string(), status: proc.exit_status() }
+}
+
+/// `pulp-trigger --continue`: take up a transition an earlier run left running.
+pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
+    let proc = Process::open(pid)?;
+    proc.lock()?;
     let objects = proc.objects()?;
     let info = runtime_info(&proc, &objects)?;
-    let functions = check_functions(&proc, &objects, &info, meta, mode)?;
-    if mode == Mode::Apply {
-        check_patch_object(&proc, meta)?;
+    let status = transition::read_status(&proc, &info)?;
+    if status.transition == 0 {
+        return Ok(None);
     }
-    let (gates, inside) =
-        if meta.flags & FLAG_IMMEDIATE != 0 { Default::default() } else { transition_scope(&proc, &objects, meta)? };
-    let request = abi::Request { meta: bytes, gates, inside }.encode();
+    let pending: Vec<&PatchMeta> = status
+        .patches
+        .iter()
+        .filter(|p| p.state != PatchState::Applied && p.state != PatchState::Replaced)
+        .map(|p| &p.meta)
+        .collect();
+    let immediate = !pending.is_empty() && pending.iter().all(|m| m.flags & FLAG_IMMEDIATE != 0);
+    if read_u64(&proc, info.armed)? == 1 && !immediate {
+        // Armed: every entry was written; just move the rest of the threads.
+        return complete(&proc, &objects, &info, opts).map(Some);
+    }
+    // A tool died before it armed the transition: some entries may be half-written.
+    let mut thread = Hijacked::attach(&proc, info, opts.call_limit())?;
+    let st = call(&proc, &mut thread, &info, &Request::new(Op::Resume).encode())?;
+    let replies = read_reply(&proc, &info)?;
+    if st == EntryStatus::NothingToDo {
+        thread.release()?;
+        return Ok(None);
+    }
+    take_up(&proc, &objects, &info, thread, &replies, immediate, opts)
+        .map_err(|e| exited_or(&proc, e, "while the transition was being completed"))
+        .map(Some)
+}
+
+/// Run the runtime's entry with `request` in the hijacked thread; a refusal becomes an
+/// error carrying the runtime's message.
+fn call(proc: &Process, thread: &mut Hijacked, info: &RuntimeInfo, request: &[u8]) -> Result<EntryStatus> {
+    let pid = proc.pid;
     if request.len() as u64 > info.buffer_len {
         return Err(TriggerError::Target {
             pid,
@@ -100,61 +235,26 @@ pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode, opts: Options) 
             ),
         });
     }
-
-    let mut thread = Hijacked::attach(&proc, info)?;
-    proc.write(info.buffer, &request)?;
-    let entry = if mode == Mode::Apply { info.entry_apply } else { info.entry_revert };
-    let status = call(&proc, &mut thread, &info, entry, request.len() as u64)?;
-    let replies = read_reply(&proc, &info)?;
-    let tid = thread.tid();
-    let stopped = thread.stopped_at.elapsed();
-    // Let the thread go before writing code: nothing here needs it stopped.
-    thread.release()?;
-    write_code(&proc, &info, &replies)?;
-    let transition =
-        if status == EntryStatus::Transition { Some(complete(&proc, &objects, &info, opts)?) } else { None };
-    Ok(Outcome { status, functions, tid, stopped, total: t0.elapsed(), transition })
-}
-
-/// `pulp-trigger --continue`: take up a transition an earlier run left running.
-pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
-    let proc = Process::open(pid)?;
-    proc.lock()?;
-    let objects = proc.objects()?;
-    let info = runtime_info(&proc, &objects)?;
-    if transition::running(&proc, &info, &[])?.is_none() {
-        return Ok(None);
-    }
-    // A trigger that died may have left entries of the transition not yet redirected:
-    // hand the runtime the patch again (it answers with the transition's entries) and
-    // bring the code in line before moving threads.
-    let status = transition::read_status(&proc, &info)?;
-    if let Some(p) = status.patches.iter().find(|p| p.state != PatchState::Applied) {
-        let bytes = p.meta.encode();
-        let (gates, inside) = transition_scope(&proc, &objects, &p.meta)?;
-        let request = abi::Request { meta: &bytes, gates, inside }.encode();
-        let mut thread = Hijacked::attach(&proc, info)?;
-        proc.write(info.buffer, &request)?;
-        call(&proc, &mut thread, &info, info.entry_apply, request.len() as u64)?;
-        let replies = read_reply(&proc, &info)?;
-        thread.release()?;
-        write_code(&proc, &info, &replies)?;
-    }
-    complete(&proc, &objects, &info, opts).map(Some)
-}
-
-/// Run an entry point in the hijacked thread; a refusal becomes an error carrying the
-/// runtime's message.
-fn call(proc: &Process, thread: &mut Hijacked, info: &RuntimeInfo, entry: u64, arg: u64) -> Result<EntryStatus> {
-    let pid = proc.pid;
-    let rc = thread.call(proc, entry, arg)?;
+    proc.write(info.buffer, request)?;
+    let rc = thread.call(proc, info.entry, request.len() as u64)?;
     let status = EntryStatus::from_i64(rc)
         .ok_or_else(|| TriggerError::Target { pid, what: format!("the runtime returned an unknown status {rc}") })?;
-    if status == EntryStatus::Refused {
-        let message = abi::decode_message(&proc.read(info.buffer, 4 + 4096)?);
-        return Err(TriggerError::Refused { pid, message });
+    match status {
+        EntryStatus::Refused => {
+            let len = u32::from_le_bytes(proc.read_array::<4>(info.buffer)?);
+            let message = abi::decode_message(&proc.read(info.buffer, abi::message_bytes(len))?);
+            Err(TriggerError::Refused { pid, message })
+        }
+        EntryStatus::Busy => {
+            let owner = read_u64(proc, info.entry_owner).unwrap_or(0);
+            Err(TriggerError::Busy { pid, tid: owner as i32 })
+        }
+        _ => Ok(status),
     }
-    Ok(status)
+}
+
+fn read_u64(proc: &Process, addr: u64) -> Result<u64> {
+    Ok(u64::from_le_bytes(proc.read_array::<8>(addr)?))
 }
 
 /// Move every thread, then finish the transition (or force, or reverse it).
@@ -172,8 +272,8 @@ fn complete(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, opts: 
         Driven::Done(p) => Ended::Completed(p),
         Driven::Stuck(p, holders) if opts.force => Ended::Forced(p, holders),
         Driven::Stuck(_, holders) if opts.reverse => {
-            let mut thread = Hijacked::attach(proc, *info)?;
-            call(proc, &mut thread, info, info.entry_reverse, 0)?;
+            let mut thread = Hijacked::attach(proc, *info, opts.call_limit())?;
+            call(proc, &mut thread, info, &Request::new(Op::Reverse).encode())?;
             thread.release()?;
             match step(proc)?.1 {
                 Driven::Done(p) => Ended::Reversed(p, holders),
@@ -182,11 +282,11 @@ fn complete(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, opts: 
         }
         Driven::Stuck(_, holders) => return Err(stuck(proc.pid, &run, holders, opts.timeout, false)),
     };
-    let mut thread = Hijacked::attach(proc, *info)?;
-    call(proc, &mut thread, info, info.entry_finish, matches!(ended, Ended::Forced(..)) as u64)?;
+    let mut thread = Hijacked::attach(proc, *info, opts.call_limit())?;
+    call(proc, &mut thread, info, &finish_request(matches!(ended, Ended::Forced(..))))?;
     let replies = read_reply(proc, info)?;
     thread.release()?;
-    write_code(proc, info, &replies)?;
+    write_code(proc, info, &replies, None)?;
     Ok(ended)
 }
 
@@ -199,38 +299,73 @@ fn stuck(
 ) -> TriggerError {
     let mut report = String::new();
     for h in &holders {
-        report.push_str(&format!("\n  thread {} ({}):", h.tid, h.name));
+        let note = if h.inside { "" } else { ", not examined yet" };
+        report.push_str(&format!("\n  thread {} ({}{note}):", h.tid, crate::text::printable(&h.name)));
         for (i, f) in h.frames.iter().enumerate() {
-            report.push_str(&format!("\n    #{i} {f}"));
+            report.push_str(&format!("\n    #{i} {}", crate::text::printable(f)));
         }
     }
-    TriggerError::Stuck { pid, id: run.id, timeout, count: holders.len(), report, reversing }
+    let inside = holders.iter().filter(|h| h.inside).count();
+    TriggerError::Stuck { pid, id: run.id, timeout, inside, unexamined: holders.len() - inside, report, reversing }
 }
 
 /// `[start, end)` of code.
 type Range = (u64, u64);
+
+/// A target a transition touches: its build-id and the functions (offsets) that change.
+pub type ScopeTarget = (Vec<u8>, Vec<u64>);
+
+/// Add the targets of `meta` to `scope`.
+pub fn add_scope(scope: &mut Vec<ScopeTarget>, meta: &PatchMeta) {
+    for t in &meta.targets {
+        let offsets = t.functions.iter().map(|f| f.offset);
+        match scope.iter_mut().find(|(b, _)| *b == t.build_id) {
+            Some((_, o)) => o.extend(offsets),
+            None => scope.push((t.build_id.clone(), offsets.collect())),
+        }
+    }
+}
+
+/// What a transition of `meta` touches: its targets, and for a cumulative patch those of
+/// every applied patch it replaces.
+fn scope_targets(meta: &PatchMeta, status: &Status) -> Vec<ScopeTarget> {
+    let mut scope = Vec::new();
+    add_scope(&mut scope, meta);
+    if meta.flags & FLAG_REPLACE != 0 {
+        for p in status.patches.iter().filter(|p| p.state == PatchState::Applied) {
+            if p.meta.targets.iter().any(|t| meta.targets.iter().any(|n| n.build_id == t.build_id)) {
+                add_scope(&mut scope, &p.meta);
+            }
+        }
+    }
+    scope
+}
 
 /// What a transition needs to know about the targets: the gates (exported functions of
 /// each shared library, the doors a thread comes in through) and the code that counts as
 /// inside. For a shared library that is all its code; for the main executable, where
 /// every thread always has frames (`main`, thread start routines), it is the patched
 /// functions themselves, as for the kernel's livepatch.
-fn transition_scope(proc: &Process, objects: &[MappedObject], meta: &PatchMeta) -> Result<(Vec<u64>, Vec<Range>)> {
+pub fn transition_scope(
+    proc: &Process,
+    objects: &[MappedObject],
+    scope: &[ScopeTarget],
+) -> Result<(Vec<u64>, Vec<Range>)> {
     let pid = proc.pid;
     let maps = proc.mappings()?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned());
     let (mut gates, mut inside) = (Vec::new(), Vec::new());
-    for t in &meta.targets {
-        let Some(obj) = objects.iter().find(|o| o.build_id == t.build_id) else { continue };
+    for (build_id, offsets) in scope {
+        let Some(obj) = objects.iter().find(|o| &o.build_id == build_id) else { continue };
         let Some(header) = maps.iter().find(|m| m.start == obj.header) else { continue };
         let [mapped, by_path] = proc.mapped_file(header);
         let funcs = pulp_elf::functions(&mapped).or_else(|_| pulp_elf::functions(&by_path)).map_err(|e| {
             TriggerError::Target { pid, what: format!("cannot read the functions of {}: {e}", obj.path) }
         })?;
         if exe.as_deref() == Some(obj.path.as_str()) {
-            for f in &t.functions {
-                let size = funcs.iter().find(|g| g.offset == f.offset).map(|g| g.size).unwrap_or(0).max(1);
-                inside.push((obj.base + f.offset, obj.base + f.offset + size));
+            for &off in offsets {
+                let size = funcs.iter().find(|g| g.offset == off).map(|g| g.size).unwrap_or(0).max(1);
+                inside.push((obj.base + off, obj.base + off + size));
             }
         } else {
             gates.extend(funcs.iter().filter(|f| f.dynamic && f.prologue.is_some()).map(|f| obj.base + f.offset));
@@ -243,39 +378,76 @@ fn transition_scope(proc: &Process, objects: &[MappedObject], meta: &PatchMeta) 
     Ok((gates, inside))
 }
 
-/// The object of the process a target names: same build-id, else report by path.
-fn find_target<'a>(pid: i32, objects: &'a [MappedObject], t: &pulp_meta::Target) -> Result<&'a MappedObject> {
+/// The object of the process a target names: same build-id, else report what is mapped
+/// at that path (or under that name), with which build-id.
+fn find_target<'a>(proc: &Process, objects: &'a [MappedObject], t: &pulp_meta::Target) -> Result<&'a MappedObject> {
+    let pid = proc.pid;
     if let Some(o) = objects.iter().find(|o| o.build_id == t.build_id) {
         return Ok(o);
     }
-    let name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
-    let same_path =
-        objects.iter().find(|o| o.path == t.path).or_else(|| objects.iter().find(|o| name(&o.path) == name(&t.path)));
+    let name = |p: &str| p.rsplit('/').next().unwrap_or(p).trim_end_matches(" (deleted)").to_string();
+    let same_path = objects
+        .iter()
+        .find(|o| o.path.trim_end_matches(" (deleted)") == t.path)
+        .or_else(|| objects.iter().find(|o| name(&o.path) == name(&t.path)));
     match same_path {
         Some(o) => Err(TriggerError::BuildIdMismatch {
             pid,
             path: o.path.clone(),
             found: hex(&o.build_id),
             expected: hex(&t.build_id),
+            recorded: t.path.clone(),
         }),
         None => Err(TriggerError::TargetNotMapped { pid, path: t.path.clone() }),
     }
 }
 
-/// Check every function's entry in memory: untouched and of the recorded kind, or
-/// already redirected through one of the runtime's descriptors.
+/// The function entries the runtime has descriptors for (read from its table).
+pub struct KnownEntries(HashSet<u64>);
+
+impl KnownEntries {
+    pub fn read(proc: &Process, info: &RuntimeInfo) -> Result<Self> {
+        const CHUNK: u64 = 64;
+        let size = info.desc_size();
+        let mut set = HashSet::new();
+        let mut i = 0;
+        'table: while i < info.desc_count {
+            let n = CHUNK.min(info.desc_count - i);
+            let bytes = proc.read(info.descs + i * size, (n * size) as usize)?;
+            for d in bytes.chunks_exact(size as usize) {
+                // Word 3 of a descriptor is its function's entry; 0 while unused (they are
+                // handed out in order).
+                let entry = u64::from_le_bytes(d[24..32].try_into().expect("8 bytes"));
+                if entry == 0 {
+                    break 'table;
+                }
+                set.insert(entry);
+            }
+            i += n;
+        }
+        Ok(Self(set))
+    }
+
+    pub fn contains(&self, entry: u64) -> bool {
+        self.0.contains(&entry)
+    }
+}
+
+/// Check every function's entry in memory: untouched and of the recorded kind, or ours
+/// (the runtime has its descriptor: redirected, restored, or in a state a killed tool
+/// left between two writes).
 fn check_functions(
     proc: &Process,
     objects: &[MappedObject],
     info: &RuntimeInfo,
+    known: &KnownEntries,
     meta: &PatchMeta,
     mode: Mode,
-) -> Result<usize> {
+) -> Result<()> {
     let pid = proc.pid;
     let table = info.descs..info.descs + info.desc_count * info.desc_size();
-    let mut count = 0;
     for t in &meta.targets {
-        let obj = find_target(pid, objects, t)?;
+        let obj = find_target(proc, objects, t)?;
         for f in &t.functions {
             let entry = obj.base + f.offset;
             let mismatch = |found: String| TriggerError::PrologueMismatch {
@@ -292,7 +464,7 @@ fn check_functions(
             let (before, at) = code.split_at(PAD_BEFORE);
             let untouched = prologue::classify(before, at) == Some(f.prologue)
                 || (f.prologue == Prologue::NopPad90 && at[..2] == [0x66, 0x90]);
-            if !(untouched || redirected_by_us(info, f.prologue, entry, &code)) {
+            if !(untouched || known.contains(entry) && in_flight(f.prologue, at)) {
                 return Err(mismatch(code.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")));
             }
             // gcc's `90 90` after endbr64 cannot take the far layout safely.
@@ -301,63 +473,35 @@ fn check_functions(
             if mode == Mode::Apply && f.prologue == Prologue::EndbrNopPad && !near && at[4] == 0x90 {
                 return Err(TriggerError::TooFar { pid, path: obj.path.clone(), func: f.old.clone() });
             }
-            count += 1;
         }
     }
-    Ok(count)
-}
-
-/// Whether the code around `entry` (`code` = the 14 pad bytes and 10 from the entry)
-/// is a NOP-pad function redirected by us, in any layout, possibly restored since (the
-/// pad jump stays): its pad jumps through one of our descriptors or far stubs.
-fn redirected_by_us(info: &RuntimeInfo, kind: Prologue, entry: u64, code: &[u8]) -> bool {
-    let Some(off) = kind.jump_offset() else { return false };
-    let at = [code[PAD_BEFORE + off as usize], code[PAD_BEFORE + off as usize + 1]];
-    let plausible = matches!(at, [0xeb, 0xf8 | 0xf5 | 0xf4] | [0x3c, _] | [0x66 | 0x90, 0x90]);
-    let descs = info.descs..info.descs + info.desc_count * info.desc_size();
-    let stubs = info.far_stubs..info.far_stubs + info.desc_count * abi::FAR_STUB_SIZE;
-    let jump_at =
-        |pos: usize, next: u64| -> Option<u64> { prologue::pad_jump_slot(next, &code[pos..pos + 6].try_into().ok()?) };
-    let near = jump_at(PAD_BEFORE - 6, entry).is_some_and(|s| descs.contains(&s))
-        || jump_at(0, entry - 8).is_some_and(|s| descs.contains(&s));
-    let far = jump_at(PAD_BEFORE - 6, entry) == Some(entry - 14)
-        && stubs.contains(&u64::from_le_bytes(code[..8].try_into().expect("8 bytes")));
-    plausible && (near || far)
-}
-
-/// The patch object must exist, be safe to load into the target (absolute path, owned by
-/// root or the target's owner, not writable by group or others) and match the build-id
-/// recorded in the metadata.
-fn check_patch_object(proc: &Process, meta: &PatchMeta) -> Result<()> {
-    let path = &meta.patch_so;
-    let insecure = |reason: String| TriggerError::PatchInsecure { path: path.clone(), reason };
-    if !path.starts_with('/') {
-        return Err(insecure("its path is not absolute".into()));
-    }
-    let md = std::fs::metadata(path)
-        .map_err(|e| TriggerError::PatchMissing { path: path.clone(), reason: e.to_string() })?;
-    let owner = std::fs::metadata(format!("/proc/{}", proc.pid))
-        .map(|m| m.uid())
-        .map_err(|_| TriggerError::NoSuchProcess { pid: proc.pid })?;
-    if md.uid() != 0 && md.uid() != owner {
-        return Err(insecure(format!(
-            "it is owned by uid {}, neither root nor the target's owner (uid {owner})",
-            md.uid()
-        )));
-    }
-    if md.mode() & 0o022 != 0 {
-        return Err(insecure(format!("it is writable by group or others (mode {:o})", md.mode() & 0o7777)));
-    }
-    let found = pulp_elf::build_id(Path::new(path))
-        .map_err(|e| TriggerError::PatchMissing { path: path.clone(), reason: e.to_string() })?;
-    if found != meta.patch_build_id {
-        return Err(TriggerError::PatchBuildId {
-            path: path.clone(),
-            found: hex(&found),
-            expected: hex(&meta.patch_build_id),
-        });
-    }
     Ok(())
+}
+
+/// Whether the bytes at a known entry are a state we may have left: its NOPs, a jump of
+/// any layout, or a harmless state between two byte writes (the original NOPs are not
+/// known here: both kinds are tried).
+fn in_flight(kind: Prologue, at: &[u8]) -> bool {
+    let Some(off) = kind.jump_offset() else { return prologue::fentry_call(at).is_some() };
+    let state = [at[off as usize], at[off as usize + 1]];
+    [[0x66, 0x90], [0x90, 0x90]].iter().any(|&original| prologue::ours_or_in_flight(original, state))
+}
+
+/// Whether every NOP-pad entry of `meta` already jumps into its pad (an applied patch
+/// whose code nobody left half-written).
+fn entries_intact(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, meta: &PatchMeta) -> bool {
+    meta.targets.iter().all(|t| {
+        let Some(obj) = objects.iter().find(|o| o.build_id == t.build_id) else { return false };
+        t.functions.iter().all(|f| {
+            let Some(off) = f.prologue.jump_offset() else { return true };
+            let entry = obj.base + f.offset;
+            let Ok(now) = proc.read_array::<2>(entry + off) else { return false };
+            [Layout::Near, Layout::Far, Layout::EndbrNear, Layout::EndbrFar]
+                .iter()
+                .any(|l| l.jump_offset() == off && l.jump() == now)
+                && info.descs != 0
+        })
+    })
 }
 
 fn read_reply(proc: &Process, info: &RuntimeInfo) -> Result<Vec<FuncReply>> {
@@ -372,8 +516,9 @@ fn read_reply(proc: &Process, info: &RuntimeInfo) -> Result<Vec<FuncReply>> {
 
 /// Bring each entry's code to what the runtime asked for; returns how many entries changed.
 /// fentry functions need nothing: the runtime's `__fentry__` finds their descriptors.
-/// No thread is stopped meanwhile, except briefly one for the membarrier after new pads.
-fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply]) -> Result<usize> {
+/// With `held`, the thread the tool holds runs the membarrier after new pads; without it,
+/// one is borrowed for that moment.
+fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply], held: Option<&mut Hijacked>) -> Result<usize> {
     let pid = proc.pid;
     let far_stub = |desc: u64| info.far_stubs + (desc - info.descs) / info.desc_size() * abi::FAR_STUB_SIZE;
     let layout = |r: &FuncReply| {
@@ -401,9 +546,17 @@ fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply]) -> Resu
         // there. Best effort: without membarrier SYNC_CORE (an old kernel, or a seccomp
         // filter that might kill the process for an unexpected system call), x86's
         // coherent instruction fetch still holds.
-        let mut thread = Hijacked::attach(proc, *info)?;
-        thread.call(proc, info.entry_sync_core, 0)?;
-        thread.release()?;
+        let sync = Request::new(Op::SyncCore).encode();
+        match held {
+            Some(thread) => {
+                call(proc, thread, info, &sync)?;
+            }
+            None => {
+                let mut thread = Hijacked::attach(proc, *info, Duration::from_secs(10))?;
+                call(proc, &mut thread, info, &sync)?;
+                thread.release()?;
+            }
+        }
     }
     let mut written = 0;
     for r in nop_pads {

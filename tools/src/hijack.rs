@@ -1,4 +1,11 @@
-//! Making one thread of the target run a runtime entry point.
+//! Making one thread of the target run the runtime's entry point.
+//!
+//! The entry runs on the runtime's own stack (the hijack stub switches to it), so the
+//! borrowed thread's stack only holds the signal frame it returns through should this
+//! tool die (a few KiB below its red zone): a thread without that much room left is not
+//! chosen. Foreign code the entry calls (a patch's constructors and callbacks) runs in
+//! guarded calls: when it faults or does not return in time, the thread is sent to the
+//! runtime's recovery point instead of the process dying or hanging.
 //!
 //! Only that thread is stopped. It is chosen at a safe point: `dlopen` and `malloc` in
 //! a thread that was interrupted while holding the loader or an allocator lock would
@@ -43,8 +50,12 @@ const WAITING_SYSCALLS: &[i64] = &[
 /// System calls an allocator makes while holding its arena lock.
 const ALLOCATOR_SYSCALLS: &[i64] = &[9, 10, 11, 12, 25, 28]; // mmap mprotect munmap brk mremap madvise
 
-/// How long a hijacked call may take before we report the thread as stuck.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Signals that mean the thread's code faulted (or aborted).
+const FAULT_SIGNALS: &[i32] =
+    &[libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGABRT, libc::SIGTRAP, libc::SIGSYS];
+/// Room a thread's stack must have below its red zone for the signal frame, beyond the
+/// frame itself.
+const STACK_MARGIN: u64 = 512;
 /// How long to look for a thread at a safe point.
 const FIND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -86,11 +97,16 @@ pub struct Hijacked {
     info: RuntimeInfo,
     /// When the thread was stopped, for the summary.
     pub stopped_at: Instant,
+    /// How long foreign code may run in one call before it is abandoned.
+    limit: Duration,
+    /// What the guarded calls of the last call ended with (abandoned code), for messages.
+    pub abandoned: Vec<String>,
 }
 
 impl Hijacked {
-    /// Stop one thread of `proc` at a safe point.
-    pub fn attach(proc: &Process, info: RuntimeInfo) -> Result<Self> {
+    /// Stop one thread of `proc` at a safe point. `limit` bounds each call's foreign code.
+    pub fn attach(proc: &Process, info: RuntimeInfo, limit: Duration) -> Result<Self> {
+        check_not_busy(proc, &info)?;
         let maps = proc.mappings()?;
         let ranges = |pred: fn(&str) -> bool| -> Vec<(u64, u64)> {
             maps.iter().filter(|m| pred(&m.path)).map(|m| (m.start, m.end)).collect()
@@ -119,8 +135,17 @@ impl Hijacked {
                     last_reason = format!("thread {tid} was running inside the C library");
                 } else if ALLOCATOR_SYSCALLS.contains(&syscall) {
                     last_reason = format!("thread {tid} was in system call {syscall} of an allocator");
+                } else if !has_room(&maps, regs.rsp, frame_len(tracee.saved_state().0)) {
+                    last_reason = format!("thread {tid} has too little stack left for the signal frame");
                 } else {
-                    return Ok(Self { tracee, _hold: hold, info, stopped_at: Instant::now() });
+                    return Ok(Self {
+                        tracee,
+                        _hold: hold,
+                        info,
+                        stopped_at: Instant::now(),
+                        limit,
+                        abandoned: Vec::new(),
+                    });
                 }
                 tracee.release()?;
             }
@@ -173,35 +198,98 @@ impl Hijacked {
         // thread's own mask; only the stub's own SIGWINCH gets through.
         t.set_sigmask(!(1u64 << (abi::CALL_STUB_SIGNAL - 1)))?;
         t.resume()?;
+        self.abandoned.clear();
         loop {
-            match t.wait(Some(CALL_TIMEOUT))? {
+            let stop = match self.tracee.wait(Some(self.limit)) {
+                Ok(stop) => stop,
+                Err(_) => {
+                    // Foreign code that does not return (a patch's constructor or callback
+                    // waiting forever): stop the thread and abandon it, if we can.
+                    self.tracee.interrupt()?;
+                    match self.tracee.wait(Some(Duration::from_secs(5)))? {
+                        Stop::Gone => return Err(self.exited()),
+                        _ if self.recover(0)? => continue,
+                        _ => return Err(self.unguarded(format!("did not return within {:?}", self.limit))),
+                    }
+                }
+            };
+            match stop {
                 Stop::Signal(libc::SIGWINCH) => {
-                    let after = t.regs()?;
+                    let after = self.tracee.regs()?;
                     if after.rip == self.info.call_stub_stop {
                         return Ok(after.r15 as i64);
                     }
                     // A SIGWINCH of the program's own: deliver it when we let go.
-                    t.defer_signal(libc::SIGWINCH);
-                    t.resume()?;
+                    self.tracee.defer_signal(libc::SIGWINCH);
+                    self.tracee.resume()?;
+                }
+                Stop::Signal(sig) if FAULT_SIGNALS.contains(&sig) => {
+                    if !self.recover(sig)? {
+                        let at = self.tracee.regs().map(|r| r.rip).unwrap_or(0);
+                        return Err(self.unguarded(format!("signal {sig} at {at:#x}")));
+                    }
                 }
                 Stop::Signal(sig) => {
-                    let at = t.regs().map(|r| r.rip).unwrap_or(0);
-                    return Err(self.crashed(format!("{sig} at {at:#x}")));
+                    // Any other signal (a blocked one cannot reach us): deliver it later.
+                    self.tracee.defer_signal(sig);
+                    self.tracee.resume()?;
                 }
                 // A group-stop (SIGSTOP to the process) while we run: keep going.
-                Stop::Event => t.resume()?,
-                Stop::Gone => {
-                    return Err(TriggerError::Target { pid, what: "the process exited during the call".into() })
-                }
+                Stop::Event => self.tracee.resume()?,
+                Stop::Gone => return Err(self.exited()),
             }
         }
+    }
+
+    /// The thread stopped inside the entry (fault signal `sig`, or 0: it did not return in
+    /// time). Inside a guarded call, send it to the runtime's recovery point, which
+    /// returns from that call as abandoned; the signal is not delivered. `false` when no
+    /// guarded call is in progress.
+    fn recover(&mut self, sig: i32) -> Result<bool> {
+        let proc_pid = self.tracee.pid;
+        let depth = read_word(proc_pid, self.info.guard_depth).unwrap_or(0);
+        if depth == 0 {
+            return Ok(false);
+        }
+        let t = &mut self.tracee;
+        let mut regs = t.regs()?;
+        let address = if sig != 0 { t.fault_address() } else { 0 };
+        self.abandoned.push(if sig == 0 { "timeout".into() } else { format!("signal {sig}") });
+        regs.rip = self.info.recover;
+        regs.rdi = sig as u64;
+        regs.rsi = address;
+        // Not in a system call any more: nothing to restart.
+        regs.orig_rax = u64::MAX;
+        t.set_regs(&regs)?;
+        // The abandoned code may have changed the mask (abort() unblocks SIGABRT).
+        t.set_sigmask(!(1u64 << (abi::CALL_STUB_SIGNAL - 1)))?;
+        t.resume()?;
+        Ok(true)
+    }
+
+    fn exited(&self) -> TriggerError {
+        TriggerError::Exited { pid: self.tracee.pid, during: "while running the runtime's entry".into() }
+    }
+
+    /// The thread faulted or hung outside any guarded call (a defect of the runtime): it
+    /// is put back where it was, and the entry-stack claim it held is released so that
+    /// later requests are served.
+    fn unguarded(&self, what: String) -> TriggerError {
+        let pid = self.tracee.pid;
+        let tid = self.tracee.tid as u64;
+        if let Ok(proc) = Process::open(pid) {
+            if read_word(pid, self.info.entry_owner).unwrap_or(0) == tid {
+                let _ = proc.write(self.info.entry_owner, &0u64.to_le_bytes());
+            }
+        }
+        self.crashed(what)
     }
 
     fn crashed(&self, what: String) -> TriggerError {
         TriggerError::Target {
             pid: self.tracee.pid,
             what: format!(
-                "thread {} faulted inside the runtime ({what}); it was put back where it was",
+                "thread {} stopped inside the runtime ({what}); it was put back where it was",
                 self.tracee.tid
             ),
         }
@@ -210,6 +298,51 @@ impl Hijacked {
     /// Restore the thread exactly as it was and let it go.
     pub fn release(self) -> Result<()> {
         self.tracee.release()
+    }
+}
+
+/// A process's command name, for messages.
+pub fn proc_name(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Read a `u64` of the target.
+fn read_word(pid: i32, addr: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, addr).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// Refuse at once when another thread holds the runtime's entry stack (a request of an
+/// earlier tool still running, e.g. a patch's constructor that sleeps); a claim left by a
+/// thread that no longer exists (the process forked while a request ran, so the child
+/// inherited it) is cleared.
+fn check_not_busy(proc: &Process, info: &RuntimeInfo) -> Result<()> {
+    let owner = u64::from_le_bytes(proc.read_array::<8>(info.entry_owner)?);
+    if owner == 0 {
+        return Ok(());
+    }
+    if proc.threads()?.contains(&(owner as i32)) {
+        return Err(TriggerError::Busy { pid: proc.pid, tid: owner as i32 });
+    }
+    proc.write(info.entry_owner, &0u64.to_le_bytes())
+}
+
+/// Bytes the signal frame takes below a thread's red zone, with alignment.
+fn frame_len(xstate: &[u8]) -> u64 {
+    128 + xstate.len() as u64 + 4 + 64 + sigframe::UCONTEXT_SIZE as u64 + 16 + 64
+}
+
+/// Whether the stack mapping under `rsp` has `need` bytes (plus a margin) below it: the
+/// main thread's `[stack]` grows on demand; a thread stack is a fixed mapping.
+fn has_room(maps: &[crate::process::Mapping], rsp: u64, need: u64) -> bool {
+    match maps.iter().find(|m| m.start < rsp && rsp <= m.end) {
+        Some(m) if m.path == "[stack]" => true,
+        Some(m) => rsp - m.start >= need + STACK_MARGIN,
+        // An unknown stack (a mapping changed meanwhile): do not risk it.
+        None => false,
     }
 }
 
@@ -234,7 +367,14 @@ fn ranked_threads(proc: &Process, full: bool) -> Result<Vec<i32>> {
     }
     let mut ranked: Vec<(u8, i32)> = Vec::new();
     let mut best = None;
+    let mut tracer = None;
+    let me = std::process::id() as i32;
     for tid in tids {
+        // A thread another tracer (strace, gdb) holds cannot be borrowed.
+        if let Some(t) = proc.tracer(tid).filter(|&t| t != me) {
+            tracer = Some(t);
+            continue;
+        }
         let Some((state, syscall)) = proc.thread_state(tid) else { continue };
         let rank = match state {
             'S' if syscall.is_some_and(|s| WAITING_SYSCALLS.contains(&s)) => 0,
@@ -253,6 +393,9 @@ fn ranked_threads(proc: &Process, full: bool) -> Result<Vec<i32>> {
         ranked.insert(0, (0, tid));
     }
     if ranked.is_empty() {
+        if let Some(t) = tracer {
+            return Err(TriggerError::Traced { pid: proc.pid, tracer: t, name: proc_name(t) });
+        }
         return Err(TriggerError::NoSafeThread { pid: proc.pid, reason: "every thread is stopped or exiting".into() });
     }
     Ok(ranked.into_iter().map(|(_, tid)| tid).collect())

@@ -9,8 +9,9 @@
 //! - `unwind`: walking a stopped thread's stack from outside (framehop),
 //! - `transition`: moving threads one at a time until a transition is complete,
 //! - `sigframe`: the frame a borrowed thread returns through should the tool die,
+//! - `patchfile`: reading a patch's files so that the bytes that run are the bytes checked,
 //! - `apply`: the phases of applying and reverting a patch,
-//! - `error`: what `pulp-trigger` reports;
+//! - `error`: what `pulp-trigger` reports; `report`: its summary lines and exit statuses;
 //! - `text`: escaping names and labels before they reach a terminal.
 
 pub mod apply;
@@ -20,8 +21,10 @@ pub mod hijack;
 pub mod livepatchable;
 pub mod pack;
 pub mod patches;
+pub mod patchfile;
 pub mod process;
 pub mod ptrace;
+pub mod report;
 pub mod runtime;
 pub mod sigframe;
 pub mod text;

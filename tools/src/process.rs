@@ -114,6 +114,35 @@ impl Process {
         Some((state, syscall))
     }
 
+    /// The process tracing thread `tid`, if any (`TracerPid` of its status).
+    pub fn tracer(&self, tid: i32) -> Option<i32> {
+        let status = std::fs::read_to_string(self.proc_path(&format!("task/{tid}/status"))).ok()?;
+        let t: i32 = status.lines().find_map(|l| l.strip_prefix("TracerPid:"))?.trim().parse().ok()?;
+        (t != 0).then_some(t)
+    }
+
+    /// For a process that has exited but not been reaped (a zombie): its exit status as
+    /// `waitpid` would give it (`/proc/PID/stat` field 52). `None` while it runs or once
+    /// it is gone.
+    pub fn exit_status(&self) -> Option<i32> {
+        let stat = std::fs::read_to_string(self.proc_path("stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // `rest` starts at field 3 (state).
+        if fields.first() != Some(&"Z") {
+            return None;
+        }
+        fields.get(52 - 3)?.parse().ok()
+    }
+
+    /// Whether the process still exists and is not a zombie.
+    pub fn alive(&self) -> bool {
+        std::fs::read_to_string(self.proc_path("stat"))
+            .ok()
+            .and_then(|s| s.rfind(')').map(|i| !s[i + 1..].trim_start().starts_with('Z')))
+            .unwrap_or(false)
+    }
+
     /// Whether the thread is the parent of a `vfork` (or a `clone`/`clone3` with
     /// `CLONE_VFORK`, as `posix_spawn` does) whose child still runs on its memory and
     /// stack: nothing may be written below its stack pointer.

@@ -2,8 +2,15 @@
 //! `PTRACE_INTERRUPT`, register and signal-mask access. Dropping the guard puts back the
 //! registers and signal mask it saved when the thread stopped and detaches, so the
 //! thread resumes exactly where it was (general, vector and floating-point registers),
-//! an interrupted system call included: the kernel
-//! restarts it from the restored `orig_rax`/`rax` (no EINTR reaches the program).
+//! an interrupted system call included: the kernel restarts it from the restored
+//! `orig_rax`/`rax`.
+//!
+//! Some system calls do not restart after a stop: `epoll_wait` and friends, or a read on
+//! a socket with a timeout, return EINTR when our interrupt stops the thread. The program
+//! did nothing to deserve that, so when a stop finds a waiting call that returned EINTR
+//! and no signal is pending for the thread (a signal the program will handle is the one
+//! case where EINTR is its due), the call is made to run again, as the kernel does for the
+//! calls it restarts.
 
 use crate::error::{Result, TriggerError};
 use nix::errno::Errno;
@@ -19,6 +26,43 @@ const NT_X86_XSTATE: libc::c_int = 0x202;
 /// Larger than any XSAVE area a CPU has today (AVX-512 with AMX tiles is ~11 KiB).
 const XSTATE_MAX: usize = 16 << 10;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+const EINTR: i64 = 4;
+
+/// System calls that return EINTR (instead of restarting) when a stop interrupts them, and
+/// that can run again with the same arguments without harm (nothing was consumed or
+/// done: a timeout starts again, which only makes the wait longer).
+const RERUN_ON_EINTR: &[u64] = &[
+    0,   // read (sockets with SO_RCVTIMEO, some devices)
+    1,   // write (sockets with SO_SNDTIMEO)
+    7,   // poll
+    17,  // pread64
+    19,  // readv
+    20,  // writev
+    23,  // select
+    35,  // nanosleep
+    43,  // accept
+    44,  // sendto
+    45,  // recvfrom
+    46,  // sendmsg
+    47,  // recvmsg
+    61,  // wait4
+    65,  // semop
+    70,  // msgrcv
+    128, // rt_sigtimedwait
+    202, // futex
+    208, // io_getevents
+    220, // semtimedop
+    230, // clock_nanosleep
+    232, // epoll_wait
+    243, // mq_timedreceive
+    247, // waitid
+    270, // pselect6
+    271, // ppoll
+    281, // epoll_pwait
+    288, // accept4
+    299, // recvmmsg
+    441, // epoll_pwait2
+];
 
 /// Why a traced thread stopped.
 #[derive(Debug)]
@@ -108,7 +152,23 @@ impl Tracee {
             me.saved_xstate = me.xstate()?;
             me.saved_mask = me.sigmask()?;
         }
+        me.undo_our_eintr()?;
         Ok(Some(me))
+    }
+
+    /// If our stop made a waiting system call return EINTR, make it run again when the
+    /// thread resumes (see the module docs).
+    fn undo_our_eintr(&mut self) -> Result<()> {
+        let r = &self.saved_regs;
+        if r.rax as i64 != -EINTR || !RERUN_ON_EINTR.contains(&r.orig_rax) || signal_pending(self.pid, self.tid) {
+            return Ok(());
+        }
+        self.saved_regs.rax = self.saved_regs.orig_rax;
+        self.saved_regs.rip -= 2;
+        // Written at once: a thread stopped only to look at it is let go without a
+        // restore, and if this tool dies now the thread still reruns its call.
+        let regs = self.saved_regs;
+        ptrace::setregs(Pid::from_raw(self.tid), regs).map_err(|e| self.err("PTRACE_SETREGS", e))
     }
 
     fn err(&self, what: &'static str, errno: Errno) -> TriggerError {
@@ -242,6 +302,23 @@ impl Tracee {
         }
     }
 
+    /// Stop the running thread (it was resumed by us): `PTRACE_INTERRUPT`.
+    pub fn interrupt(&self) -> Result<()> {
+        ptrace::interrupt(Pid::from_raw(self.tid)).map_err(|e| self.err("PTRACE_INTERRUPT", e))
+    }
+
+    /// The address of the fault that stopped the thread (`si_addr` of its signal), 0 if unknown.
+    pub fn fault_address(&self) -> u64 {
+        let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
+        // SAFETY: PTRACE_GETSIGINFO writes a siginfo_t into `info`, alive across the call.
+        let rc = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, self.tid, 0usize, &mut info as *mut libc::siginfo_t) };
+        if rc < 0 {
+            return 0;
+        }
+        // SAFETY: for the fault signals si_addr is the valid member of the union.
+        unsafe { info.si_addr() as u64 }
+    }
+
     /// Put back the saved registers and signal mask and let the thread go, re-raising
     /// the signals that arrived before we stopped it.
     pub fn release(mut self) -> Result<()> {
@@ -255,8 +332,13 @@ impl Tracee {
         self.detached = true;
         let (r1, r2) = if self.modified.get() {
             // Only threads stopped with `stop` (which saves everything) are ever modified.
+            // Order matters should this tool be killed in between: the mask and vector
+            // state first (a thread still at the hijack stub's stop returns through its
+            // signal frame, which restores them anyway), the general registers last, so
+            // that no moment leaves the thread at its own code with our signal mask.
+            let mask = self.set_sigmask(self.saved_mask);
             let xstate = if self.saved_xstate.is_empty() { Ok(()) } else { self.set_xstate(&self.saved_xstate) };
-            (self.set_regs(&self.saved_regs).and(xstate), self.set_sigmask(self.saved_mask))
+            (mask.and(xstate), self.set_regs(&self.saved_regs))
         } else {
             (Ok(()), Ok(()))
         };
@@ -277,6 +359,24 @@ impl Drop for Tracee {
     fn drop(&mut self) {
         let _ = self.restore_and_detach();
     }
+}
+
+fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Whether a signal the thread does not block is pending for it (or for its process).
+pub fn signal_pending(pid: i32, tid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else { return true };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (field("SigPnd:") | field("ShdPnd:")) & !field("SigBlk:") != 0
 }
 
 fn zero_regs() -> Regs {

@@ -26,6 +26,25 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A duration as every message of the tools writes one: `850 µs`, `12.40 ms`, `3.00 s`.
+pub fn duration(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if d.as_secs() > 100 * 365 * 86400 {
+        "no limit".into()
+    } else if s < 1e-3 {
+        format!("{:.0} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+/// `1 function`, `2 functions`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +57,17 @@ mod tests {
         assert_eq!(printable("l\u{202e}tx"), "l\\u{202e}tx");
         assert_eq!(printable("two\nlines\x7f"), "two\\nlines\\x7f");
         assert_eq!(printable("héllo"), "héllo");
+    }
+
+    #[test]
+    fn durations_and_counts_read_the_same_everywhere() {
+        use std::time::Duration;
+        assert_eq!(duration(Duration::ZERO), "0 µs");
+        assert_eq!(duration(Duration::from_micros(850)), "850 µs");
+        assert_eq!(duration(Duration::from_millis(12)), "12.00 ms");
+        assert_eq!(duration(Duration::from_secs(3)), "3.00 s");
+        assert_eq!(duration(Duration::MAX), "no limit");
+        assert_eq!(count(1, "thread", "threads"), "1 thread");
+        assert_eq!(count(0, "thread", "threads"), "0 threads");
     }
 }

@@ -74,6 +74,9 @@ pub struct Holder {
     pub tid: i32,
     pub name: String,
     pub frames: Vec<String>,
+    /// Whether it was examined and found inside a target; `false`: the time ran out
+    /// before it could be examined.
+    pub inside: bool,
 }
 
 pub enum Driven {
@@ -217,7 +220,7 @@ impl Driver<'_> {
         Ok(Sample::Moved)
     }
 
-    fn holder(&mut self, tid: i32) -> Holder {
+    fn holder(&mut self, tid: i32, inside: bool) -> Holder {
         let name = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", self.proc.pid))
             .unwrap_or_default()
             .trim()
@@ -235,7 +238,7 @@ impl Driver<'_> {
                 }
             }
         }
-        Holder { tid, name, frames }
+        Holder { tid, name, frames, inside }
     }
 }
 
@@ -264,7 +267,7 @@ pub fn drive(proc: &Process, info: &RuntimeInfo, run: &Running, timeout: Duratio
             return Ok(Driven::Done(d.progress));
         }
         if start.elapsed() > timeout {
-            let holders = pending.iter().map(|&t| d.holder(t)).collect();
+            let holders = pending.iter().map(|&t| d.holder(t, retry_at.contains_key(&t))).collect();
             d.progress.threads = tids.len();
             d.progress.elapsed = start.elapsed();
             save_log(proc, info, &d.known)?;

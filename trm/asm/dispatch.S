@@ -48,6 +48,19 @@ pulp_rs_goal:
     .zero   8
     .size   pulp_rs_goal, 8
 
+    /* 1 once every entry of the running transition is redirected: only then may a thread
+     * move (a gate or pulp_quiescent moving a thread earlier could let it run a new
+     * version of one function and the old version of another). Set by the tool after it
+     * wrote the last entry; cleared by the runtime when a transition starts or ends. The
+     * dispatcher itself does not read it: before it is set, nobody has moved, so every
+     * thread goes to prev. */
+    .globl  pulp_rs_armed
+    .hidden pulp_rs_armed
+    .p2align 3
+pulp_rs_armed:
+    .zero   8
+    .size   pulp_rs_armed, 8
+
     /* The runtime's pulp_rs_gate_clear(desc, return_address), set before the first
      * transition (a pointer, so this crate needs no symbol of the runtime). */
     .globl  pulp_rs_gate_hook

@@ -1,7 +1,9 @@
 //! The x86-64 assembly of libpulp-rs (see `trm/README.md` for the stack of each routine):
 //!
-//! - `asm/hijack.S`: `pulp_rs_call_stub`, where a thread hijacked by `pulp-trigger` runs
-//!   a runtime entry point and stops on `int3`;
+//! - `asm/hijack.S`: `pulp_rs_call_stub`, where a thread hijacked by `pulp-trigger` claims
+//!   the runtime's entry stack, runs a runtime entry point on it and stops (SIGWINCH);
+//! - `asm/guard.S`: guarded calls of foreign code (a patch's constructors, its callbacks),
+//!   which `pulp-trigger` can abandon through `pulp_rs_recover` when they fault or hang;
 //! - `asm/dispatch.S`: the descriptor table word 0 of which every redirected function
 //!   jumps through, the transition state (id, goal, the per-thread `cleared` word in
 //!   initial-exec TLS), the dispatch trampoline, the gate slow path and the
@@ -17,6 +19,7 @@ use pulp_meta::abi::Descriptor;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 core::arch::global_asm!(include_str!("../asm/hijack.S"), options(att_syntax));
+core::arch::global_asm!(include_str!("../asm/guard.S"), options(att_syntax));
 core::arch::global_asm!(include_str!("../asm/dispatch.S"), options(att_syntax));
 core::arch::global_asm!(include_str!("../asm/fentry.S"), options(att_syntax));
 
@@ -38,6 +41,13 @@ extern "C" {
     pub static pulp_rs_descs: [Descriptor; DESC_COUNT];
     pub static pulp_rs_transition: AtomicU64;
     pub static pulp_rs_goal: AtomicU64;
+    pub static pulp_rs_armed: AtomicU64;
+    pub static pulp_rs_entry_owner: AtomicU64;
+    pub static pulp_rs_entry_stack_top: AtomicU64;
+    pub static pulp_rs_guard_depth: AtomicU64;
+    pub static pulp_rs_guard_fault: [AtomicU64; 2];
+    pub fn pulp_rs_recover();
+    fn pulp_rs_guarded_call(f: extern "C" fn(*mut core::ffi::c_void) -> i64, arg: *mut core::ffi::c_void) -> i64;
     pub static pulp_rs_xsave_size: AtomicU64;
     pub static pulp_rs_gate_hook: AtomicUsize;
     static pulp_rs_cleared_dtpoff: i64;
@@ -80,6 +90,80 @@ pub fn transition() -> &'static AtomicU64 {
 pub fn goal() -> &'static AtomicU64 {
     // SAFETY: as for `transition`.
     unsafe { &*core::ptr::addr_of!(pulp_rs_goal) }
+}
+
+/// 1 once every entry of the running transition is redirected (see `dispatch.S`).
+pub fn armed() -> &'static AtomicU64 {
+    // SAFETY: as for `transition`.
+    unsafe { &*core::ptr::addr_of!(pulp_rs_armed) }
+}
+
+/// Thread id of the thread running an entry (0: none): the entry stack's claim, which is
+/// also the runtime's registry lock (see `hijack.S`).
+pub fn entry_owner() -> &'static AtomicU64 {
+    // SAFETY: as for `transition` (defined in hijack.S).
+    unsafe { &*core::ptr::addr_of!(pulp_rs_entry_owner) }
+}
+
+/// Top of the stack entries run on (0 until the runtime maps it).
+pub fn entry_stack_top() -> &'static AtomicU64 {
+    // SAFETY: as for `transition` (defined in hijack.S).
+    unsafe { &*core::ptr::addr_of!(pulp_rs_entry_stack_top) }
+}
+
+/// What `pulp_rs_guarded_call` returns when the tool abandoned the call.
+pub const RECOVERED: i64 = -3;
+
+/// Why a guarded call was abandoned: the signal that stopped the thread (0: it did not
+/// return in time) and the fault address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Abandoned {
+    pub signal: i32,
+    pub address: u64,
+}
+
+/// Call `f` so that, should it fault or hang while `pulp-trigger` holds the thread, the
+/// tool can abandon it (`pulp_rs_recover`) and this returns `Err` instead of the process
+/// dying. Whatever `f` held when abandoned (locks, memory) is the caller's to release,
+/// and `f` is leaked: it must be a thin call of foreign code (no destructors of its own
+/// to skip).
+pub fn guarded<F: FnOnce() -> R, R>(f: F) -> Result<R, Abandoned> {
+    struct Call<F, R> {
+        f: Option<F>,
+        result: Option<R>,
+    }
+    extern "C" fn run<F: FnOnce() -> R, R>(arg: *mut core::ffi::c_void) -> i64 {
+        // SAFETY: `arg` is the `&mut Call` below, alive across the guarded call.
+        let call = unsafe { &mut *(arg as *mut Call<F, R>) };
+        // A panic must not unwind through the assembly frame: it is caught here, and the
+        // caller sees no result.
+        let f = call.f.take();
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.map(|f| f())));
+        call.result = out.ok().flatten();
+        0
+    }
+    let mut call = Call { f: Some(f), result: None };
+    // SAFETY: `run::<F, R>` matches the callback type and receives `&mut call`, which
+    // outlives the call; the assembly preserves every callee-saved register.
+    let rc = unsafe { pulp_rs_guarded_call(run::<F, R>, &mut call as *mut Call<F, R> as *mut core::ffi::c_void) };
+    if rc == RECOVERED {
+        // SAFETY: a plain read of words the recovery wrote before returning here.
+        let fault = unsafe { &*core::ptr::addr_of!(pulp_rs_guard_fault) };
+        let (signal, address) =
+            (fault[0].load(std::sync::atomic::Ordering::Relaxed), fault[1].load(std::sync::atomic::Ordering::Relaxed));
+        // The closure was abandoned mid-call: forget it rather than drop what it may
+        // have half-moved.
+        std::mem::forget(call);
+        return Err(Abandoned { signal: signal as i32, address });
+    }
+    // `signal: -1`: the call panicked (it was caught above).
+    call.result.ok_or(Abandoned { signal: -1, address: 0 })
+}
+
+/// Address of the number of guarded calls in progress (the tool reads it).
+pub fn guard_depth() -> &'static AtomicU64 {
+    // SAFETY: as for `transition` (defined in guard.S).
+    unsafe { &*core::ptr::addr_of!(pulp_rs_guard_depth) }
 }
 
 /// Bytes the gate slow path reserves for XSAVE; must be set before a transition.

@@ -1,21 +1,25 @@
 //! `pulp-trigger -p PID FILE.meta`: apply a live patch to a running process;
 //! `--revert` takes it back; `--continue` completes a transition left running.
-//! One summary line on success; on refusal one error line, exit status 1, and the
-//! process untouched; exit status 2 when a transition did not complete in time (it keeps
-//! running, consistent).
+//! One summary line on success; on refusal one error line and the process untouched.
+//! Exit statuses: see `pulp_tools::report::EXIT_STATUSES`.
 
 use clap::Parser;
-use pulp_meta::abi::EntryStatus;
 use pulp_meta::PatchMeta;
-use pulp_tools::apply::{self, Ended, Mode, Options, Outcome};
+use pulp_tools::apply::{self, Mode, Options};
 use pulp_tools::error::TriggerError;
-use pulp_tools::transition::Progress;
-use std::path::PathBuf;
+use pulp_tools::patchfile;
+use pulp_tools::report::{self, EXIT_STATUSES, EXIT_USAGE};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "pulp-trigger", version, about = "Apply (or revert) a live patch in a running process")]
+#[command(
+    name = "pulp-trigger",
+    version,
+    about = "Apply (or revert) a live patch in a running process",
+    after_help = EXIT_STATUSES
+)]
 struct Cli {
     /// Process to patch.
     #[arg(short, long, value_name = "PID")]
@@ -23,12 +27,14 @@ struct Cli {
     /// Revert the patch instead of applying it.
     #[arg(long, conflicts_with = "resume")]
     revert: bool,
-    /// Complete a transition an earlier run left running (no FILE.meta).
-    #[arg(long = "continue", id = "resume")]
+    /// Complete a transition an earlier run left running (takes no FILE.meta).
+    #[arg(long = "continue", id = "resume", conflicts_with = "meta")]
     resume: bool,
-    /// How long threads may stay inside the targets before giving up on the transition.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    timeout: f64,
+    /// How long threads may stay inside the targets before giving up on the transition
+    /// (also bounds the patch's own constructors and callbacks, 2 to 60 s). A number of
+    /// seconds, or `inf`.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_timeout)]
+    timeout: Duration,
     /// On timeout, switch the threads still inside anyway.
     #[arg(long, conflicts_with = "reverse")]
     force: bool,
@@ -40,94 +46,53 @@ struct Cli {
     meta: Option<PathBuf>,
 }
 
-fn load(path: &PathBuf) -> Result<(PatchMeta, Vec<u8>), TriggerError> {
-    let bytes = std::fs::read(path).map_err(|source| TriggerError::ReadFile { path: path.clone(), source })?;
-    let meta = PatchMeta::decode(&bytes).map_err(|source| TriggerError::Meta { path: path.clone(), source })?;
+/// `--timeout`: seconds ≥ 0 (fractions allowed), or `inf`; a value too large to hold means
+/// no limit.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if v.is_nan() || v < 0.0 {
+        return Err(format!("`{s}` is not a number of seconds ≥ 0"));
+    }
+    Ok(Duration::try_from_secs_f64(v).unwrap_or(Duration::MAX))
+}
+
+/// Read and decode a `.meta`: a regular file (never a FIFO waited on) on a trusted path,
+/// since whoever can write it decides what is loaded.
+fn load(path: &Path, pid: i32) -> Result<(PatchMeta, Vec<u8>), TriggerError> {
+    let abs = std::path::absolute(path).map_err(|source| TriggerError::ReadFile { path: path.into(), source })?;
+    let bytes = patchfile::read_trusted(&abs, &patchfile::trusted_owners(pid), "the patch.meta")?;
+    let meta = PatchMeta::decode(&bytes).map_err(|source| TriggerError::Meta { path: path.into(), source })?;
     Ok((meta, bytes))
-}
-
-fn describe(meta: &PatchMeta) -> String {
-    let id = meta.id();
-    let short = &id[..id.len().min(12)];
-    if meta.labels.is_empty() {
-        format!("patch {short}")
-    } else {
-        format!("patch {short} ({})", meta.labels.join(", "))
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-fn progress(p: &Progress) -> String {
-    format!(
-        "{} threads: {} moved by themselves, {} sampled; longest stop {:.0} µs; transition {}",
-        p.threads,
-        p.by_gates,
-        p.sampled,
-        p.longest_stop.as_secs_f64() * 1e6,
-        ms(p.elapsed)
-    )
-}
-
-fn ended(e: &Ended) -> String {
-    match e {
-        Ended::Completed(p) => progress(p),
-        Ended::Forced(p, h) => format!("FORCED: {} thread(s) still inside were switched ({})", h.len(), progress(p)),
-        Ended::Reversed(p, h) => {
-            format!("REVERSED after {} thread(s) stayed inside: nothing changed ({})", h.len(), progress(p))
-        }
-    }
-}
-
-fn summary(meta: &PatchMeta, pid: i32, mode: Mode, o: &Outcome) -> String {
-    let what = describe(meta);
-    let mut timing = format!("thread {} stopped {}", o.tid, ms(o.stopped));
-    if let Some(t) = &o.transition {
-        timing = format!("{timing}; {}", ended(t));
-    }
-    timing = format!("{timing}; total {}", ms(o.total));
-    let n = o.functions;
-    match (mode, o.status) {
-        (_, _) if matches!(o.transition, Some(Ended::Reversed(..))) => {
-            let verb = if mode == Mode::Apply { "apply" } else { "revert" };
-            format!("{verb} of {what} in PID {pid} rolled back ({timing})")
-        }
-        (Mode::Apply, EntryStatus::NothingToDo) => {
-            format!("{what} already applied to PID {pid} ({n} functions; {timing})")
-        }
-        (Mode::Apply, _) => format!("applied {what} to PID {pid}: {n} functions redirected ({timing})"),
-        (Mode::Revert, EntryStatus::NothingToDo) => {
-            format!("{what} is not applied to PID {pid}: nothing to revert ({timing})")
-        }
-        (Mode::Revert, _) => format!("reverted {what} in PID {pid}: {n} functions restored ({timing})"),
-    }
 }
 
 fn main() -> ExitCode {
     // Like any filter, end quietly when the reader of our output goes away (`| head`).
     // SAFETY: resetting a signal disposition to its default has no memory effects.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
     // While a thread of the target is stopped, every moment this tool waits for a CPU
     // is added to that thread's stop: ask for the highest CFS weight (never real-time
     // priority, which could starve the very thread we wait for). Unprivileged users
     // keep their priority.
     // SAFETY: setpriority takes plain integers.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
-    let opts =
-        Options { timeout: Duration::from_secs_f64(cli.timeout.max(0.0)), force: cli.force, reverse: cli.reverse };
+    let opts = Options { timeout: cli.timeout, force: cli.force, reverse: cli.reverse };
     let result = if cli.resume {
         apply::resume(cli.pid, opts).map(|e| match e {
             None => format!("no transition in progress in PID {}", cli.pid),
-            Some(e) => format!("completed the transition in PID {}: {}", cli.pid, ended(&e)),
+            Some(e) => format!("completed the transition in PID {}: {}", cli.pid, report::ended(&e)),
         })
     } else {
         let mode = if cli.revert { Mode::Revert } else { Mode::Apply };
         let path = cli.meta.expect("clap requires FILE.meta without --continue");
-        load(&path).and_then(|(meta, bytes)| {
-            apply::run(cli.pid, &meta, &bytes, mode, opts).map(|o| summary(&meta, cli.pid, mode, &o))
+        load(&path, cli.pid).and_then(|(meta, bytes)| {
+            apply::run(cli.pid, &meta, &bytes, mode, opts).map(|o| report::summary(&meta, cli.pid, mode, &o))
         })
     };
     match result {
@@ -135,13 +100,15 @@ fn main() -> ExitCode {
             println!("{line}");
             ExitCode::SUCCESS
         }
-        Err(e @ TriggerError::Stuck { .. }) => {
-            eprintln!("pulp-trigger: {e}");
-            ExitCode::from(2)
-        }
         Err(e) => {
-            eprintln!("pulp-trigger: error: {e}");
-            ExitCode::FAILURE
+            let code = report::exit_status(&e);
+            let text = pulp_tools::text::printable(&e.to_string()).replace("\\n", "\n");
+            if code == report::EXIT_REFUSED {
+                eprintln!("pulp-trigger: error: {text}");
+            } else {
+                eprintln!("pulp-trigger: {text}");
+            }
+            ExitCode::from(code)
         }
     }
 }

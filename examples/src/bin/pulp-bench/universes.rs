@@ -57,6 +57,21 @@ fn number_after(line: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
+/// The duration right after `key` in `line`, as `pulp-trigger` writes one (`850 µs`,
+/// `1.20 ms`, `2.00 s`), in milliseconds.
+fn ms_after(line: &str, key: &str) -> Option<f64> {
+    let n = number_after(line, key)?;
+    let rest = &line[line.find(key)? + key.len()..];
+    let unit = rest.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.').trim_start();
+    Some(if unit.starts_with("µs") {
+        n / 1000.0
+    } else if unit.starts_with("ms") {
+        n
+    } else {
+        n * 1000.0
+    })
+}
+
 /// The number right before `key` in `line`.
 fn number_before(line: &str, key: &str) -> Option<f64> {
     let head = &line[..line.find(key)?];
@@ -77,16 +92,16 @@ impl Summary {
     fn parse(run: &Run) -> Result<Summary> {
         let line = run.stdout.trim();
         let bad = || anyhow!("unexpected pulp-trigger summary: {line:?}");
-        let hijack_us = number_after(line, " stopped ").ok_or_else(bad)? * 1000.0;
-        let total_ms = number_after(line, "total ").ok_or_else(bad)?;
-        let transition = match number_before(line, " threads:") {
+        let hijack_us = ms_after(line, " stopped ").ok_or_else(bad)? * 1000.0;
+        let total_ms = ms_after(line, "total ").ok_or_else(bad)?;
+        let transition = match number_before(line, " threads:").or_else(|| number_before(line, " thread:")) {
             None => None,
             Some(threads) => Some((
                 threads,
                 number_before(line, " moved by themselves").ok_or_else(bad)?,
                 number_before(line, " sampled;").ok_or_else(bad)?,
-                number_after(line, "longest stop ").ok_or_else(bad)?,
-                number_after(line, "; transition ").ok_or_else(bad)?,
+                ms_after(line, "longest stop ").ok_or_else(bad)? * 1000.0,
+                ms_after(line, "; transition ").ok_or_else(bad)?,
             )),
         };
         Ok(Summary { hijack_us, total_ms, transition })

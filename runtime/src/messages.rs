@@ -1,0 +1,67 @@
+//! The runtime's own log of what it did (loaded, applied, refused and why, transitions),
+//! kept in a fixed-size ring that `pulp messages -p PID` reads from outside without
+//! stopping anything (layout: `pulp_meta::abi::MessageRing`). Nothing is written to the
+//! program's stdout, stderr or any file.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Bytes of the ring (the oldest lines are overwritten).
+pub const RING_LEN: usize = 64 << 10;
+
+#[repr(C)]
+pub struct MessageArea {
+    /// Odd while a line is being written.
+    seq: AtomicU64,
+    /// Bytes ever written.
+    total: AtomicU64,
+    ring: UnsafeCell<[u8; RING_LEN]>,
+}
+
+// SAFETY: `ring` is written only under `WRITING` (one writer at a time); readers are the
+// tools, outside the process, who use `seq` to detect a concurrent write.
+unsafe impl Sync for MessageArea {}
+
+pub static MESSAGES: MessageArea =
+    MessageArea { seq: AtomicU64::new(0), total: AtomicU64::new(0), ring: UnsafeCell::new([0; RING_LEN]) };
+
+static WRITING: AtomicBool = AtomicBool::new(false);
+
+/// Add one line (a newline is appended; newlines inside become spaces), prefixed with the
+/// Unix time.
+pub fn log(line: &str) {
+    let text = format!("{} {}\n", crate::status::now(), line.replace('\n', " "));
+    // A writer that finds another one busy spins briefly: lines are short.
+    while WRITING.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        std::hint::spin_loop();
+    }
+    MESSAGES.seq.fetch_add(1, Ordering::AcqRel);
+    // SAFETY: `WRITING` is held, so this is the only writer of the ring.
+    let ring = unsafe { &mut *MESSAGES.ring.get() };
+    let mut total = MESSAGES.total.load(Ordering::Relaxed);
+    for &b in text.as_bytes().iter().rev().take(RING_LEN).collect::<Vec<_>>().iter().rev() {
+        ring[(total % RING_LEN as u64) as usize] = *b;
+        total += 1;
+    }
+    MESSAGES.total.store(total, Ordering::Release);
+    MESSAGES.seq.fetch_add(1, Ordering::Release);
+    WRITING.store(false, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_read_back_through_the_shared_decoder() {
+        log("loaded patch 0123");
+        log("two\nlines");
+        // SAFETY: the test is the only writer; reading the area as bytes.
+        let area = unsafe {
+            std::slice::from_raw_parts(&MESSAGES as *const MessageArea as *const u8, std::mem::size_of::<MessageArea>())
+        };
+        let lines = pulp_meta::abi::MessageRing::decode(area);
+        assert!(lines.iter().any(|l| l.ends_with(" loaded patch 0123")), "{lines:?}");
+        assert!(lines.iter().any(|l| l.ends_with(" two lines")), "{lines:?}");
+    }
+}
