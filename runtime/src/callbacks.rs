@@ -18,7 +18,7 @@
 //! refuses the patch for `pre_patch` and is reported for the others.
 
 use crate::loader::{describe, PatchObject};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Callback {
@@ -42,15 +42,28 @@ impl Callback {
 /// Bytes a `pre_patch` callback may write to say why it refuses.
 const WHY_LEN: usize = 1024;
 
-/// Index (+1) in the registry's patch list of the patch whose callback runs, 0 when none:
-/// `pulp_state_version` answers for the patches other than that one.
-pub static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// The states (`%state ID VERSION`) of the applied patches, as `pulp_state_version`
+/// answers: while a callback runs, those of the patches other than its own.
+static STATES: Mutex<Vec<(u64, u32)>> = Mutex::new(Vec::new());
 
-/// Run `cb` of `object` if it exports it. `Err` when `pre_patch` refuses, or when the
-/// callback crashed or hung and was abandoned.
-pub fn run(object: &PatchObject, cb: Callback, running_index: usize) -> Result<(), String> {
+/// Set what `pulp_state_version` answers.
+pub fn set_states(states: Vec<(u64, u32)>) {
+    *STATES.lock().unwrap_or_else(|p| p.into_inner()) = states;
+}
+
+/// The version of state `id` the applied patches declare (the highest), or -1: for a
+/// callback, what setup earlier patches already did. See `pulp.h`.
+#[no_mangle]
+pub extern "C" fn pulp_state_version(id: libc::c_ulong) -> libc::c_long {
+    let states = STATES.lock().unwrap_or_else(|p| p.into_inner());
+    states.iter().filter(|s| s.0 == id as u64).map(|s| s.1 as libc::c_long).max().unwrap_or(-1)
+}
+
+/// Run `cb` of `object` if it exports it, with `states` answered meanwhile. `Err` when
+/// `pre_patch` refuses, or when the callback crashed or hung and was abandoned.
+pub fn run(object: &PatchObject, cb: Callback, states: Vec<(u64, u32)>) -> Result<(), String> {
     let Some(addr) = object.find(cb.symbol()) else { return Ok(()) };
-    RUNNING.store(running_index + 1, Ordering::Relaxed);
+    set_states(states);
     let mut why = [0u8; WHY_LEN];
     let outcome = pulp_trm::guarded(|| match cb {
         Callback::PrePatch => {
@@ -66,7 +79,6 @@ pub fn run(object: &PatchObject, cb: Callback, running_index: usize) -> Result<(
             0
         }
     });
-    RUNNING.store(0, Ordering::Relaxed);
     match outcome {
         Ok(0) => Ok(()),
         Ok(rc) => {

@@ -168,6 +168,17 @@ impl Registry {
         let patches =
             self.patches.iter().map(|p| PatchStatus { state: p.state, since: p.since, meta: p.meta.clone() }).collect();
         status::publish(&Status { refusing: self.refusing.clone(), transition, goal, ranges, patches }.encode());
+        callbacks::set_states(self.states_except(None));
+    }
+
+    /// `(id, version)` of every state the applied patches but `except` declare.
+    fn states_except(&self, except: Option<usize>) -> Vec<(u64, u32)> {
+        self.patches
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| Some(*i) != except && matches!(p.state, PatchState::Applied | PatchState::Reverting))
+            .flat_map(|(_, p)| p.meta.states.iter().map(|s| (s.id, s.version)))
+            .collect()
     }
 
     fn index(&self, id: &str) -> Option<usize> {
@@ -310,17 +321,6 @@ impl Registry {
         Ok(())
     }
 
-    /// The version of state `id` declared by the applied patches other than `except`
-    /// (the highest), if any.
-    pub fn state_version(&self, id: u64, except: Option<usize>) -> Option<u32> {
-        self.patches
-            .iter()
-            .enumerate()
-            .filter(|(i, p)| Some(*i) != except && matches!(p.state, PatchState::Applied | PatchState::Reverting))
-            .filter_map(|(_, p)| p.meta.states.iter().find(|s| s.id == id).map(|s| s.version))
-            .max()
-    }
-
     /// Applied patches a cumulative patch with targets `build_ids` replaces.
     fn replaced_by(&self, meta: &PatchMeta) -> Vec<String> {
         self.patches
@@ -333,7 +333,8 @@ impl Registry {
 
     fn run_callback(&mut self, id: &str, cb: Callback) -> Result<(), String> {
         let Some(i) = self.index(id) else { return Ok(()) };
-        let result = callbacks::run(&self.patches[i].object, cb, i);
+        let result = callbacks::run(&self.patches[i].object, cb, self.states_except(Some(i)));
+        callbacks::set_states(self.states_except(None));
         if let Err(e) = &result {
             messages::log(&format!("patch {}: {e}", &id[..id.len().min(12)]));
         }

@@ -146,6 +146,58 @@ pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode, opts: Options) 
     Ok(Outcome { status, functions, stopped, total: t0.elapsed(), transition: Some(ended) })
 }
 
+/// `pulp-trigger --revert-all TARGET`: revert every patch of the target in one transition.
+/// `target` is the path the process maps (or its file name, or the build-id in hex).
+pub fn revert_all(pid: i32, target: &str, opts: Options) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let proc = Process::open(pid)?;
+    proc.lock()?;
+    let objects = proc.objects()?;
+    let info = runtime_info(&proc, &objects)?;
+    let status = transition::read_status(&proc, &info)?;
+    let name = |p: &str| p.rsplit('/').next().unwrap_or(p).trim_end_matches(" (deleted)").to_string();
+    let obj = objects
+        .iter()
+        .find(|o| o.path == target || hex(&o.build_id) == target)
+        .or_else(|| objects.iter().find(|o| name(&o.path) == name(target)))
+        .ok_or_else(|| TriggerError::TargetNotMapped { pid, path: target.to_string() })?;
+    let patches: Vec<&PatchMeta> = status
+        .patches
+        .iter()
+        .filter(|p| matches!(p.state, PatchState::Applied | PatchState::Reverting))
+        .filter(|p| p.meta.targets.iter().any(|t| t.build_id == obj.build_id))
+        .map(|p| &p.meta)
+        .collect();
+    let functions = patches.iter().map(|m| m.function_count()).sum();
+    if patches.is_empty() && status.transition == 0 {
+        return Ok(Outcome {
+            status: EntryStatus::NothingToDo,
+            functions: 0,
+            stopped: None,
+            total: t0.elapsed(),
+            transition: None,
+        });
+    }
+    let mut scope = Vec::new();
+    for m in &patches {
+        add_scope(&mut scope, m);
+    }
+    let immediate = !patches.is_empty() && patches.iter().all(|m| m.flags & FLAG_IMMEDIATE != 0);
+    let (gates, inside) = if immediate { Default::default() } else { transition_scope(&proc, &objects, &scope)? };
+    let request = Request { gates, inside, target: &obj.build_id, ..Request::new(Op::RevertAll) }.encode();
+    let mut thread = Hijacked::attach(&proc, info, opts.call_limit())?;
+    let st = call(&proc, &mut thread, &info, &request)?;
+    let replies = read_reply(&proc, &info)?;
+    let stopped = Some((thread.tid(), thread.stopped_at.elapsed()));
+    if st == EntryStatus::NothingToDo {
+        thread.release()?;
+        return Ok(Outcome { status: st, functions, stopped, total: t0.elapsed(), transition: None });
+    }
+    let ended = take_up(&proc, &objects, &info, thread, &replies, immediate, opts)
+        .map_err(|e| exited_or(&proc, e, "while the patches were being reverted"))?;
+    Ok(Outcome { status: st, functions, stopped, total: t0.elapsed(), transition: Some(ended) })
+}
+
 /// A transition the runtime just started (or handed back): write every entry while the
 /// borrowed thread is still held, then finish it at once (immediate) or arm it and move
 /// the threads.

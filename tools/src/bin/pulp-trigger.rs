@@ -27,6 +27,10 @@ struct Cli {
     /// Revert the patch instead of applying it.
     #[arg(long, conflicts_with = "resume")]
     revert: bool,
+    /// Revert every patch of TARGET (a path the process maps, its file name, or its
+    /// build-id) in one transition; takes no FILE.meta.
+    #[arg(long, value_name = "TARGET", conflicts_with_all = ["resume", "revert", "meta"])]
+    revert_all: Option<String>,
     /// Complete a transition an earlier run left running (takes no FILE.meta).
     #[arg(long = "continue", id = "resume", conflicts_with = "meta")]
     resume: bool,
@@ -42,7 +46,7 @@ struct Cli {
     #[arg(long)]
     reverse: bool,
     /// Patch metadata written by `pulp pack`.
-    #[arg(value_name = "FILE.meta", required_unless_present = "resume")]
+    #[arg(value_name = "FILE.meta", required_unless_present_any = ["resume", "revert_all"])]
     meta: Option<PathBuf>,
 }
 
@@ -83,7 +87,20 @@ fn main() -> ExitCode {
     // SAFETY: setpriority takes plain integers.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
     let opts = Options { timeout: cli.timeout, force: cli.force, reverse: cli.reverse };
-    let result = if cli.resume {
+    let result = if let Some(target) = &cli.revert_all {
+        apply::revert_all(cli.pid, target, opts).map(|o| {
+            let n = pulp_tools::text::count(o.functions, "function", "functions");
+            match o.transition {
+                None => format!("no patch of {} is applied to PID {}", pulp_tools::text::printable(target), cli.pid),
+                Some(e) => format!(
+                    "reverted every patch of {} in PID {}: {n} restored ({})",
+                    pulp_tools::text::printable(target),
+                    cli.pid,
+                    report::ended(&e)
+                ),
+            }
+        })
+    } else if cli.resume {
         apply::resume(cli.pid, opts).map(|e| match e {
             None => format!("no transition in progress in PID {}", cli.pid),
             Some(e) => format!("completed the transition in PID {}: {}", cli.pid, report::ended(&e)),
