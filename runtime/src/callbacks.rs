@@ -56,7 +56,7 @@ pub fn set_states(states: Vec<(u64, u32)>) {
 #[no_mangle]
 pub extern "C" fn pulp_state_version(id: libc::c_ulong) -> libc::c_long {
     let states = STATES.lock().unwrap_or_else(|p| p.into_inner());
-    states.iter().filter(|s| s.0 == id as u64).map(|s| s.1 as libc::c_long).max().unwrap_or(-1)
+    states.iter().filter(|s| s.0 == id).map(|s| s.1 as libc::c_long).max().unwrap_or(-1)
 }
 
 /// Run `cb` of `object` if it exports it, with `states` answered meanwhile. `Err` when
