@@ -365,12 +365,20 @@ impl App {
     /// Starts `exe` (with the runtime preloaded when `preload`) and waits for `ready`.
     pub fn start_with(exe: &Path, preload: bool, args: &[&str]) -> App {
         let mut cmd = Command::new(exe);
-        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args);
         if preload {
             cmd.env("LD_PRELOAD", &artifacts().runtime);
         } else {
             cmd.env_remove("LD_PRELOAD");
         }
+        Self::start_command(cmd)
+    }
+
+    /// Starts a command prepared by the caller (another user through `setpriv`, its own
+    /// environment) and waits for its `ready`; stdin, stdout and stderr are connected here.
+    pub fn start_command(mut cmd: Command) -> App {
+        let exe = PathBuf::from(cmd.get_program());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();

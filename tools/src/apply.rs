@@ -32,7 +32,8 @@ use pulp_meta::format::{hex, FLAG_IMMEDIATE, FLAG_REPLACE};
 use pulp_meta::prologue::{self, Layout, PAD_BEFORE};
 use pulp_meta::status::{PatchState, Status};
 use pulp_meta::{PatchMeta, Prologue};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +42,8 @@ pub enum Mode {
     Revert,
 }
 
-/// What to do with a transition that does not complete in time.
+/// What to do with a transition that does not complete in time, and whether to change
+/// anything at all.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub timeout: Duration,
@@ -49,11 +51,38 @@ pub struct Options {
     pub force: bool,
     /// Roll the patch back through the same steps.
     pub reverse: bool,
+    /// Make every check of phase 1 and stop there: no thread is stopped, nothing is
+    /// written. An `Outcome` of a dry run has `status` `Done` when the operation would
+    /// change the process, `NothingToDo` when it would not.
+    pub dry_run: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), force: false, reverse: false }
+        Self { timeout: Duration::from_secs(10), force: false, reverse: false, dry_run: false }
+    }
+}
+
+/// The checked bytes of patch objects, shared by the runs of one operation on many
+/// processes, so that a patch object is read and hashed once, and every process loads
+/// the very bytes that were checked. Kept per set of trusted owners: each process's own
+/// rule (root, its owner, the user of the tool) decides whether a file may be used.
+#[derive(Default)]
+pub struct PatchObjects(Mutex<HashMap<ObjectKey, Arc<Vec<u8>>>>);
+
+/// A patch object's path and the owners trusted.
+type ObjectKey = (String, Vec<u32>);
+
+impl PatchObjects {
+    /// The patch object of `meta` for a process whose trusted owners are `owners`.
+    fn get(&self, meta: &PatchMeta, owners: &[u32]) -> Result<Arc<Vec<u8>>> {
+        let key = (meta.patch_so.clone(), owners.to_vec());
+        if let Some(bytes) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(Arc::clone(bytes));
+        }
+        let bytes = Arc::new(patchfile::patch_object(meta, owners)?);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Arc::clone(&bytes));
+        Ok(bytes)
     }
 }
 
@@ -92,6 +121,18 @@ pub struct Outcome {
 
 /// Apply or revert `meta` (whose encoded form is `bytes`) in process `pid`.
 pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode, opts: Options) -> Result<Outcome> {
+    run_shared(pid, meta, bytes, mode, opts, &PatchObjects::default())
+}
+
+/// `run`, taking the patch object from `objects` (one operation on many processes).
+pub fn run_shared(
+    pid: i32,
+    meta: &PatchMeta,
+    bytes: &[u8],
+    mode: Mode,
+    opts: Options,
+    objects_read: &PatchObjects,
+) -> Result<Outcome> {
     let t0 = Instant::now();
     let proc = Process::open(pid)?;
     proc.lock()?;
@@ -121,10 +162,17 @@ pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode, opts: Options) 
     let known = KnownEntries::read(&proc, &info)?;
     check_functions(&proc, &objects, &info, &known, meta, mode)?;
     let object = if mode == Mode::Apply && listed.is_none() {
-        patchfile::patch_object(meta, &patchfile::trusted_owners(pid))?
+        objects_read.get(meta, &patchfile::trusted_owners(pid))?
     } else {
-        Vec::new()
+        Arc::default()
     };
+    if opts.dry_run {
+        let already = match mode {
+            Mode::Apply => listed == Some(PatchState::Applied),
+            Mode::Revert => matches!(listed, None | Some(PatchState::Replaced)),
+        };
+        return nothing(if already { EntryStatus::NothingToDo } else { EntryStatus::Done });
+    }
     let immediate = meta.flags & FLAG_IMMEDIATE != 0;
     let (gates, inside) =
         if immediate { Default::default() } else { transition_scope(&proc, &objects, &scope_targets(meta, &status))? };

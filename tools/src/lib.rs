@@ -11,12 +11,15 @@
 //! - `sigframe`: the frame a borrowed thread returns through should the tool die,
 //! - `patchfile`: reading a patch's files so that the bytes that run are the bytes checked,
 //! - `apply`: the phases of applying and reverting a patch,
+//! - `select`: finding the processes an operation concerns (`--all`, `--name`, `--user`),
+//! - `fleet`: one operation on many processes, in parallel, and its summary,
 //! - `error`: what `pulp-trigger` reports; `report`: its summary lines and exit statuses;
 //! - `text`: escaping names and labels before they reach a terminal.
 
 pub mod apply;
 pub mod dump;
 pub mod error;
+pub mod fleet;
 pub mod hijack;
 pub mod livepatchable;
 pub mod pack;
@@ -26,6 +29,7 @@ pub mod process;
 pub mod ptrace;
 pub mod report;
 pub mod runtime;
+pub mod select;
 pub mod sigframe;
 pub mod text;
 pub mod transition;

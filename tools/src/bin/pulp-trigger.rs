@@ -1,14 +1,20 @@
 //! `pulp-trigger -p PID FILE.meta`: apply a live patch to a running process;
 //! `--revert` takes it back; `--continue` completes a transition left running.
 //! One summary line on success; on refusal one error line and the process untouched.
-//! Exit statuses: see `pulp_tools::report::EXIT_STATUSES`.
+//!
+//! With several `-p`, `--all`, `--name` or `--user` it works on many processes in
+//! parallel (`--jobs`): one line per process, then a summary line; `--json` prints one
+//! JSON object per line instead. Exit statuses: see `pulp_tools::report::EXIT_STATUSES`.
 
 use clap::Parser;
 use pulp_meta::PatchMeta;
-use pulp_tools::apply::{self, Mode, Options};
+use pulp_tools::apply::{Mode, Options, PatchObjects};
 use pulp_tools::error::TriggerError;
-use pulp_tools::patchfile;
+use pulp_tools::fleet::{self, Examined, Interruptions, Operation, ProcessResult, Summary};
 use pulp_tools::report::{self, EXIT_STATUSES, EXIT_USAGE};
+use pulp_tools::select::{self, Candidate, Filter};
+use pulp_tools::{patchfile, text};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,13 +23,35 @@ use std::time::Duration;
 #[command(
     name = "pulp-trigger",
     version,
-    about = "Apply (or revert) a live patch in a running process",
+    about = "Apply (or revert) a live patch in running processes",
     after_help = EXIT_STATUSES
 )]
 struct Cli {
-    /// Process to patch.
-    #[arg(short, long, value_name = "PID")]
-    pid: i32,
+    /// A process to patch; repeat for several.
+    #[arg(short, long = "pid", value_name = "PID", required_unless_present_any = ["all", "name", "user"])]
+    pids: Vec<i32>,
+    /// Every process of the machine that maps the targets of the patch with their recorded
+    /// build-ids and has the runtime loaded (with --revert-all: that maps TARGET; with
+    /// --continue: that has the runtime loaded).
+    #[arg(long, conflicts_with = "pids")]
+    all: bool,
+    /// Only processes whose name (or executable's file name) matches this shell pattern.
+    /// Without -p, searches the machine as --all does.
+    #[arg(long, value_name = "GLOB")]
+    name: Option<String>,
+    /// Only processes of this user (name or uid, compared with the effective uid).
+    /// Without -p, searches the machine as --all does.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// How many processes to work on at once (default: the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+    /// Print one JSON object per process and a summary object, one per line.
+    #[arg(long)]
+    json: bool,
+    /// Make every check and say what would be done; stop no thread, change nothing.
+    #[arg(long, conflicts_with_all = ["resume", "revert_all"])]
+    dry_run: bool,
     /// Revert the patch instead of applying it.
     #[arg(long, conflicts_with = "resume")]
     revert: bool,
@@ -50,6 +78,18 @@ struct Cli {
     meta: Option<PathBuf>,
 }
 
+impl Cli {
+    /// Whether processes are searched for (rather than only given with -p).
+    fn searching(&self) -> bool {
+        self.pids.is_empty()
+    }
+
+    /// One process given with -p and nothing else asked: the output of a single run.
+    fn single(&self) -> bool {
+        self.pids.len() == 1 && self.name.is_none() && self.user.is_none() && !self.json
+    }
+}
+
 /// `--timeout`: seconds ≥ 0 (fractions allowed), or `inf`; a value too large to hold means
 /// no limit.
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -61,18 +101,31 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 /// Read and decode a `.meta`: a regular file (never a FIFO waited on) on a trusted path,
-/// since whoever can write it decides what is loaded.
-fn load(path: &Path, pid: i32) -> Result<(PatchMeta, Vec<u8>), TriggerError> {
+/// since whoever can write it decides what is loaded. `owners`: who may own it.
+fn load(path: &Path, owners: &[u32]) -> Result<(PatchMeta, Vec<u8>), TriggerError> {
     let abs = std::path::absolute(path).map_err(|source| TriggerError::ReadFile { path: path.into(), source })?;
-    let bytes = patchfile::read_trusted(&abs, &patchfile::trusted_owners(pid), "the patch.meta")?;
+    let bytes = patchfile::read_trusted(&abs, owners, "the patch.meta")?;
     let meta = PatchMeta::decode(&bytes).map_err(|source| TriggerError::Meta { path: path.into(), source })?;
     Ok((meta, bytes))
 }
 
+/// Who may own the `.meta`: root, the user running this tool and, when one process is
+/// given, its owner (as for its patch object). With several processes the `.meta` is
+/// read once, so only owners every process trusts qualify.
+fn meta_owners(cli: &Cli) -> Vec<u32> {
+    match cli.pids.as_slice() {
+        [pid] if cli.name.is_none() && cli.user.is_none() => patchfile::trusted_owners(*pid),
+        _ => {
+            // SAFETY: geteuid has no arguments and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            let mut owners = vec![0, me];
+            owners.dedup();
+            owners
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    // Like any filter, end quietly when the reader of our output goes away (`| head`).
-    // SAFETY: resetting a signal disposition to its default has no memory effects.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -83,49 +136,139 @@ fn main() -> ExitCode {
     // While a thread of the target is stopped, every moment this tool waits for a CPU
     // is added to that thread's stop: ask for the highest CFS weight (never real-time
     // priority, which could starve the very thread we wait for). Unprivileged users
-    // keep their priority.
+    // keep their priority. Worker threads inherit it.
     // SAFETY: setpriority takes plain integers.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
-    let opts = Options { timeout: cli.timeout, force: cli.force, reverse: cli.reverse };
-    let result = if let Some(target) = &cli.revert_all {
-        apply::revert_all(cli.pid, target, opts).map(|o| {
-            let n = pulp_tools::text::count(o.functions, "function", "functions");
-            match o.transition {
-                None => format!("no patch of {} is applied to PID {}", pulp_tools::text::printable(target), cli.pid),
-                Some(e) => format!(
-                    "reverted every patch of {} in PID {}: {n} restored ({})",
-                    pulp_tools::text::printable(target),
-                    cli.pid,
-                    report::ended(&e)
-                ),
+    let opts = Options { timeout: cli.timeout, force: cli.force, reverse: cli.reverse, dry_run: cli.dry_run };
+    let loaded = match &cli.meta {
+        Some(path) if cli.revert_all.is_none() => match load(path, &meta_owners(&cli)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("pulp-trigger: error: {}", text::printable(&e.to_string()));
+                return ExitCode::from(report::exit_status(&e));
             }
-        })
-    } else if cli.resume {
-        apply::resume(cli.pid, opts).map(|e| match e {
-            None => format!("no transition in progress in PID {}", cli.pid),
-            Some(e) => format!("completed the transition in PID {}: {}", cli.pid, report::ended(&e)),
-        })
-    } else {
-        let mode = if cli.revert { Mode::Revert } else { Mode::Apply };
-        let path = cli.meta.expect("clap requires FILE.meta without --continue");
-        load(&path, cli.pid).and_then(|(meta, bytes)| {
-            apply::run(cli.pid, &meta, &bytes, mode, opts).map(|o| report::summary(&meta, cli.pid, mode, &o))
-        })
+        },
+        _ => None,
     };
-    match result {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
+    let op = match (&cli.revert_all, &loaded) {
+        (Some(target), _) => Operation::RevertAll { target },
+        (None, Some((meta, bytes))) => {
+            Operation::Patch { meta, bytes, mode: if cli.revert { Mode::Revert } else { Mode::Apply } }
         }
-        Err(e) => {
-            let code = report::exit_status(&e);
-            let text = pulp_tools::text::printable(&e.to_string()).replace("\\n", "\n");
-            if code == report::EXIT_REFUSED {
-                eprintln!("pulp-trigger: error: {text}");
-            } else {
-                eprintln!("pulp-trigger: {text}");
-            }
-            ExitCode::from(code)
+        (None, None) => Operation::Resume,
+    };
+    if cli.single() {
+        return single(&op, cli.pids[0], opts);
+    }
+    let filter = match filter(&cli) {
+        Ok(f) => f,
+        Err(why) => {
+            eprintln!("pulp-trigger: error: {why}");
+            return ExitCode::from(EXIT_USAGE);
         }
+    };
+    many(&cli, &op, &filter, opts)
+}
+
+/// One process: the line of its outcome, or its error, and its own exit status.
+fn single(op: &Operation, pid: i32, opts: Options) -> ExitCode {
+    // Like any filter, end quietly when the reader of our output goes away (`| head`).
+    // SAFETY: resetting a signal disposition to its default has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let r = fleet::perform(op, pid, select::command_name(pid), opts, &PatchObjects::default(), false);
+    match &r.error {
+        None => println!("{}", r.message),
+        Some(text) if r.exit_status == report::EXIT_REFUSED => eprintln!("pulp-trigger: error: {text}"),
+        Some(text) => eprintln!("pulp-trigger: {text}"),
+    }
+    ExitCode::from(r.exit_status)
+}
+
+fn filter(cli: &Cli) -> Result<Filter, String> {
+    let uid = cli.user.as_deref().map(select::user_id).transpose()?;
+    Ok(Filter { name: cli.name.clone(), uid })
+}
+
+/// Many processes: a line (or JSON object) each as it is done, then the summary.
+fn many(cli: &Cli, op: &Operation, filter: &Filter, opts: Options) -> ExitCode {
+    // The run goes on when the reader of our output goes away: a fleet operation is not
+    // abandoned half-way because of `| head`; lines that cannot be written are dropped.
+    // SAFETY: ignoring a signal has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let mut interruptions = Interruptions::hold();
+    let jobs = cli.jobs.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let objects = PatchObjects::default();
+    let mut summary = Summary::default();
+    let json = cli.json;
+    let show = |r: &ProcessResult| {
+        if json {
+            let _ = writeln!(std::io::stdout().lock(), "{}", r.to_json());
+        } else if r.error.is_none() {
+            let _ = writeln!(std::io::stdout().lock(), "{}", r.message);
+        } else if r.kind == fleet::Kind::Refused {
+            let _ = writeln!(std::io::stderr().lock(), "pulp-trigger: error: {}", r.message);
+        } else {
+            let _ = writeln!(std::io::stderr().lock(), "pulp-trigger: {}", r.message);
+        }
+    };
+    let not_attempted = if cli.searching() {
+        let candidates = select::processes(filter);
+        fleet::pool(
+            &candidates,
+            jobs,
+            |c| fleet::examine_and_perform(op, c, opts, &objects),
+            |e| match e {
+                Examined::Result(r) => {
+                    show(&r);
+                    summary.add(&r);
+                }
+                Examined::Skipped(s) => summary.skip(s),
+                Examined::Ignored => {}
+            },
+            |stop| interruptions.poll(stop),
+        )
+    } else {
+        let mut pids = cli.pids.clone();
+        pids.sort_unstable();
+        pids.dedup();
+        let given: Vec<Candidate> = pids
+            .into_iter()
+            .filter(|&pid| filter.accepts(pid))
+            .map(|pid| Candidate { pid, name: select::command_name(pid) })
+            .collect();
+        fleet::pool(
+            &given,
+            jobs,
+            |c| fleet::perform(op, c.pid, c.name.clone(), opts, &objects, false),
+            |r| {
+                show(&r);
+                summary.add(&r);
+            },
+            |stop| interruptions.poll(stop),
+        )
+    };
+    summary.not_attempted = not_attempted;
+    summary.interrupted = interruptions.received;
+    let subject = subject(op, cli.dry_run);
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(out, "{}", summary.to_json(op, &subject, cli.dry_run));
+    } else {
+        let _ = writeln!(out, "{}", summary.to_text(&subject));
+    }
+    ExitCode::from(summary.exit_status())
+}
+
+/// What the summary line is about.
+fn subject(op: &Operation, dry_run: bool) -> String {
+    let what = match op {
+        Operation::Patch { meta, .. } => report::describe(meta),
+        Operation::RevertAll { target } => format!("every patch of {}", text::printable(target)),
+        Operation::Resume => "transitions in progress".into(),
+    };
+    if dry_run {
+        format!("{what} (dry run)")
+    } else {
+        what
     }
 }
