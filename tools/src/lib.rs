@@ -2,7 +2,9 @@
 //!
 //! - `process`: a target seen from `/proc` (maps, threads, build-ids, memory),
 //! - `runtime`: finding the runtime in a process and reading its `pulp_rs_info`,
-//! - `patches`: `pulp patches`, what a process has applied and who holds a transition,
+//! - `patches`: `pulp patches` (one process or all), what a process has applied and who
+//!   holds a transition; `pulp check`, whether one patch is applied,
+//! - `messages`: `pulp messages`, the runtime's own log,
 //! - `ptrace`: one traced thread as an RAII guard,
 //! - `hijack`: choosing a thread at a safe point and running a runtime entry in it,
 //! - `pack`: `.dsc` description to `patch.meta`; `dump`: `patch.meta` to text or JSON,
@@ -22,6 +24,7 @@ pub mod error;
 pub mod fleet;
 pub mod hijack;
 pub mod livepatchable;
+pub mod messages;
 pub mod pack;
 pub mod patches;
 pub mod patchfile;

@@ -1,10 +1,11 @@
-//! `pulp`: pack and inspect live patches.
+//! `pulp`: pack and inspect live patches, and look at what running processes have applied.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pulp_tools::{dump, livepatchable, pack};
+use pulp_tools::report::EXIT_USAGE;
+use pulp_tools::{dump, livepatchable, messages, pack, patches, text};
 
 #[derive(Parser)]
 #[command(name = "pulp", version, about = "Pack and inspect libpulp-rs live patches")]
@@ -50,11 +51,33 @@ enum Cmd {
     /// with the threads that hold it. Stops no thread.
     Patches {
         /// The process.
-        #[arg(short, long, value_name = "PID")]
-        pid: i32,
-        /// Print a JSON object instead of text.
+        #[arg(short, long, value_name = "PID", required_unless_present = "all", conflicts_with = "all")]
+        pid: Option<i32>,
+        /// Every live-patchable process of the machine (the runtime loaded).
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of text (with --all, an array of the objects of -p).
         #[arg(long)]
         json: bool,
+    },
+    /// Tell by the exit status whether a patch is applied to a process. Stops no thread.
+    #[command(after_help = patches::CHECK_STATUSES)]
+    Check {
+        /// The process.
+        #[arg(short, long, value_name = "PID")]
+        pid: i32,
+        /// The patch.meta.
+        meta: PathBuf,
+        /// Print nothing; the exit status alone answers.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print the runtime's own log of a process: patches loaded, applied, refused and
+    /// why, transitions (a fixed-size ring, oldest lines dropped first). Stops no thread.
+    Messages {
+        /// The process.
+        #[arg(short, long, value_name = "PID")]
+        pid: i32,
     },
 }
 
@@ -62,7 +85,15 @@ fn main() -> ExitCode {
     // Like any filter, end quietly when the reader of our output goes away (`| head`).
     // SAFETY: resetting a signal disposition to its default has no memory effects.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Usage errors exit 64 (`EX_USAGE`), as pulp-trigger's: `pulp check` gives 2 a
+            // meaning of its own.
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
     match run(cli.command) {
         Ok(code) => code,
         Err(msg) => {
@@ -97,14 +128,34 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 print!("{}", dump::to_text(&m));
             }
         }
-        Cmd::Patches { pid, json } => {
-            let report = pulp_tools::patches::read(pid).map_err(|e| e.to_string())?;
+        Cmd::Patches { pid: Some(pid), json, .. } => {
+            let report = patches::read(pid).map_err(|e| e.to_string())?;
             if json {
-                let text =
-                    serde_json::to_string_pretty(&pulp_tools::patches::to_json(&report)).map_err(|e| e.to_string())?;
+                let text = serde_json::to_string_pretty(&patches::to_json(&report)).map_err(|e| e.to_string())?;
                 println!("{text}");
             } else {
-                print!("{}", pulp_tools::patches::to_text(&report));
+                print!("{}", patches::to_text(&report));
+            }
+        }
+        Cmd::Patches { pid: None, json, .. } => return patches_all(json),
+        Cmd::Check { pid, meta, quiet } => {
+            let m = dump::read_meta(&meta).map_err(|e| e.to_string());
+            return Ok(match m.and_then(|m| patches::check(pid, &m).map_err(|e| e.to_string())) {
+                Ok((answer, line)) => {
+                    if !quiet {
+                        println!("{line}");
+                    }
+                    ExitCode::from(answer as u8)
+                }
+                Err(e) => {
+                    eprintln!("pulp: error: {}", text::printable(&e));
+                    ExitCode::from(patches::CHECK_UNKNOWN)
+                }
+            });
+        }
+        Cmd::Messages { pid } => {
+            for m in messages::read(pid).map_err(|e| e.to_string())? {
+                println!("{}", messages::to_text(&m));
             }
         }
         Cmd::Livepatchable { file, json } => {
@@ -122,6 +173,32 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pulp patches --all`: every live-patchable process, in PID order. Exits 1 when one of
+/// them could not be read (it is named on stderr), 0 otherwise.
+fn patches_all(json: bool) -> Result<ExitCode, String> {
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut failed = false;
+    let mut objects = Vec::new();
+    for (pid, report) in patches::read_all(jobs) {
+        match report {
+            Ok(r) if json => objects.push(patches::to_json(&r)),
+            Ok(r) => println!("{}", patches::to_text(&r)),
+            Err(e) => {
+                failed = true;
+                eprintln!("pulp: error: {}", text::printable(&e.to_string()));
+                if json {
+                    objects.push(serde_json::json!({ "pid": pid, "error": text::printable(&e.to_string()) }));
+                }
+            }
+        }
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&objects).map_err(|e| e.to_string())?;
+        println!("{text}");
+    }
+    Ok(ExitCode::from(u8::from(failed)))
 }
 
 /// Write `data` to `path` through a temporary file in the same folder, so that a reader
