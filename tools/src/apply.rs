@@ -275,7 +275,7 @@ pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
 
 /// Run the runtime's entry with `request` in the hijacked thread; a refusal becomes an
 /// error carrying the runtime's message.
-fn call(proc: &Process, thread: &mut Hijacked, info: &RuntimeInfo, request: &[u8]) -> Result<EntryStatus> {
+pub(crate) fn call(proc: &Process, thread: &mut Hijacked, info: &RuntimeInfo, request: &[u8]) -> Result<EntryStatus> {
     let pid = proc.pid;
     if request.len() as u64 > info.buffer_len {
         return Err(TriggerError::Target {

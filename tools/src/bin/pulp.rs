@@ -46,6 +46,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Let a process accept live patches (`on`), or make it refuse every request until set
+    /// back (`off`), as the PULP_DISABLE_ON_* variables do when it starts.
+    SetPatchable {
+        /// The process.
+        #[arg(short, long, value_name = "PID")]
+        pid: i32,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// Show the patches a running process has applied, and the transition in progress
     /// with the threads that hold it. Stops no thread.
     Patches {
@@ -106,6 +116,12 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             } else {
                 print!("{}", pulp_tools::patches::to_text(&report));
             }
+        }
+        Cmd::SetPatchable { pid, state } => {
+            let on = state == "on";
+            let changed = pulp_tools::control::set_patchable(pid, on).map_err(|e| e.to_string())?;
+            let what = if on { "accepts live patches" } else { "refuses live patches" };
+            println!("PID {pid} {what}{}", if changed { "" } else { " (it already did)" });
         }
         Cmd::Livepatchable { file, json } => {
             let report = livepatchable::check(&file).map_err(|e| e.to_string())?;
