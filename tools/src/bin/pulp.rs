@@ -72,7 +72,14 @@ fn main() -> ExitCode {
     // Like any filter, end quietly when the reader of our output goes away (`| head`).
     // SAFETY: resetting a signal disposition to its default has no memory effects.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Usage errors have their own status (sysexits' EX_USAGE), apart from failures.
+            return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
+        }
+    };
     match run(cli.command) {
         Ok(code) => code,
         Err(msg) => {
