@@ -426,6 +426,11 @@ pub fn apply(reg: &mut Registry, request: &[u8], buf: &mut [u8]) -> Result<Entry
             return Err(e);
         }
     };
+    let body_of = |entry: u64| reg.by_entry.get(&entry).map(|&d| reg.descs[d].body);
+    if let Err(e) = crate::references::write_references(&meta, &objs, &object, &body_of) {
+        object.discard();
+        return Err(e);
+    }
 
     // Commit.
     let funcs: Vec<(usize, u64)> =
