@@ -1,31 +1,28 @@
-//! Read the functions, their prologue kinds and the build-id of an ELF object on disk, and
-//! canonicalise gcc's `90 90` entry NOPs to the single instruction `66 90`.
+//! Reading ELF objects for libpulp-rs, shared by the tools and the build plugin.
+//!
+//! - [`functions`]: the functions of an object with their prologue kinds, build-ids, and
+//!   canonicalising gcc's `90 90` entry NOPs to `66 90`;
+//! - [`symbols`]: every symbol (functions, data, thread-locals; local, hidden, exported),
+//!   grouped by source file, the object's imports, dependencies and writable ranges;
+//! - [`debugfile`]: separate debug info of stripped objects (`--debug-file`,
+//!   `/usr/lib/debug/.build-id/xx/yyyy.debug`, `.gnu_debuglink`), build-id checked;
+//! - [`dwarf`]: questions answered by debug info (a function that exists only inlined);
+//! - [`inspect`]: all of it together for one object: what `pulp pack`, `pulp livepatchable`
+//!   and `pulp build-patch` read about a target.
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::io::{self, Write};
+pub mod debugfile;
+pub mod dwarf;
+mod functions;
+pub mod inspect;
+pub mod symbols;
+
+pub use debugfile::DebugSearch;
+pub use functions::{build_id, canonicalise_entries, functions, FunctionInfo};
+pub use inspect::{inspect, Inspected};
+pub use symbols::{ObjectInfo, Symbol, SymbolKind};
+
+use std::io;
 use std::path::{Path, PathBuf};
-
-use object::elf;
-use object::{Object, ObjectSection, ObjectSymbol, SymbolFlags};
-use pulp_meta::prologue::{classify, PAD_BEFORE};
-use pulp_meta::Prologue;
-
-/// A function defined in an object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FunctionInfo {
-    pub name: String,
-    /// The symbol value: the function's address relative to the load base for a shared
-    /// object or a PIE.
-    pub offset: u64,
-    pub size: u64,
-    /// Global or weak binding (not `STB_LOCAL`) in `.symtab` or `.dynsym`.
-    pub global: bool,
-    /// Present in `.dynsym`, so `dlsym` can find it.
-    pub dynamic: bool,
-    /// How the function begins; `None` when it cannot be live-patched.
-    pub prologue: Option<Prologue>,
-}
 
 /// Why an object could not be inspected or rewritten; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -36,17 +33,27 @@ pub enum InspectError {
     Parse { path: PathBuf, source: object::Error },
     #[error("{}: not an ELF object", path.display())]
     NotElf { path: PathBuf },
+    #[error("{}: not an x86-64 ELF object", path.display())]
+    NotX86_64 { path: PathBuf },
     #[error("{} has no GNU build-id (link it with -Wl,--build-id=sha1)", path.display())]
     NoBuildId { path: PathBuf },
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
+    #[error(
+        "debug file {} has build-id {found}, but {} has {expected}: it belongs to another build",
+        debug.display(),
+        object.display()
+    )]
+    DebugBuildId { debug: PathBuf, object: PathBuf, found: String, expected: String },
+    #[error("{}: debug info: {reason}", path.display())]
+    Dwarf { path: PathBuf, reason: String },
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, InspectError> {
-    fs::read(path).map_err(|source| InspectError::Read { path: path.into(), source })
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, InspectError> {
+    std::fs::read(path).map_err(|source| InspectError::Read { path: path.into(), source })
 }
 
-fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<object::File<'a>, InspectError> {
+pub(crate) fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<object::File<'a>, InspectError> {
     let file = object::File::parse(data).map_err(|source| InspectError::Parse { path: path.into(), source })?;
     if file.format() != object::BinaryFormat::Elf {
         return Err(InspectError::NotElf { path: path.into() });
@@ -54,150 +61,7 @@ fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<object::File<'a>, InspectErr
     Ok(file)
 }
 
-/// The object's GNU build-id (`NT_GNU_BUILD_ID`); an error if it has none.
-pub fn build_id(path: &Path) -> Result<Vec<u8>, InspectError> {
-    let data = read(path)?;
-    let file = parse(path, &data)?;
-    match file.build_id() {
-        Ok(Some(id)) if !id.is_empty() => Ok(id.to_vec()),
-        Ok(_) => Err(InspectError::NoBuildId { path: path.into() }),
-        Err(source) => Err(InspectError::Parse { path: path.into(), source }),
-    }
-}
-
-/// Where a function's entry lies in the file.
-struct Located<'a> {
-    /// Up to [`PAD_BEFORE`] bytes ending at the entry (fewer at the start of a section).
-    before: &'a [u8],
-    /// Up to 8 bytes from the entry.
-    at: &'a [u8],
-    /// File offset of the entry.
-    file_offset: u64,
-}
-
-fn locate<'a>(file: &object::File<'a>, addr: u64) -> Option<Located<'a>> {
-    file.sections().find_map(|s| {
-        if s.address() > addr || addr >= s.address() + s.size() {
-            return None;
-        }
-        let (file_start, _) = s.file_range()?;
-        let data = s.data().ok()?;
-        let rel = usize::try_from(addr - s.address()).ok()?;
-        if rel >= data.len() {
-            return None;
-        }
-        Some(Located {
-            before: &data[rel.saturating_sub(PAD_BEFORE)..rel],
-            at: &data[rel..data.len().min(rel + 8)],
-            file_offset: file_start + rel as u64,
-        })
-    })
-}
-
-fn is_func(sym: &object::Symbol<'_, '_>) -> bool {
-    matches!(sym.flags(), SymbolFlags::Elf { st_info, .. } if st_info & 0xf == elf::STT_FUNC)
-}
-
-/// Whether the object references or defines `__fentry__` (built with `-pg -mfentry`).
-fn uses_fentry(file: &object::File<'_>) -> bool {
-    file.symbols().chain(file.dynamic_symbols()).any(|s| s.name() == Ok("__fentry__"))
-}
-
-fn collect(file: &object::File<'_>) -> Vec<FunctionInfo> {
-    // A function that merely starts with a call looks like an fentry one: only believe
-    // the fentry kinds in an object that was built with `-mfentry`.
-    let fentry = uses_fentry(file);
-    let classify = |before: &[u8], at: &[u8]| match classify(before, at) {
-        Some(Prologue::FentryCall | Prologue::FentryGotCall) if !fentry => None,
-        k => k,
-    };
-    let mut by_key: BTreeMap<(String, u64), FunctionInfo> = BTreeMap::new();
-    let tables = [(file.symbols(), false), (file.dynamic_symbols(), true)];
-    for (symbols, dynamic) in tables {
-        for sym in symbols {
-            if !is_func(&sym) || !sym.is_definition() {
-                continue;
-            }
-            let Ok(name) = sym.name() else { continue };
-            if name.is_empty() {
-                continue;
-            }
-            let offset = sym.address();
-            let entry = by_key.entry((name.to_owned(), offset)).or_insert_with(|| FunctionInfo {
-                name: name.to_owned(),
-                offset,
-                size: sym.size(),
-                global: false,
-                dynamic: false,
-                prologue: locate(file, offset).and_then(|l| classify(l.before, l.at)),
-            });
-            entry.global |= sym.is_global();
-            entry.dynamic |= dynamic;
-            entry.size = entry.size.max(sym.size());
-        }
-    }
-    // BTreeMap order: by name, then offset.
-    by_key.into_values().collect()
-}
-
-/// The defined `STT_FUNC` symbols of `.symtab` and `.dynsym`, deduplicated by
-/// (name, offset) and sorted by name, each with its prologue kind.
-pub fn functions(path: &Path) -> Result<Vec<FunctionInfo>, InspectError> {
-    let data = read(path)?;
-    let file = parse(path, &data)?;
-    Ok(collect(&file))
-}
-
-/// Rewrite the entry `90 90` of every [`Prologue::NopPad90`] function (and of every
-/// `endbr64; nop; nop` [`Prologue::EndbrNopPad`] one) to the single instruction `66 90`,
-/// so that no thread can ever be stopped between the two NOPs. The file is replaced
-/// atomically (temporary file + rename) and keeps its permissions. Returns how many
-/// functions were rewritten; the file is left untouched when there are none.
-pub fn canonicalise_entries(path: &Path) -> Result<usize, InspectError> {
-    let mut data = read(path)?;
-    let mut offsets = Vec::new();
-    {
-        let file = parse(path, &data)?;
-        for f in collect(&file) {
-            let nops = match f.prologue {
-                Some(Prologue::NopPad90) => 0,
-                Some(Prologue::EndbrNopPad) => 4,
-                _ => continue,
-            };
-            let Some(l) = locate(&file, f.offset) else {
-                continue;
-            };
-            if l.at.get(nops..nops + 2) == Some(&[0x90, 0x90][..]) {
-                offsets.push(l.file_offset as usize + nops);
-            }
-        }
-    }
-    offsets.sort_unstable();
-    offsets.dedup();
-    if offsets.is_empty() {
-        return Ok(0);
-    }
-    for &o in &offsets {
-        data[o] = 0x66;
-    }
-    write_atomically(path, &data)?;
-    Ok(offsets.len())
-}
-
-fn write_atomically(path: &Path, data: &[u8]) -> Result<(), InspectError> {
-    let err = |source| InspectError::Write { path: path.into(), source };
-    let perms = fs::metadata(path).map_err(err)?.permissions();
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.pulp-tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::set_permissions(&tmp, perms)?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+/// Lower-case hex of a byte string (build-ids).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

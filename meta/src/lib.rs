@@ -5,9 +5,10 @@
 //! - [`note`]: the GNU build-id note,
 //! - [`sha256`]: the content hash that ties a `patch.meta` to the exact bytes of its patch object,
 //! - [`status`]: what a running runtime says about itself (patches, transition),
+//! - [`trust`]: reading a patch's files through paths nobody untrusted could change,
 //! - [`abi`]: the fixed layout the tools read from and write to inside a running `libpulp_rs.so`.
 //!
-//! No dependencies: the runtime links this crate and stays lean.
+//! No dependency but `libc`: the runtime links this crate and stays lean.
 
 pub mod abi;
 pub mod format;
@@ -15,6 +16,7 @@ pub mod note;
 pub mod prologue;
 pub mod sha256;
 pub mod status;
+pub mod trust;
 
 pub use format::{Function, MetaError, PatchMeta, RefKind, Reference, State, Target};
 pub use prologue::Prologue;

@@ -267,6 +267,74 @@ pub fn pad_jump_slot(entry: u64, bytes: &[u8; 6]) -> Option<u64> {
     Some(entry.wrapping_add(disp as i64 as u64))
 }
 
+/// Where the runtime's pieces are, as far as writing code needs them.
+#[derive(Clone, Copy, Debug)]
+pub struct Tables {
+    pub descs: u64,
+    pub desc_size: u64,
+    pub far_stubs: u64,
+}
+
+impl Tables {
+    fn far_stub(&self, desc: u64) -> u64 {
+        self.far_stubs + (desc - self.descs) / self.desc_size * crate::abi::FAR_STUB_SIZE
+    }
+}
+
+/// The code writes that bring the entries of `replies` where the runtime asked: the pad
+/// bytes (unreachable until an entry jumps there, so in any order, before a
+/// `membarrier(SYNC_CORE)`), then per entry the single-byte writes of its plan. `read`
+/// gives the bytes now at an address. fentry functions need nothing.
+#[derive(Debug, Default)]
+pub struct CodeWrites {
+    /// Pad bytes that differ from what is there.
+    pub pads: Vec<(u64, Vec<u8>)>,
+    /// Per entry, the address of its jump bytes and the writes `(offset, byte)`.
+    pub entries: Vec<(u64, Vec<(u64, u8)>)>,
+}
+
+/// Plan the code writes for `replies` (see [`CodeWrites`]). Errors name the entry.
+pub fn code_writes(
+    replies: &[crate::abi::FuncReply],
+    tables: Tables,
+    mut read: impl FnMut(u64, usize) -> Option<Vec<u8>>,
+) -> Result<CodeWrites, String> {
+    use crate::abi::EntryAction;
+    let layout = |r: &crate::abi::FuncReply| {
+        Layout::choose(r.kind, r.entry, r.desc, r.original)
+            .ok_or_else(|| format!("function at {:#x} ({}) cannot be redirected from this distance", r.entry, r.kind))
+    };
+    let mut out = CodeWrites::default();
+    for r in replies.iter().filter(|r| !r.kind.is_fentry()) {
+        let l = layout(r)?;
+        let to = match r.action {
+            EntryAction::Redirect => {
+                let pad = l
+                    .pad(r.entry, r.desc, tables.far_stub(r.desc))
+                    .ok_or_else(|| format!("the descriptor of {:#x} is out of reach", r.entry))?;
+                for (addr, bytes) in pad {
+                    if read(addr, bytes.len()).as_deref() != Some(&bytes[..]) {
+                        out.pads.push((addr, bytes));
+                    }
+                }
+                l.jump()
+            }
+            EntryAction::Restore => r.original,
+            EntryAction::Keep => continue,
+        };
+        let at = r.entry + l.jump_offset();
+        let now = read(at, 2).ok_or_else(|| format!("cannot read the entry at {at:#x}"))?;
+        let from = [now[0], now[1]];
+        // One byte at a time, every intermediate state a harmless instruction.
+        let plan = write_plan(r.original, from, to)
+            .ok_or_else(|| format!("no safe way to rewrite {from:02x?} to {to:02x?} at {at:#x}"))?;
+        if !plan.is_empty() {
+            out.entries.push((at, plan));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

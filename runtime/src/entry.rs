@@ -95,7 +95,8 @@ fn give_back(len: usize) {
 /// The constructor: register for `membarrier(SYNC_CORE)` while the process is still
 /// single-threaded (registering later, with threads running, makes the kernel wait for an
 /// RCU grace period inside the first apply), unless a seccomp filter might kill the
-/// process for a system call it does not expect; and map the stack entries run on.
+/// process for a system call it does not expect; map the stack entries run on; then the
+/// operator's exclusions and the patch directory (`crate::patchdir`).
 #[used]
 #[link_section = ".init_array"]
 static CONSTRUCTOR: extern "C" fn() = constructor;
@@ -106,6 +107,7 @@ extern "C" fn constructor() {
         unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_REGISTER_SYNC_CORE, 0, 0) };
     }
     map_entry_stack();
+    crate::patchdir::at_load();
 }
 
 /// Map the entry stack with a guard page below it; without it (mmap refused), entries run

@@ -15,6 +15,8 @@
 //! - [`descriptors`]: one per redirected function, with its stack of versions;
 //! - [`callbacks`]: a patch's pre/post patch/unpatch callbacks, run as the kernel runs them;
 //! - [`messages`]: the runtime's own log, a ring `pulp messages` reads;
+//! - [`patchdir`]: patches a process applies by itself, at start and as targets load
+//!   ([`local`]: applying without a tool), unless [`exclude`]d by the operator;
 //! - [`transition`]: what threads read during a transition: the gate slow path,
 //!   `pulp_quiescent()`, the log of threads that moved themselves;
 //! - [`status`]: the status area `pulp patches` reads from outside;
@@ -27,9 +29,12 @@
 pub mod callbacks;
 pub mod descriptors;
 pub mod entry;
+pub mod exclude;
 pub mod info;
 pub mod loader;
+pub mod local;
 pub mod messages;
+pub mod patchdir;
 pub mod references;
 pub mod registry;
 pub mod shadow;

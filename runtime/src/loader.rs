@@ -6,7 +6,7 @@ use std::ffi::{CStr, CString};
 /// A loaded object: load base, build-id and executable segments.
 pub struct Loaded {
     pub base: usize,
-    build_id: Vec<u8>,
+    pub build_id: Vec<u8>,
     /// Executable segments, `[start, end)`.
     pub exec: Vec<(usize, usize)>,
     /// All loaded segments, `[start, end)`.
@@ -115,6 +115,11 @@ pub fn own_tls_image() -> Option<u64> {
     out
 }
 
+/// Every loaded object.
+pub fn all() -> Vec<Loaded> {
+    loaded_objects()
+}
+
 /// The loaded object whose load base is `base`.
 pub fn loaded_at(base: usize) -> Option<Loaded> {
     loaded_objects().into_iter().find(|o| o.base == base)
@@ -198,6 +203,9 @@ pub struct PatchObject {
     handle: *mut libc::c_void,
     pub base: usize,
 }
+
+// SAFETY: a dlopen handle is a process-wide token that may be used from any thread.
+unsafe impl Send for PatchObject {}
 
 impl PatchObject {
     /// Load a patch object from `bytes`, which the tool checked (owner, mode, folders,

@@ -2,23 +2,199 @@
 //! before a patch is activated, the runtime writes into each of the patch object's
 //! reference variables what it needs to know about a symbol of a target (its address,
 //! its original code, its TLS index, or its address relative to the patch's GOT).
+//!
+//! [`write_references`] checks every reference of every target first (the variable is an
+//! exported, writable data object of the patch, big enough; the target address is mapped;
+//! the target has TLS) and writes nothing unless all of them resolve.
 
-use crate::loader::{Loaded, PatchObject};
-use pulp_meta::PatchMeta;
+use crate::loader::{self, PatchObject};
+use pulp_meta::{prologue, PatchMeta, RefKind};
 
-/// Write every reference of `meta` into the loaded patch object (see the module docs);
-/// `body_of(entry)` gives the original code of a function. Writes nothing unless every
-/// reference resolves.
+/// glibc's `RTLD_DL_SYMENT`: `dladdr1` returns the matching `ElfW(Sym)`.
+const RTLD_DL_SYMENT: libc::c_int = 1;
+
+/// The function the patch object exports for [`RefKind::GotRelative`] references: it
+/// returns the address of its own global offset table.
+pub const GOT_FUNCTION: &str = "__pulp_got";
+
+/// Resolve every reference of `meta` (whose targets are `targets`, in order) and write
+/// them into `patch`'s variables. `body_of(entry)` gives the original code of a function
+/// that already has a descriptor. Nothing is written unless everything resolves; the
+/// error names the target, the symbol and the variable.
 pub fn write_references(
     meta: &PatchMeta,
-    _targets: &[Loaded],
-    _patch: &PatchObject,
-    _body_of: &dyn Fn(u64) -> Option<u64>,
+    targets: &[loader::Loaded],
+    patch: &PatchObject,
+    body_of: &dyn Fn(u64) -> Option<u64>,
 ) -> Result<(), String> {
-    match meta.targets.iter().flat_map(|t| &t.references).next() {
-        None => Ok(()),
-        Some(r) => {
-            Err(format!("reference `{}` -> `{}`: references are not supported by this runtime yet", r.symbol, r.var))
+    let mut writes: Vec<(usize, [u8; 16], usize)> = Vec::new();
+    let mut got: Option<u64> = None;
+    let writable = writable_ranges(patch.base);
+    for (t, obj) in meta.targets.iter().zip(targets) {
+        for r in &t.references {
+            let what = || format!("reference `{}` of {} into `{}`", r.symbol, t.path, r.var);
+            let var = patch
+                .symbol(&r.var)
+                .map_err(|_| format!("{}: the patch object exports no variable `{}`", what(), r.var))?;
+            check_variable(var, r.kind.size(), &writable).map_err(|why| format!("{}: {why}", what()))?;
+            if writes.iter().any(|w| w.0 == var) {
+                return Err(format!("{}: variable `{}` receives two references", what(), r.var));
+            }
+            let addr = (obj.base as u64).wrapping_add(r.offset);
+            let inside = || {
+                if obj.is_mapped(addr, addr + 1) {
+                    Ok(())
+                } else {
+                    Err(format!("{}: address {addr:#x} is outside the target as loaded", what()))
+                }
+            };
+            let mut bytes = [0u8; 16];
+            match r.kind {
+                RefKind::Address => {
+                    inside()?;
+                    bytes[..8].copy_from_slice(&addr.to_le_bytes());
+                }
+                RefKind::Original => {
+                    let body = match body_of(addr) {
+                        Some(b) => b,
+                        None => original_code(obj, addr)
+                            .ok_or_else(|| format!("{}: address {addr:#x} is not inside the target's code", what()))?,
+                    };
+                    bytes[..8].copy_from_slice(&body.to_le_bytes());
+                }
+                RefKind::TlsIndex => {
+                    if obj.tls_modid == 0 {
+                        return Err(format!("{}: the target has no thread-local storage", what()));
+                    }
+                    bytes[..8].copy_from_slice(&(obj.tls_modid as u64).to_le_bytes());
+                    bytes[8..].copy_from_slice(&r.offset.to_le_bytes());
+                }
+                RefKind::GotRelative => {
+                    inside()?;
+                    let got = match got {
+                        Some(g) => g,
+                        None => *got.insert(patch_got(patch).map_err(|why| format!("{}: {why}", what()))?),
+                    };
+                    bytes[..8].copy_from_slice(&addr.wrapping_sub(got).to_le_bytes());
+                }
+            }
+            writes.push((var, bytes, r.kind.size()));
         }
     }
+    for (var, bytes, size) in writes {
+        // SAFETY: `var` is a defined data object of the patch object of at least `size`
+        // bytes lying in its writable (non-RELRO) memory (check_variable), and no code of
+        // the patch runs yet, so nobody reads it concurrently.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), var as *mut u8, size) };
+    }
+    Ok(())
+}
+
+/// Where the original code of the function whose entry is `entry` goes on, past any
+/// redirect: after the 2 entry NOPs (after `endbr64` + 2 NOPs), after the call to
+/// `__fentry__`; a function without patchable prologue is its entry. `None` when `entry`
+/// is not code of `obj`.
+fn original_code(obj: &loader::Loaded, entry: u64) -> Option<u64> {
+    let pad = prologue::PAD_BEFORE as u64;
+    if !obj.is_code(entry, entry + 10) {
+        return None;
+    }
+    let before_start = entry.checked_sub(pad).filter(|&s| obj.is_code(s, entry)).unwrap_or(entry);
+    let len = (entry - before_start) as usize;
+    // SAFETY: [before_start, entry + 10) is mapped code of the target (checked above).
+    let (before, at) = unsafe {
+        (std::slice::from_raw_parts(before_start as *const u8, len), std::ptr::read_volatile(entry as *const [u8; 10]))
+    };
+    Some(match prologue::classify(before, &at) {
+        Some(k) => match (k.jump_offset(), prologue::fentry_call(&at)) {
+            (Some(off), _) => entry + off + 2,
+            (None, Some((off, len))) => entry + off + len,
+            (None, None) => entry,
+        },
+        None => entry,
+    })
+}
+
+/// Call the patch's `__pulp_got()`.
+fn patch_got(patch: &PatchObject) -> Result<u64, String> {
+    let f = patch.symbol(GOT_FUNCTION).map_err(|_| {
+        format!("the patch object exports no `{GOT_FUNCTION}` function (GOT-relative references need it)")
+    })?;
+    // SAFETY: `__pulp_got` is a function of the patch object taking nothing and returning
+    // a pointer (`void *__pulp_got(void)`, emitted by `pulp build-patch`); the object is
+    // loaded and relocated.
+    let got = unsafe { std::mem::transmute::<usize, extern "C" fn() -> u64>(f)() };
+    Ok(got)
+}
+
+/// Check that `var` is the start of a data object of at least `size` bytes in writable
+/// memory.
+fn check_variable(var: usize, size: usize, writable: &[(usize, usize)]) -> Result<(), String> {
+    let mut info: libc::Dl_info = libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    };
+    let mut sym: *mut libc::c_void = std::ptr::null_mut();
+    // SAFETY: dladdr1 only reads the loader's tables and fills `info` and `sym`.
+    let found = unsafe { libc::dladdr1(var as *const libc::c_void, &mut info, &mut sym, RTLD_DL_SYMENT) };
+    if found == 0 || sym.is_null() || info.dli_saddr as usize != var {
+        return Err("the dynamic linker knows no symbol at its address".into());
+    }
+    // SAFETY: with RTLD_DL_SYMENT, a successful dladdr1 stores a pointer to the symbol's
+    // `Elf64_Sym` in the loaded object's dynamic symbol table, which stays mapped.
+    let sym = unsafe { &*(sym as *const libc::Elf64_Sym) };
+    const STT_OBJECT: u8 = 1;
+    if sym.st_info & 0xf != STT_OBJECT {
+        return Err("it is not a data object (declare it as a variable, e.g. `void *var;`)".into());
+    }
+    if (sym.st_size as usize) < size {
+        return Err(format!("it has {} bytes, the reference needs {size}", sym.st_size));
+    }
+    if !writable.iter().any(|&(s, e)| s <= var && var + size <= e) {
+        return Err("it lies in read-only memory (make it a non-const variable)".into());
+    }
+    Ok(())
+}
+
+/// The writable memory of the object loaded at `base`: writable `PT_LOAD` segments minus
+/// `PT_GNU_RELRO` (read-only once relocated).
+fn writable_ranges(base: usize) -> Vec<(usize, usize)> {
+    struct Search {
+        base: usize,
+        out: Vec<(usize, usize)>,
+    }
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `&mut Search` passed below and `info` is valid for this
+        // call (dl_iterate_phdr's contract).
+        let (search, info) = unsafe { (&mut *(data as *mut Search), &*info) };
+        if info.dlpi_addr as usize != search.base {
+            return 0;
+        }
+        // SAFETY: dl_iterate_phdr guarantees `dlpi_phdr` points at `dlpi_phnum` headers.
+        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let base = search.base;
+        let range = |p: &libc::Elf64_Phdr| (base + p.p_vaddr as usize, base + (p.p_vaddr + p.p_memsz) as usize);
+        let mut out: Vec<(usize, usize)> =
+            phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_W != 0).map(range).collect();
+        for relro in phdrs.iter().filter(|p| p.p_type == libc::PT_GNU_RELRO).map(range) {
+            out = out
+                .into_iter()
+                .flat_map(|(s, e)| [(s, e.min(relro.0)), (s.max(relro.1), e)])
+                .filter(|(s, e)| s < e)
+                .collect();
+        }
+        search.out = out;
+        1
+    }
+    let mut search = Search { base, out: Vec::new() };
+    // SAFETY: the callback only reads `info` and writes the Search passed as `data`,
+    // which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut search as *mut Search as *mut libc::c_void) };
+    search.out
 }

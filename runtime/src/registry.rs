@@ -351,7 +351,7 @@ pub fn serve(reg: &mut Registry, req: &Request<'_>, buf: &mut [u8]) -> Result<En
         return Err(format!("this process refuses live patches: {}", reg.refusing));
     }
     match req.op {
-        Op::Apply => apply(reg, req, buf),
+        Op::Apply => apply(reg, req.meta, &req.gates, &req.inside, Object::Bytes(req.object), buf),
         Op::Revert => revert(reg, req, buf),
         Op::RevertAll => revert_all(reg, req, buf),
         Op::Finish => finish(reg, req.arg != 0, buf),
@@ -391,9 +391,24 @@ pub fn set_refusing(reg: &mut Registry, why: String) {
     reg.refusing = why;
 }
 
+/// Where the patch object of an apply comes from.
+pub enum Object<'a> {
+    /// Its checked bytes, to load now.
+    Bytes(&'a [u8]),
+    /// Already loaded (the patch directory loads objects ahead of their targets).
+    Loaded(PatchObject),
+}
+
 /// Load a patch and start its transition. Nothing changes unless every check passes.
-fn apply(reg: &mut Registry, req: &Request<'_>, buf: &mut [u8]) -> Result<EntryStatus, String> {
-    let (meta, objs) = resolve(req.meta)?;
+pub fn apply(
+    reg: &mut Registry,
+    meta_bytes: &[u8],
+    gates: &[u64],
+    inside: &[(u64, u64)],
+    object: Object<'_>,
+    buf: &mut [u8],
+) -> Result<EntryStatus, String> {
+    let (meta, objs) = resolve(meta_bytes)?;
     let id = meta.id();
     if let Some(status) = reg.meet_transition(std::slice::from_ref(&id), Kind::Apply, buf)? {
         return Ok(status);
@@ -425,22 +440,27 @@ fn apply(reg: &mut Registry, req: &Request<'_>, buf: &mut [u8]) -> Result<EntryS
         }
     }
     let immediate = meta.flags & FLAG_IMMEDIATE != 0;
-    let gate_plan = if immediate { Vec::new() } else { reg.plan_gates(&objs, &req.gates)? };
+    let gate_plan = if immediate { Vec::new() } else { reg.plan_gates(&objs, gates)? };
     let mut all: Vec<&Planned> = planned.iter().map(|(p, _)| p).collect();
     all.extend(gate_plan.iter().filter(|g| !planned.iter().any(|(p, _)| p.entry == g.entry)));
     reg.descs.ensure_room(&all)?;
 
-    let name = meta.patch_so.rsplit('/').next().unwrap_or("patch").to_string();
-    let object = PatchObject::load(&name, req.object, &meta.patch_build_id).map_err(|e| {
-        let abandoned = matches!(e, LoadError::Abandoned(_));
-        let msg = String::from(e);
-        messages::log(&format!("patch {}: {msg}", meta.short_id()));
-        if abandoned {
-            format!("{msg}; the process runs on unpatched and later requests are served")
-        } else {
-            msg
+    let object = match object {
+        Object::Loaded(o) => o,
+        Object::Bytes(bytes) => {
+            let name = meta.patch_so.rsplit('/').next().unwrap_or("patch").to_string();
+            PatchObject::load(&name, bytes, &meta.patch_build_id).map_err(|e| {
+                let abandoned = matches!(e, LoadError::Abandoned(_));
+                let msg = String::from(e);
+                messages::log(&format!("patch {}: {msg}", meta.short_id()));
+                if abandoned {
+                    format!("{msg}; the process runs on unpatched and later requests are served")
+                } else {
+                    msg
+                }
+            })?
         }
-    })?;
+    };
     let news: Vec<u64> =
         planned.iter().map(|(_, new)| object.symbol(new).map(|a| a as u64)).collect::<Result<_, _>>()?;
     crate::references::write_references(&meta, &objs, &object, &|entry| {
@@ -487,7 +507,7 @@ fn apply(reg: &mut Registry, req: &Request<'_>, buf: &mut [u8]) -> Result<EntryS
             }
         }
     }
-    let ranges = reg.ranges(&req.inside, None);
+    let ranges = reg.ranges(inside, None);
     let replies = reg.start(Plan {
         kind: Kind::Apply,
         patches: vec![id.clone()],
@@ -603,7 +623,7 @@ fn revert_all(reg: &mut Registry, req: &Request<'_>, buf: &mut [u8]) -> Result<E
 
 /// End the running transition where its goal is: every descriptor straight to its
 /// version, gates removed. With `force`, threads still inside simply switch.
-fn finish(reg: &mut Registry, force: bool, buf: &mut [u8]) -> Result<EntryStatus, String> {
+pub fn finish(reg: &mut Registry, force: bool, buf: &mut [u8]) -> Result<EntryStatus, String> {
     let Some(t) = reg.transition.take() else {
         write_reply(&[], buf)?;
         return Ok(EntryStatus::NothingToDo);

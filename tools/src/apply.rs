@@ -27,7 +27,7 @@ use crate::patchfile;
 use crate::process::{MappedObject, Process};
 use crate::runtime::{runtime_code, runtime_info};
 use crate::transition::{self, Driven, Holder, Progress};
-use pulp_meta::abi::{self, EntryAction, EntryStatus, FuncReply, Op, Request, RuntimeInfo};
+use pulp_meta::abi::{self, EntryStatus, FuncReply, Op, Request, RuntimeInfo};
 use pulp_meta::format::{hex, FLAG_IMMEDIATE, FLAG_REPLACE};
 use pulp_meta::prologue::{self, Layout, PAD_BEFORE};
 use pulp_meta::status::{PatchState, Status};
@@ -323,7 +323,7 @@ pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
 
 /// Run the runtime's entry with `request` in the hijacked thread; a refusal becomes an
 /// error carrying the runtime's message.
-fn call(proc: &Process, thread: &mut Hijacked, info: &RuntimeInfo, request: &[u8]) -> Result<EntryStatus> {
+pub(crate) fn call(proc: &Process, thread: &mut Hijacked, info: &RuntimeInfo, request: &[u8]) -> Result<EntryStatus> {
     let pid = proc.pid;
     if request.len() as u64 > info.buffer_len {
         return Err(TriggerError::Target {
@@ -614,34 +614,17 @@ fn read_reply(proc: &Process, info: &RuntimeInfo) -> Result<Vec<FuncReply>> {
     abi::decode_reply(&proc.read(info.buffer, len)?).ok_or_else(malformed)
 }
 
-/// Bring each entry's code to what the runtime asked for; returns how many entries changed.
-/// fentry functions need nothing: the runtime's `__fentry__` finds their descriptors.
-/// With `held`, the thread the tool holds runs the membarrier after new pads; without it,
-/// one is borrowed for that moment.
+/// Bring each entry's code to what the runtime asked for (`prologue::code_writes`);
+/// returns how many entries changed. With `held`, the thread the tool holds runs the
+/// membarrier after new pads; without it, one is borrowed for that moment.
 fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply], held: Option<&mut Hijacked>) -> Result<usize> {
-    let pid = proc.pid;
-    let far_stub = |desc: u64| info.far_stubs + (desc - info.descs) / info.desc_size() * abi::FAR_STUB_SIZE;
-    let layout = |r: &FuncReply| {
-        Layout::choose(r.kind, r.entry, r.desc, r.original).ok_or_else(|| TriggerError::Target {
-            pid,
-            what: format!("function at {:#x} ({}) cannot be redirected from this distance", r.entry, r.kind),
-        })
-    };
-    let nop_pads: Vec<&FuncReply> = replies.iter().filter(|r| !r.kind.is_fentry()).collect();
-    let mut wrote_pad = false;
-    for r in nop_pads.iter().filter(|r| r.action == EntryAction::Redirect) {
-        let pad = layout(r)?
-            .pad(r.entry, r.desc, far_stub(r.desc))
-            .ok_or_else(|| TriggerError::Target { pid, what: format!("descriptor of {:#x} out of reach", r.entry) })?;
-        // The pad is not reachable until the entry jumps to it, so these writes need no order.
-        for (addr, bytes) in pad {
-            if proc.read(addr, bytes.len())? != bytes {
-                proc.write(addr, &bytes)?;
-                wrote_pad = true;
-            }
-        }
+    let tables = prologue::Tables { descs: info.descs, desc_size: info.desc_size(), far_stubs: info.far_stubs };
+    let writes = prologue::code_writes(replies, tables, |addr, len| proc.read(addr, len).ok())
+        .map_err(|what| TriggerError::Target { pid: proc.pid, what })?;
+    for (addr, bytes) in &writes.pads {
+        proc.write(*addr, bytes)?;
     }
-    if wrote_pad && !proc.under_seccomp() {
+    if !writes.pads.is_empty() && !proc.under_seccomp() {
         // Every core drops stale instructions of the new pads before any entry jumps
         // there. Best effort: without membarrier SYNC_CORE (an old kernel, or a seccomp
         // filter that might kill the process for an unexpected system call), x86's
@@ -658,25 +641,10 @@ fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply], held: O
             }
         }
     }
-    let mut written = 0;
-    for r in nop_pads {
-        let l = layout(r)?;
-        let to = match r.action {
-            EntryAction::Redirect => l.jump(),
-            EntryAction::Restore => r.original,
-            EntryAction::Keep => continue,
-        };
-        let at = r.entry + l.jump_offset();
-        let from = proc.read_array::<2>(at)?;
-        // One byte at a time, every intermediate state a harmless instruction.
-        let plan = prologue::write_plan(r.original, from, to).ok_or_else(|| TriggerError::Target {
-            pid,
-            what: format!("no safe way to rewrite {from:02x?} to {to:02x?} at {at:#x}"),
-        })?;
-        for (offset, byte) in &plan {
+    for (at, plan) in &writes.entries {
+        for (offset, byte) in plan {
             proc.write(at + offset, &[*byte])?;
         }
-        written += usize::from(!plan.is_empty());
     }
-    Ok(written)
+    Ok(writes.entries.len())
 }

@@ -12,13 +12,14 @@
 //! - `transition`: moving threads one at a time until a transition is complete,
 //! - `sigframe`: the frame a borrowed thread returns through should the tool die,
 //! - `patchfile`: reading a patch's files so that the bytes that run are the bytes checked,
-//! - `apply`: the phases of applying and reverting a patch,
+//! - `apply`: the phases of applying and reverting a patch; `control`: `set-patchable`,
 //! - `select`: finding the processes an operation concerns (`--all`, `--name`, `--user`),
 //! - `fleet`: one operation on many processes, in parallel, and its summary,
 //! - `error`: what `pulp-trigger` reports; `report`: its summary lines and exit statuses;
 //! - `text`: escaping names and labels before they reach a terminal.
 
 pub mod apply;
+pub mod control;
 pub mod dump;
 pub mod error;
 pub mod fleet;

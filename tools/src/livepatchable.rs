@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection};
-use pulp_elf::{self as inspect, FunctionInfo, InspectError};
+use pulp_elf::inspect::SymbolSource;
+use pulp_elf::{DebugSearch, FunctionInfo, InspectError};
 use serde_json::{json, Value};
 
 /// How many exported functions a failure message names before "and N more".
@@ -29,6 +30,8 @@ pub struct Report {
     pub file: PathBuf,
     pub kind: ObjectKind,
     pub functions: Vec<FunctionInfo>,
+    /// Where the symbols came from.
+    pub source: SymbolSource,
 }
 
 impl Report {
@@ -99,9 +102,16 @@ pub enum LivepatchableError {
     NotLinked { path: PathBuf },
 }
 
-/// Inspect `path`.
+/// Inspect `path` (a stripped object's static functions come from a debug file found the
+/// default way).
 pub fn check(path: &Path) -> Result<Report, LivepatchableError> {
-    let functions = inspect::functions(path)?;
+    check_with(path, &DebugSearch::default())
+}
+
+/// Inspect `path`, looking for its debug file as `search` says when it is stripped.
+pub fn check_with(path: &Path, search: &DebugSearch) -> Result<Report, LivepatchableError> {
+    let inspected = pulp_elf::inspect(path, search)?;
+    let (functions, source) = (inspected.functions, inspected.source);
     let data = std::fs::read(path).map_err(|source| InspectError::Read { path: path.into(), source })?;
     let file = object::File::parse(&*data).map_err(|source| InspectError::Parse { path: path.into(), source })?;
     let kind = match file.kind() {
@@ -110,7 +120,7 @@ pub fn check(path: &Path) -> Result<Report, LivepatchableError> {
         object::ObjectKind::Dynamic => ObjectKind::SharedObject,
         _ => return Err(LivepatchableError::NotLinked { path: path.into() }),
     };
-    Ok(Report { file: path.into(), kind, functions })
+    Ok(Report { file: path.into(), kind, functions, source })
 }
 
 /// A position-independent executable: `DF_1_PIE` in `DT_FLAGS_1`.
@@ -137,6 +147,19 @@ fn kind_name(r: &Report) -> &'static str {
 pub fn to_text(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{} ({})", r.file.display(), kind_name(r));
+    match &r.source {
+        SymbolSource::Own => {}
+        SymbolSource::DebugFile(p) => {
+            let _ = writeln!(s, "symbols from the debug file {}", p.display());
+        }
+        SymbolSource::Stripped { tried } => {
+            let _ = writeln!(
+                s,
+                "stripped, and no debug file was found ({}): only exported functions are listed",
+                pulp_elf::debugfile::DebugLookup::describe_tried(tried)
+            );
+        }
+    }
     let width = r.functions.iter().map(|f| f.name.len()).max().unwrap_or(0).max(8);
     let _ = writeln!(
         s,
@@ -175,6 +198,11 @@ pub fn to_json(r: &Report) -> Value {
     json!({
         "file": r.file.display().to_string(),
         "kind": kind_name(r),
+        "symbols": match &r.source {
+            SymbolSource::Own => "symbol table".to_string(),
+            SymbolSource::DebugFile(p) => format!("debug file {}", p.display()),
+            SymbolSource::Stripped { .. } => "exports only (stripped)".to_string(),
+        },
         "functions": r.functions.iter().map(|f| json!({
             "name": f.name,
             "offset": f.offset,

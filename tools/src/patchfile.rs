@@ -13,133 +13,22 @@
 
 use crate::error::TriggerError;
 use pulp_meta::format::hex;
+use pulp_meta::trust::TrustError;
 use pulp_meta::PatchMeta;
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
-
-/// Largest patch object or `.meta` read.
-const MAX_FILE: u64 = 256 << 20;
+use std::path::Path;
 
 /// Why a file is not trusted (the message names the path).
 fn insecure(path: &Path, reason: String) -> TriggerError {
     TriggerError::PatchInsecure { path: path.display().to_string(), reason }
 }
 
-fn stat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
-    // SAFETY: stat is plain data, filled by fstat on a descriptor we own.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(st)
-}
-
-fn open_at(dir: Option<&OwnedFd>, name: &std::ffi::OsStr, flags: libc::c_int) -> std::io::Result<OwnedFd> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(name.as_bytes()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
-    // SAFETY: a valid C string and flags; the result is checked.
-    let fd = unsafe { libc::openat(dirfd, c.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// The owners a file or folder may have, and whether one passes.
-struct Owners<'a>(&'a [u32]);
-
-impl Owners<'_> {
-    fn check(&self, path: &Path, st: &libc::stat, what: &str) -> Result<(), TriggerError> {
-        if !self.0.contains(&st.st_uid) {
-            let allowed: Vec<String> = self.0.iter().map(|u| format!("uid {u}")).collect();
-            return Err(insecure(
-                path,
-                format!("{what} is owned by uid {}, not by {}", st.st_uid, allowed.join(" or ")),
-            ));
-        }
-        let mode = st.st_mode & 0o7777;
-        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        let sticky_root = is_dir && mode & 0o1000 != 0 && st.st_uid == 0;
-        if mode & 0o022 != 0 && !sticky_root {
-            return Err(insecure(
-                path,
-                format!(
-                    "{what} is writable by {} (mode {mode:o})",
-                    if mode & 0o002 != 0 { "others" } else { "its group" }
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Read the file at `path` (absolute, as canonical as the caller has it) through a walk
-/// that checks every folder and the file against `owners`; a regular file only, opened
-/// without blocking (a FIFO or a device is refused, never waited on).
+/// Read the file at `path` (absolute) through a walk that checks every folder and the
+/// file against `owners` (`pulp_meta::trust`); a regular file only, never waited on.
 pub fn read_trusted(path: &Path, owners: &[u32], what: &str) -> Result<Vec<u8>, TriggerError> {
-    let owners = Owners(owners);
-    if !path.is_absolute() {
-        return Err(insecure(path, "its path is not absolute".into()));
-    }
-    // Symbolic links on the way are resolved first (the canonical path is then walked
-    // without following any, and the walk refuses if the path changed meanwhile).
-    let canon = path
-        .canonicalize()
-        .map_err(|e| TriggerError::PatchMissing { path: path.display().to_string(), reason: e.to_string() })?;
-    let mut dir: Option<OwnedFd> = None;
-    let mut at = PathBuf::from("/");
-    let comps: Vec<Component> = canon.components().collect();
-    for (i, comp) in comps.iter().enumerate() {
-        let last = i + 1 == comps.len();
-        let fd = match comp {
-            Component::RootDir => open_at(None, "/".as_ref(), libc::O_PATH | libc::O_DIRECTORY),
-            Component::Normal(name) => {
-                at.push(name);
-                let flags = if last {
-                    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY
-                } else {
-                    libc::O_PATH | libc::O_DIRECTORY
-                };
-                open_at(dir.as_ref(), name, flags)
-            }
-            _ => return Err(insecure(path, "its path is not canonical".into())),
-        }
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
-                insecure(path, format!("{} changed while it was checked (a symbolic link appeared)", at.display()))
-            } else {
-                TriggerError::PatchMissing {
-                    path: path.display().to_string(),
-                    reason: format!("{}: {e}", at.display()),
-                }
-            }
-        })?;
-        let st = stat(&fd).map_err(|e| insecure(path, format!("cannot examine {}: {e}", at.display())))?;
-        if last {
-            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-                return Err(insecure(path, format!("{what} is not a regular file")));
-            }
-            owners.check(path, &st, what)?;
-            if st.st_size as u64 > MAX_FILE {
-                return Err(insecure(path, format!("{what} is larger than {} MiB", MAX_FILE >> 20)));
-            }
-            let mut file = std::fs::File::from(fd);
-            let mut bytes = Vec::with_capacity(st.st_size as usize);
-            use std::io::Read;
-            (&mut file)
-                .take(MAX_FILE + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| TriggerError::ReadFile { path: path.into(), source: e })?;
-            return Ok(bytes);
-        }
-        owners.check(path, &st, &format!("folder {}", at.display()))?;
-        dir = Some(fd);
-    }
-    Err(insecure(path, "it names a folder".into()))
+    pulp_meta::trust::read_trusted(path, owners, what).map_err(|e| match e {
+        TrustError::Insecure(reason) => insecure(path, reason),
+        TrustError::Missing(reason) => TriggerError::PatchMissing { path: path.display().to_string(), reason },
+    })
 }
 
 /// The patch object of `meta`, read and checked: a trusted path, the content hash `pulp

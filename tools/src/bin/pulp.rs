@@ -17,6 +17,31 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Pack a description file (.dsc) into a patch.meta.
+    ///
+    /// The .dsc, one item a line (`# text`, `; text` and `// text` are comments, also at
+    /// the end of a line after a space):
+    ///
+    ///   libfix.so                    the patch .so (first line that is not a label or option)
+    ///   !CVE-2026-1234               a label, kept in the metadata (anywhere)
+    ///   %immediate                   switch every thread at once (no transition)
+    ///   %replace                     a cumulative patch: replaces every earlier one
+    ///   %level 3                     the patch level
+    ///   %state 42 1                  a state (id, version) the patch declares
+    ///   @/usr/lib/libfoo.so          a target object; the lines below are about it
+    ///   foo:foo_fixed                replace function foo by the patch's foo_fixed
+    ///   twin@1130:twin_fixed         one of several functions of that name, by offset (hex)
+    ///   #counter:ref_counter         the patch's variable ref_counter receives the address of
+    ///                                the target's counter (any symbol: exported, hidden,
+    ///                                static, `lenfix.1`); for a function this patch
+    ///                                replaces, its original code
+    ///   #lenfix.1@2a40+8:ref         a symbol picked by offset, plus an addend
+    ///   #%tls_var:ref_tls            a thread-local variable: its 16-byte tls_index
+    ///   #helper:ref got-relative     its address minus the patch's GOT (pulp build-patch)
+    ///
+    /// Relative paths are resolved against the .dsc's folder. Static symbols of a stripped
+    /// target come from its debug file (--debug-file, DIR/.build-id/xx/yyyy.debug, or
+    /// .gnu_debuglink), whose build-id must match.
+    #[command(verbatim_doc_comment)]
     Pack {
         /// The description file.
         dsc: PathBuf,
@@ -27,6 +52,13 @@ enum Cmd {
         /// `%immediate` line in the .dsc).
         #[arg(long)]
         immediate: bool,
+        /// A separate debug file of a stripped target (used for the target whose build-id
+        /// it has; may be given several times).
+        #[arg(long = "debug-file", value_name = "FILE")]
+        debug_files: Vec<PathBuf>,
+        /// The folder of separate debug files.
+        #[arg(long = "debug-dir", value_name = "DIR", default_value = "/usr/lib/debug")]
+        debug_dir: PathBuf,
     },
     /// Show every field of a patch.meta.
     Dump {
@@ -39,13 +71,30 @@ enum Cmd {
     /// List the functions of a shared object and whether each can be live-patched.
     ///
     /// Exits 0 when at least one function can be patched by this release and every
-    /// exported function has a patchable prologue, 1 otherwise.
+    /// exported function has a patchable prologue, 1 otherwise. Static functions of a
+    /// stripped object come from its debug file (see `pulp pack --help`).
     Livepatchable {
         /// The shared object (or executable) to inspect.
         file: PathBuf,
         /// Print a JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// A separate debug file of the object (its build-id must match).
+        #[arg(long = "debug-file", value_name = "FILE")]
+        debug_file: Option<PathBuf>,
+        /// The folder of separate debug files.
+        #[arg(long = "debug-dir", value_name = "DIR", default_value = "/usr/lib/debug")]
+        debug_dir: PathBuf,
+    },
+    /// Let a process accept live patches (`on`), or make it refuse every request until set
+    /// back (`off`), as the PULP_DISABLE_ON_* variables do when it starts.
+    SetPatchable {
+        /// The process.
+        #[arg(short, long, value_name = "PID")]
+        pid: i32,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
     /// Show the patches a running process has applied, and the transition in progress
     /// with the threads that hold it. Stops no thread.
@@ -89,8 +138,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            // Usage errors exit 64 (`EX_USAGE`), as pulp-trigger's: `pulp check` gives 2 a
-            // meaning of its own.
+            // Usage errors have their own status (sysexits' EX_USAGE), apart from failures
+            // (and from `pulp check`'s answers).
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
@@ -105,19 +154,28 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
-        Cmd::Pack { dsc, output, immediate } => {
+        Cmd::Pack { dsc, output, immediate, debug_files, debug_dir } => {
             let output = output.unwrap_or_else(|| dsc.with_extension("meta"));
-            let (mut meta, warnings) = pack::pack_with_warnings(&dsc).map_err(|e| e.to_string())?;
+            let opts = pack::PackOptions {
+                immediate,
+                debug: pulp_elf::DebugSearch { files: debug_files, root: debug_dir },
+                ..Default::default()
+            };
+            let (meta, warnings) = pack::pack_with(&dsc, &opts).map_err(|e| e.to_string())?;
             for w in warnings {
                 eprintln!("pulp: warning: {w}");
-            }
-            if immediate {
-                meta.flags |= pulp_meta::format::FLAG_IMMEDIATE;
             }
             write_atomically(&output, &meta.encode())
                 .map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
             let functions: usize = meta.targets.iter().map(|t| t.functions.len()).sum();
-            println!("packed {functions} functions in {} targets into {}", meta.targets.len(), output.display());
+            let references: usize = meta.targets.iter().map(|t| t.references.len()).sum();
+            let refs = if references == 0 { String::new() } else { format!(" and {}", count(references, "reference")) };
+            println!(
+                "packed {}{refs} in {} into {}",
+                count(functions, "function"),
+                count(meta.targets.len(), "target"),
+                output.display()
+            );
         }
         Cmd::Dump { meta, json } => {
             let m = dump::read_meta(&meta).map_err(|e| e.to_string())?;
@@ -158,16 +216,23 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 println!("{}", messages::to_text(&m));
             }
         }
-        Cmd::Livepatchable { file, json } => {
-            let report = livepatchable::check(&file).map_err(|e| e.to_string())?;
+        Cmd::SetPatchable { pid, state } => {
+            let on = state == "on";
+            let changed = pulp_tools::control::set_patchable(pid, on).map_err(|e| e.to_string())?;
+            let what = if on { "accepts live patches" } else { "refuses live patches" };
+            println!("PID {pid} {what}{}", if changed { "" } else { " (it already did)" });
+        }
+        Cmd::Livepatchable { file, json, debug_file, debug_dir } => {
+            let search = pulp_elf::DebugSearch { files: debug_file.into_iter().collect(), root: debug_dir };
+            let report = livepatchable::check_with(&file, &search).map_err(|e| e.to_string())?;
             if json {
                 let text = serde_json::to_string_pretty(&livepatchable::to_json(&report)).map_err(|e| e.to_string())?;
                 println!("{text}");
             } else {
+                // The verdict, with its reason, is the last line: said once.
                 print!("{}", livepatchable::to_text(&report));
             }
-            if let Err(why) = report.verdict() {
-                eprintln!("pulp: {why}");
+            if report.verdict().is_err() {
                 return Ok(ExitCode::from(1));
             }
         }
@@ -199,6 +264,15 @@ fn patches_all(json: bool) -> Result<ExitCode, String> {
         println!("{text}");
     }
     Ok(ExitCode::from(u8::from(failed)))
+}
+
+/// "1 function", "2 functions".
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// Write `data` to `path` through a temporary file in the same folder, so that a reader

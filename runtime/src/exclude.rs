@@ -1,0 +1,91 @@
+//! Who may be patched: an operator excludes processes through the environment the
+//! runtime reads when it loads (as libpulp's `LIBPULP_DISABLE_ON_*`):
+//!
+//! - `PULP_DISABLE_ON_PATH`: `:`-separated glob patterns of executable paths;
+//! - `PULP_DISABLE_ON_USERS`: `,`-separated user names or ids (real or effective);
+//! - `PULP_DISABLE_ON_GROUPS`: `,`-separated group names or ids (real, effective or
+//!   supplementary).
+//!
+//! An excluded process refuses every request, saying why (`pulp set-patchable -p PID on`
+//! lifts it), and applies nothing from the patch directory.
+
+use std::ffi::CString;
+
+/// Why this process is excluded, if it is.
+pub fn reason() -> Option<String> {
+    if let Ok(globs) = std::env::var("PULP_DISABLE_ON_PATH") {
+        let exe = std::fs::read_link("/proc/self/exe").ok()?.to_string_lossy().into_owned();
+        for glob in globs.split(':').filter(|g| !g.is_empty()) {
+            if matches(glob, &exe) {
+                return Some(format!("excluded by PULP_DISABLE_ON_PATH ({exe} matches {glob})"));
+            }
+        }
+    }
+    if let Ok(users) = std::env::var("PULP_DISABLE_ON_USERS") {
+        // SAFETY: getuid/geteuid have no arguments and cannot fail.
+        let ids = unsafe { [libc::getuid(), libc::geteuid()] };
+        for u in users.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            if user_id(u).is_some_and(|id| ids.contains(&id)) {
+                return Some(format!("excluded by PULP_DISABLE_ON_USERS (user {u})"));
+            }
+        }
+    }
+    if let Ok(groups) = std::env::var("PULP_DISABLE_ON_GROUPS") {
+        let ids = my_groups();
+        for g in groups.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+            if group_id(g).is_some_and(|id| ids.contains(&id)) {
+                return Some(format!("excluded by PULP_DISABLE_ON_GROUPS (group {g})"));
+            }
+        }
+    }
+    None
+}
+
+fn matches(glob: &str, path: &str) -> bool {
+    let (Ok(g), Ok(p)) = (CString::new(glob), CString::new(path)) else { return false };
+    // SAFETY: two valid C strings; fnmatch only reads them.
+    unsafe { libc::fnmatch(g.as_ptr(), p.as_ptr(), 0) == 0 }
+}
+
+/// A user id from a number or a name (the name looked up with `getpwnam_r`).
+fn user_id(u: &str) -> Option<u32> {
+    if let Ok(id) = u.parse() {
+        return Some(id);
+    }
+    let name = CString::new(u).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    // SAFETY: passwd is plain data, filled by getpwnam_r.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; `buf` holds the strings it returns.
+    let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (rc == 0 && !out.is_null()).then_some(pw.pw_uid)
+}
+
+/// A group id from a number or a name (`getgrnam_r`).
+fn group_id(g: &str) -> Option<u32> {
+    if let Ok(id) = g.parse() {
+        return Some(id);
+    }
+    let name = CString::new(g).ok()?;
+    let mut buf = vec![0 as libc::c_char; 64 << 10];
+    // SAFETY: group is plain data, filled by getgrnam_r.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; `buf` holds what it returns.
+    let rc = unsafe { libc::getgrnam_r(name.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (rc == 0 && !out.is_null()).then_some(gr.gr_gid)
+}
+
+/// The real, effective and supplementary group ids of the process.
+fn my_groups() -> Vec<u32> {
+    // SAFETY: getgid/getegid have no arguments and cannot fail.
+    let mut ids = unsafe { vec![libc::getgid(), libc::getegid()] };
+    let mut list = vec![0 as libc::gid_t; 256];
+    // SAFETY: getgroups writes at most `list.len()` ids into `list`.
+    let n = unsafe { libc::getgroups(list.len() as libc::c_int, list.as_mut_ptr()) };
+    if n > 0 {
+        ids.extend_from_slice(&list[..n as usize]);
+    }
+    ids
+}

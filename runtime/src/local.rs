@@ -1,0 +1,58 @@
+//! Applying a patch from inside the process, without a tool (the patch directory): the
+//! same registry steps as a request from `pulp-trigger`, with the code written by the
+//! runtime itself through `/proc/self/mem` (which, like the tool's writes, changes no page
+//! protection) and the transition finished at once. Only done where no thread can be
+//! running the functions concerned: at process start while it has one thread, or for a
+//! target the dynamic linker has just mapped and not yet run.
+
+use crate::registry::{self, Object, Registry};
+use pulp_meta::abi::{self, EntryStatus};
+use pulp_meta::prologue::{self, Tables};
+use std::os::unix::fs::FileExt;
+
+/// Apply `meta_bytes` (a `patch.meta`) with `object`, immediately.
+pub fn apply(reg: &mut Registry, meta_bytes: &[u8], object: Object<'_>) -> Result<EntryStatus, String> {
+    // Room for a reply naming every descriptor the runtime has.
+    let mut buf = vec![0u8; 4 + pulp_trm::DESC_COUNT * abi::FUNC_REPLY_SIZE];
+    let status = registry::apply(reg, meta_bytes, &[], &[], object, &mut buf)?;
+    let mem = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/mem")
+        .map_err(|e| format!("cannot open /proc/self/mem to write code: {e}"))?;
+    write_code(&mem, &buf)?;
+    if status == EntryStatus::Transition {
+        registry::finish(reg, true, &mut buf)?;
+        write_code(&mem, &buf)?;
+    }
+    Ok(status)
+}
+
+/// Write the code a reply in `buf` asks for (see `prologue::code_writes`).
+fn write_code(mem: &std::fs::File, buf: &[u8]) -> Result<(), String> {
+    let replies = abi::decode_reply(buf).ok_or("the runtime's own reply is malformed")?;
+    let tables = Tables {
+        descs: pulp_trm::descriptors().as_ptr() as u64,
+        desc_size: std::mem::size_of::<abi::Descriptor>() as u64,
+        far_stubs: pulp_trm::far_stub(0) as u64,
+    };
+    let writes = prologue::code_writes(&replies, tables, |addr, len| {
+        let mut b = vec![0u8; len];
+        mem.read_exact_at(&mut b, addr).ok().map(|_| b)
+    })?;
+    let write = |addr: u64, bytes: &[u8]| {
+        mem.write_all_at(bytes, addr).map_err(|e| format!("cannot write code at {addr:#x}: {e}"))
+    };
+    for (addr, bytes) in &writes.pads {
+        write(*addr, bytes)?;
+    }
+    if !writes.pads.is_empty() {
+        crate::entry::sync_core();
+    }
+    for (at, plan) in &writes.entries {
+        for (offset, byte) in plan {
+            write(at + offset, &[*byte])?;
+        }
+    }
+    Ok(())
+}
