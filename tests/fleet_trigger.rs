@@ -8,17 +8,9 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use libpulp_rs_tests::{artifacts, trigger, App, CSpec, ToolOutput, Work};
+use libpulp_rs_tests::{artifacts, trigger, unique, App, CSpec, ToolOutput, Work};
 use serde_json::Value;
-
-/// A number no other test run of this machine uses at the same time.
-fn unique() -> u32 {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    (std::process::id().wrapping_mul(7919) ^ nanos ^ N.fetch_add(1, Ordering::Relaxed) << 20) % 1_000_000_000
-}
 
 /// A library `libfleetN.so` (calc.c with `calc_version = N`), its fix and applications.
 struct Fleet {

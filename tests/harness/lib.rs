@@ -531,3 +531,12 @@ pub fn two_libraries_fixture(work: &Work) -> (PathBuf, PathBuf, PathBuf) {
     let p2 = work.patch("two", &two_fix, &[(&two, &[("two", "two_new")])]);
     (app, p1, p2)
 }
+
+/// A number no other test run on this machine uses at the same time (for build-ids and
+/// names of its own, so that a search of the machine finds only a test's own processes).
+pub fn unique() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    (std::process::id().wrapping_mul(7919) ^ nanos ^ N.fetch_add(1, Ordering::Relaxed) << 20) % 1_000_000_000
+}
