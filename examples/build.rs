@@ -165,6 +165,21 @@ fn main() {
     .executable(&out, "stall_one");
     export("PULP_BENCH_STALL_ONE", &stall_one);
 
+    // The fleet benchmark: libfleet.so (f under a build-id of its own), and the member
+    // process that links it. The driver runs members with LD_LIBRARY_PATH pointing at a
+    // copy of libfleet.so whose build-id it rewrites, so `--all` finds its members only.
+    let fleet = Spec { defines: vec![("VARIANT", Some("8"))], ..Spec::new(&f) }.shared(&out, "fleet");
+    let member = Spec {
+        patchable: false,
+        threads: true,
+        link_lib: Some("fleet"),
+        link_dir: Some(&out),
+        ..Spec::new(&[bench.join("fleet_member.c")])
+    }
+    .executable(&out, "fleet_member");
+    export("PULP_BENCH_FLEET_LIB", &fleet);
+    export("PULP_BENCH_FLEET_MEMBER", &member);
+
     // Per-call cost during a transition: libuni (exported and static functions, a call
     // that blocks inside it), its fix, and the program that times them.
     let uni = Spec::new(&[bench.join("libuni.c")]).shared(&out, "uni");

@@ -23,10 +23,10 @@
 
 use crate::error::{Result, TriggerError};
 use crate::hijack::Hijacked;
-use crate::patchfile;
 use crate::process::{MappedObject, Process};
 use crate::runtime::{runtime_code, runtime_info};
 use crate::transition::{self, Driven, Holder, Progress};
+use crate::{patchfile, phases};
 use pulp_meta::abi::{self, EntryStatus, FuncReply, Op, Request, RuntimeInfo};
 use pulp_meta::format::{hex, FLAG_IMMEDIATE, FLAG_REPLACE};
 use pulp_meta::prologue::{self, Layout, PAD_BEFORE};
@@ -140,6 +140,7 @@ pub fn run_shared(
     let objects = proc.objects().map_err(|e| during(e, "before it could be patched"))?;
     let info = runtime_info(&proc, &objects).map_err(|e| during(e, "before it could be patched"))?;
     let status = transition::read_status(&proc, &info)?;
+    phases::mark("inspect");
     if !status.refusing.is_empty() {
         return Err(TriggerError::Refused {
             pid,
@@ -161,11 +162,13 @@ pub fn run_shared(
     }
     let known = KnownEntries::read(&proc, &info)?;
     check_functions(&proc, &objects, &info, &known, meta, mode)?;
+    phases::mark("check");
     let object = if mode == Mode::Apply && listed.is_none() {
         objects_read.get(meta, &patchfile::trusted_owners(pid))?
     } else {
         Arc::default()
     };
+    phases::mark("object");
     if opts.dry_run {
         let already = match mode {
             Mode::Apply => listed == Some(PatchState::Applied),
@@ -178,10 +181,13 @@ pub fn run_shared(
         if immediate { Default::default() } else { transition_scope(&proc, &objects, &scope_targets(meta, &status))? };
     let op = if mode == Mode::Apply { Op::Apply } else { Op::Revert };
     let request = Request { meta: bytes, gates, inside, object: &object, ..Request::new(op) }.encode();
+    phases::mark("scope");
 
     let mut thread = Hijacked::attach(&proc, info, opts.call_limit())?;
+    phases::mark("attach");
     let status = call(&proc, &mut thread, &info, &request).map_err(|e| during(e, "before the patch could run"))?;
     let replies = read_reply(&proc, &info)?;
+    phases::mark("load");
     let stopped = Some((thread.tid(), thread.stopped_at.elapsed()));
     if status == EntryStatus::NothingToDo {
         // Already applied: repair any entry a killed tool left half-written.
@@ -259,16 +265,21 @@ fn take_up(
     opts: Options,
 ) -> Result<Ended> {
     write_code(proc, info, replies, Some(&mut thread))?;
+    phases::mark("write");
     if immediate {
         let status = call(proc, &mut thread, info, &finish_request(true))?;
         let replies = read_reply(proc, info)?;
+        phases::mark("finish");
         thread.release()?;
+        phases::mark("release");
         if status == EntryStatus::Done {
             write_code(proc, info, &replies, None)?;
+            phases::mark("write");
         }
         return Ok(Ended::Immediate);
     }
     thread.release()?;
+    phases::mark("release");
     // Every entry is redirected: only now may a thread move.
     proc.write(info.armed, &1u64.to_le_bytes())?;
     complete(proc, objects, info, opts)
@@ -368,6 +379,7 @@ fn complete(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, opts: 
         Ok((run, driven))
     };
     let (run, driven) = step(proc)?;
+    phases::mark("transition");
     let ended = match driven {
         Driven::Done(p) => Ended::Completed(p),
         Driven::Stuck(p, holders) if opts.force => Ended::Forced(p, holders),
@@ -387,6 +399,7 @@ fn complete(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, opts: 
     let replies = read_reply(proc, info)?;
     thread.release()?;
     write_code(proc, info, &replies, None)?;
+    phases::mark("finish");
     Ok(ended)
 }
 
@@ -630,6 +643,7 @@ fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply], held: O
         // filter that might kill the process for an unexpected system call), x86's
         // coherent instruction fetch still holds.
         let sync = Request::new(Op::SyncCore).encode();
+        phases::mark("write");
         match held {
             Some(thread) => {
                 call(proc, thread, info, &sync)?;
@@ -640,6 +654,7 @@ fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply], held: O
                 thread.release()?;
             }
         }
+        phases::mark("sync");
     }
     for (at, plan) in &writes.entries {
         for (offset, byte) in plan {

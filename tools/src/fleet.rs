@@ -6,6 +6,7 @@
 
 use crate::apply::{self, Ended, Mode, Options, Outcome, PatchObjects};
 use crate::error::TriggerError;
+use crate::phases;
 use crate::report::{self, EXIT_EXITED, EXIT_LEFT_RUNNING, EXIT_OK, EXIT_REFUSED};
 use crate::select::{self, Candidate, Fit, Wanted};
 use crate::text::{count, printable};
@@ -166,6 +167,10 @@ pub struct ProcessResult {
     pub stopped: Option<(i32, Duration)>,
     /// How long the operation took inside the tool.
     pub total: Option<Duration>,
+    /// The longest stop of a thread sampled during the transition.
+    pub longest_sample: Option<Duration>,
+    /// Where the time went (`crate::phases`).
+    pub phases: Vec<(&'static str, Duration)>,
 }
 
 impl ProcessResult {
@@ -186,6 +191,8 @@ impl ProcessResult {
             functions: 0,
             stopped: None,
             total: None,
+            longest_sample: None,
+            phases: Vec::new(),
         }
     }
 
@@ -201,6 +208,13 @@ impl ProcessResult {
             functions: o.map_or(0, |o| o.functions),
             stopped: o.and_then(|o| o.stopped),
             total: o.map(|o| o.total),
+            longest_sample: o.and_then(|o| match &o.transition {
+                Some(Ended::Completed(p) | Ended::Forced(p, _) | Ended::Reversed(p, _)) if p.stops > 0 => {
+                    Some(p.longest_stop)
+                }
+                _ => None,
+            }),
+            phases: Vec::new(),
         }
     }
 
@@ -229,6 +243,14 @@ impl ProcessResult {
         if let Some(d) = self.total {
             m.insert("total_us".into(), json!(d.as_micros() as u64));
         }
+        if let Some(d) = self.longest_sample {
+            m.insert("longest_sample_us".into(), json!(d.as_micros() as u64));
+        }
+        if !self.phases.is_empty() {
+            let phases: Map<String, Value> =
+                self.phases.iter().map(|(n, d)| (n.to_string(), json!(d.as_micros() as u64))).collect();
+            m.insert("phases_us".into(), Value::Object(phases));
+        }
         v
     }
 }
@@ -248,6 +270,7 @@ pub fn perform(
     objects: &PatchObjects,
     discovered: bool,
 ) -> ProcessResult {
+    phases::start();
     let result = match *op {
         Operation::Patch { meta, bytes, mode } => apply::run_shared(pid, meta, bytes, mode, opts, objects).map(|o| {
             let kind = match (mode, o.status) {
@@ -280,14 +303,16 @@ pub fn perform(
             ProcessResult::done(pid, name.clone(), kind, report::resumed(pid, &e), None)
         }),
     };
-    match result {
+    let mut r = match result {
         Ok(r) => r,
         Err(TriggerError::NoSuchProcess { .. }) if discovered => {
             let e = TriggerError::Exited { pid, during: "before it could be examined".into() };
             ProcessResult::failed(pid, name, &e)
         }
         Err(e) => ProcessResult::failed(pid, name, &e),
-    }
+    };
+    r.phases = phases::take();
+    r
 }
 
 /// A process left out of a search, and why.

@@ -12,7 +12,8 @@
 //! - `transition`: moving threads one at a time until a transition is complete,
 //! - `sigframe`: the frame a borrowed thread returns through should the tool die,
 //! - `patchfile`: reading a patch's files so that the bytes that run are the bytes checked,
-//! - `apply`: the phases of applying and reverting a patch; `control`: `set-patchable`,
+//! - `apply`: the phases of applying and reverting a patch (`phases`: where their time
+//!   goes); `control`: `set-patchable`,
 //! - `select`: finding the processes an operation concerns (`--all`, `--name`, `--user`),
 //! - `fleet`: one operation on many processes, in parallel, and its summary,
 //! - `error`: what `pulp-trigger` reports; `report`: its summary lines and exit statuses;
@@ -29,6 +30,7 @@ pub mod messages;
 pub mod pack;
 pub mod patches;
 pub mod patchfile;
+pub mod phases;
 pub mod process;
 pub mod ptrace;
 pub mod report;

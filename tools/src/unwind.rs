@@ -11,6 +11,7 @@ use framehop::{ExplicitModuleSectionInfo, Module, Unwinder as _};
 use object::{Object, ObjectSection, ObjectSymbol};
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 /// Most frames we follow before calling a stack incomplete.
 const MAX_FRAMES: usize = 1024;
@@ -32,7 +33,7 @@ enum Source {
 
 /// The executable objects of one process, ready to unwind its threads.
 pub struct Unwinder {
-    inner: UnwinderX86_64<Vec<u8>>,
+    inner: UnwinderX86_64<Arc<[u8]>>,
     cache: CacheX86_64,
     objects: Vec<ObjectInfo>,
 }
@@ -45,36 +46,137 @@ pub struct Walk {
     pub complete: bool,
 }
 
-fn section<'a, R: object::ReadRef<'a>>(file: &object::File<'a, R>, name: &str) -> Option<(Range<u64>, Vec<u8>)> {
-    let s = file.section_by_name(name)?;
-    let data = s.data().ok()?.to_vec();
-    Some((s.address()..s.address() + s.size(), data))
+/// What unwinding needs of one object file: where its sections are (SVMAs) and the bytes
+/// of its unwind tables.
+struct UnwindSections {
+    /// Lowest PT_LOAD address, page aligned: the load base is where this is mapped minus it.
+    first_vaddr: u64,
+    text: Option<Range<u64>>,
+    got: Option<Range<u64>>,
+    eh_frame: Option<(Range<u64>, Arc<[u8]>)>,
+    eh_frame_hdr: Option<(Range<u64>, Arc<[u8]>)>,
+}
+
+/// The unwind sections of files already read, by file identity (device, inode, size,
+/// modification time): the processes of one `--all` map the same libraries, whose
+/// tables are then read once.
+static SECTIONS: Mutex<Vec<(FileIdentity, Arc<UnwindSections>)>> = Mutex::new(Vec::new());
+
+/// Files whose sections are kept (a machine runs a few libraries many times; this bounds
+/// the memory of a run over processes that all map different ones).
+const MAX_CACHED_FILES: usize = 256;
+
+/// Device, inode, size and modification time (ns) of a file.
+type FileIdentity = (u64, u64, i64, i64);
+
+/// Read the unwind sections of an ELF file (64-bit, little-endian) with a handful of
+/// `pread`s: the header, the program and section headers, the section names, and the
+/// two unwind sections. Only what unwinding needs is read: no symbol table is parsed.
+fn read_unwind_sections(file: &std::fs::File) -> Option<UnwindSections> {
+    use std::os::unix::fs::FileExt;
+    let read = |offset: u64, len: u64| -> Option<Vec<u8>> {
+        if len > 64 << 20 {
+            return None;
+        }
+        let mut buf = vec![0; len as usize];
+        file.read_exact_at(&mut buf, offset).ok()?;
+        Some(buf)
+    };
+    let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u64;
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap()) as u64;
+    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let eh = read(0, 64)?;
+    if eh[..4] != *b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+        return None;
+    }
+    let (phoff, shoff) = (u64_at(&eh, 0x20), u64_at(&eh, 0x28));
+    let (phentsize, phnum) = (u16_at(&eh, 0x36), u16_at(&eh, 0x38));
+    let (shentsize, shnum, shstrndx) = (u16_at(&eh, 0x3a), u16_at(&eh, 0x3c), u16_at(&eh, 0x3e));
+    if phentsize < 56 || shentsize < 64 || shstrndx >= shnum {
+        return None;
+    }
+    let ph = read(phoff, phentsize * phnum)?;
+    let first_vaddr =
+        ph.chunks_exact(phentsize as usize).filter(|h| u32_at(h, 0) == 1).map(|h| u64_at(h, 0x10)).min().unwrap_or(0)
+            & !0xfff;
+    let sh = read(shoff, shentsize * shnum)?;
+    let headers: Vec<&[u8]> = sh.chunks_exact(shentsize as usize).collect();
+    let strtab = headers[shstrndx as usize];
+    let names = read(u64_at(strtab, 0x18), u64_at(strtab, 0x20))?;
+    let find = |wanted: &str| {
+        headers.iter().find(|h| {
+            let at = u32_at(h, 0) as usize;
+            names.get(at..).and_then(|n| n.split(|&b| b == 0).next()) == Some(wanted.as_bytes())
+        })
+    };
+    let range = |h: &&[u8]| u64_at(h, 0x10)..u64_at(h, 0x10) + u64_at(h, 0x20);
+    // SHT_NOBITS (8) sections have no bytes in the file.
+    let data = |name: &str| {
+        find(name)
+            .filter(|h| u32_at(h, 4) != 8)
+            .and_then(|h| Some((range(h), Arc::from(read(u64_at(h, 0x18), u64_at(h, 0x20))?))))
+    };
+    Some(UnwindSections {
+        first_vaddr,
+        text: find(".text").map(range),
+        got: find(".got").map(range),
+        eh_frame: data(".eh_frame"),
+        eh_frame_hdr: data(".eh_frame_hdr"),
+    })
+}
+
+/// The unwind sections of an opened object file, from the cache when this file was read
+/// before.
+fn unwind_sections(file: &std::fs::File) -> Option<Arc<UnwindSections>> {
+    use std::os::unix::fs::MetadataExt;
+    let md = file.metadata().ok()?;
+    let key = (md.dev(), md.ino(), md.size() as i64, md.mtime() * 1_000_000_000 + md.mtime_nsec());
+    let cached = |key: &FileIdentity| {
+        let cache = SECTIONS.lock().unwrap_or_else(|e| e.into_inner());
+        cache.iter().find(|(k, _)| k == key).map(|(_, s)| Arc::clone(s))
+    };
+    if let Some(hit) = cached(&key) {
+        return Some(hit);
+    }
+    let sections = Arc::new(read_unwind_sections(file)?);
+    let mut cache = SECTIONS.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() < MAX_CACHED_FILES {
+        cache.push((key, Arc::clone(&sections)));
+    }
+    Some(sections)
+}
+
+/// The unwind sections of the vDSO, parsed from its bytes in memory.
+fn vdso_sections(data: &[u8]) -> Option<UnwindSections> {
+    let file = object::File::parse(data).ok()?;
+    let section = |name: &str| {
+        let s = file.section_by_name(name)?;
+        Some((s.address()..s.address() + s.size(), Arc::from(s.data().ok()?)))
+    };
+    let range = |name: &str| file.section_by_name(name).map(|s| s.address()..s.address() + s.size());
+    Some(UnwindSections {
+        first_vaddr: file.segments().map(|s| object::ObjectSegment::address(&s)).min().unwrap_or(0) & !0xfff,
+        text: range(".text"),
+        got: range(".got"),
+        eh_frame: section(".eh_frame"),
+        eh_frame_hdr: section(".eh_frame_hdr"),
+    })
 }
 
 /// The module framehop needs for one object: its unwind sections only. The code itself
 /// is not loaded: `.eh_frame` describes every instruction (gcc and clang emit
 /// asynchronous unwind tables on x86-64), so no instruction analysis is needed.
-fn module<'a, R: object::ReadRef<'a>>(
-    file: &object::File<'a, R>,
-    name: &str,
-    range: Range<u64>,
-    header: u64,
-) -> (Module<Vec<u8>>, u64) {
+fn module(s: &UnwindSections, name: &str, range: Range<u64>, header: u64) -> (Module<Arc<[u8]>>, u64) {
     // Load base: the first PT_LOAD (file offset 0) is mapped at base + its vaddr.
-    let first_vaddr = file.segments().map(|s| object::ObjectSegment::address(&s)).min().unwrap_or(0) & !0xfff;
-    let base = header.wrapping_sub(first_vaddr);
-    let text = file.section_by_name(".text").map(|s| s.address()..s.address() + s.size());
-    let eh_frame = section(file, ".eh_frame");
-    let eh_frame_hdr = section(file, ".eh_frame_hdr");
-    let got = file.section_by_name(".got").map(|s| s.address()..s.address() + s.size());
+    let base = header.wrapping_sub(s.first_vaddr);
     let info = ExplicitModuleSectionInfo {
         base_svma: 0,
-        text_svma: text,
-        got_svma: got,
-        eh_frame_svma: eh_frame.as_ref().map(|t| t.0.clone()),
-        eh_frame: eh_frame.map(|t| t.1),
-        eh_frame_hdr_svma: eh_frame_hdr.as_ref().map(|t| t.0.clone()),
-        eh_frame_hdr: eh_frame_hdr.map(|t| t.1),
+        text_svma: s.text.clone(),
+        got_svma: s.got.clone(),
+        eh_frame_svma: s.eh_frame.as_ref().map(|t| t.0.clone()),
+        eh_frame: s.eh_frame.as_ref().map(|t| Arc::clone(&t.1)),
+        eh_frame_hdr_svma: s.eh_frame_hdr.as_ref().map(|t| t.0.clone()),
+        eh_frame_hdr: s.eh_frame_hdr.as_ref().map(|t| Arc::clone(&t.1)),
         ..Default::default()
     };
     (Module::new(name.to_string(), range, base, info), base)
@@ -98,8 +200,8 @@ impl Unwinder {
             let range = mine.iter().map(|m| m.start).min().unwrap_or(0)..mine.iter().map(|m| m.end).max().unwrap_or(0);
             let (m, base, source) = if path == "[vdso]" {
                 let Ok(data) = proc.read(header.start, (header.end - header.start) as usize) else { continue };
-                let Ok(file) = object::File::parse(&*data) else { continue };
-                let (m, base) = module(&file, path, range.clone(), header.start);
+                let Some(sections) = vdso_sections(&data) else { continue };
+                let (m, base) = module(&sections, path, range.clone(), header.start);
                 (m, base, Source::Memory(data))
             } else {
                 let Some((f, source)) =
@@ -107,9 +209,8 @@ impl Unwinder {
                 else {
                     continue;
                 };
-                let cache = object::ReadCache::new(f);
-                let Ok(file) = object::File::parse(&cache) else { continue };
-                let (m, base) = module(&file, path, range.clone(), header.start);
+                let Some(sections) = unwind_sections(&f) else { continue };
+                let (m, base) = module(&sections, path, range.clone(), header.start);
                 (m, base, Source::File(source))
             };
             inner.add_module(m);
@@ -208,5 +309,41 @@ pub fn stack_mentions(proc: &Process, maps: &[Mapping], rsp: u64, ranges: &[(u64
             ranges.iter().any(|&(s, e)| (s..e).contains(&v))
         }),
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The few `pread`s find what the `object` crate finds.
+    #[test]
+    fn unwind_sections_match_a_full_parse() {
+        let me = std::env::current_exe().unwrap();
+        let libc = Process::open(std::process::id() as i32)
+            .unwrap()
+            .objects()
+            .unwrap()
+            .into_iter()
+            .find(|o| o.path.contains("libc.so"))
+            .expect("libc mapped")
+            .path;
+        for path in [me.to_str().unwrap(), libc.as_str()] {
+            let bytes = std::fs::read(path).unwrap();
+            let full = object::File::parse(&*bytes).unwrap();
+            let mine = read_unwind_sections(&std::fs::File::open(path).unwrap()).unwrap();
+            let range = |name: &str| full.section_by_name(name).map(|s| s.address()..s.address() + s.size());
+            assert_eq!(mine.text, range(".text"), "{path}");
+            assert_eq!(mine.got, range(".got"), "{path}");
+            for (name, got) in [(".eh_frame", &mine.eh_frame), (".eh_frame_hdr", &mine.eh_frame_hdr)] {
+                let want = full.section_by_name(name).map(|s| (range(name).unwrap(), s.data().unwrap().to_vec()));
+                assert_eq!(got.as_ref().map(|(r, d)| (r.clone(), d.to_vec())), want, "{path} {name}");
+            }
+            let first = full.segments().map(|s| object::ObjectSegment::address(&s)).min().unwrap() & !0xfff;
+            assert_eq!(mine.first_vaddr, first, "{path}");
+            // Read twice: the second comes from the cache.
+            let f = std::fs::File::open(path).unwrap();
+            assert!(Arc::ptr_eq(&unwind_sections(&f).unwrap(), &unwind_sections(&f).unwrap()));
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! `target/release/pulp-bench universes [RUNS]` for the cost of transitions (per-thread
 //! universes) beside all-at-once patching (`universes.rs`), and
 //! `target/release/pulp-bench prologues [PROCESSES]` for the per-call cost of each prologue
-//! kind (`prologues.rs`).
+//! kind (`prologues.rs`), and `target/release/pulp-bench fleet [PROCESSES] [RUNS]` for one
+//! fix applied to many processes (`fleet.rs`).
 //!
 //! The targets are in `examples/c/bench/` (built by `examples/build.rs`):
 //! - `percall PLAIN.so PAD.so PATCHED.so`: the same trivial `int f(int)` without pad, with
@@ -23,6 +24,7 @@
 //! - `unicall [ROUNDS] [CALLS]` (with `libuni.so`): per-call cost while a transition is held
 //!   open, and after it (`universes`).
 
+mod fleet;
 mod prologues;
 mod universes;
 
@@ -39,7 +41,7 @@ use pulp_examples::{dsc_text, Tools};
 const F_PLAIN: &str = env!("PULP_BENCH_F_PLAIN");
 const F_PAD: &str = env!("PULP_BENCH_F_PAD");
 const F_PATCHED: &str = env!("PULP_BENCH_F_PATCHED");
-const F_FIX: &str = env!("PULP_BENCH_F_FIX");
+pub(crate) const F_FIX: &str = env!("PULP_BENCH_F_FIX");
 const PERCALL: &str = env!("PULP_BENCH_PERCALL");
 const MANY: &str = env!("PULP_BENCH_MANY");
 const MANY_FIX1: &str = env!("PULP_BENCH_MANY_FIX1");
@@ -121,7 +123,7 @@ fn field(line: &str, key: &str) -> Result<f64> {
         .with_context(|| format!("bad {key}= in {line:?}"))
 }
 
-fn write_pack(tools: &Tools, dir: &Path, name: &str, dsc: String) -> Result<PathBuf> {
+pub(crate) fn write_pack(tools: &Tools, dir: &Path, name: &str, dsc: String) -> Result<PathBuf> {
     let path = dir.join(format!("{name}.dsc"));
     let meta = dir.join(format!("{name}.meta"));
     std::fs::write(&path, dsc)?;
@@ -129,13 +131,13 @@ fn write_pack(tools: &Tools, dir: &Path, name: &str, dsc: String) -> Result<Path
     Ok(meta)
 }
 
-struct Stats {
-    median: f64,
-    min: f64,
-    max: f64,
+pub(crate) struct Stats {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
 }
 
-fn stats(mut v: Vec<f64>) -> Stats {
+pub(crate) fn stats(mut v: Vec<f64>) -> Stats {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
@@ -267,17 +269,23 @@ fn bench(tools: &Tools, runs: usize) -> Result<()> {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some(m @ ("universes" | "prologues")) => {
+        Some(m @ ("universes" | "prologues" | "fleet")) => {
             let m = m.to_string();
             args.remove(0);
             m
         }
         _ => String::new(),
     };
-    let default = if mode == "prologues" { 3 } else { 20 };
+    let default = match mode.as_str() {
+        "prologues" => 3,
+        "fleet" => 1000,
+        _ => 20,
+    };
     let runs = args.first().map(|a| a.parse::<usize>().unwrap_or(default)).unwrap_or(default).max(1);
+    let fleet_runs = args.get(1).and_then(|a| a.parse::<usize>().ok()).unwrap_or(3).max(1);
     let result = Tools::locate().and_then(|t| match mode.as_str() {
         "universes" => universes::run(&t, runs),
+        "fleet" => fleet::run(&t, runs, fleet_runs),
         "prologues" => prologues::run(&t, runs),
         _ => bench(&t, runs),
     });
