@@ -8,7 +8,8 @@
 //! - `ptrace`: one traced thread as an RAII guard,
 //! - `hijack`: choosing a thread at a safe point and running a runtime entry in it,
 //! - `pack`: `.dsc` description to `patch.meta`; `dump`: `patch.meta` to text or JSON,
-//! - `unwind`: walking a stopped thread's stack from outside (framehop),
+//! - `unwind`: walking a stopped thread's stack from outside (framehop); `elffile`: the
+//!   few parts of an object file read while a process waits,
 //! - `transition`: moving threads one at a time until a transition is complete,
 //! - `sigframe`: the frame a borrowed thread returns through should the tool die,
 //! - `patchfile`: reading a patch's files so that the bytes that run are the bytes checked,
@@ -22,6 +23,7 @@
 pub mod apply;
 pub mod control;
 pub mod dump;
+pub mod elffile;
 pub mod error;
 pub mod fleet;
 pub mod hijack;

@@ -64,6 +64,40 @@ const RERUN_ON_EINTR: &[u64] = &[
     441, // epoll_pwait2
 ];
 
+/// How long `Tracee::wait` polls before it sleeps between polls.
+const SPIN: Duration = Duration::from_micros(30);
+/// The longest sleep between two polls of `Tracee::wait`.
+const POLL: Duration = Duration::from_micros(100);
+
+/// Block `SIGCHLD` in the calling thread (and the threads it starts later), so that the
+/// signal the kernel sends a tracer whenever a tracee stops stays pending for
+/// `Tracee::wait`, which sleeps until it comes. Call it before any thread is traced, in
+/// every thread of the tool (blocking it in the first thread before others start does
+/// that). Without it, `wait` sleeps [`POLL`] between polls.
+pub fn hold_child_signals() {
+    // SAFETY: sigset_t is plain data, written by sigemptyset/sigaddset; the mask change
+    // touches only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Sleep until a `SIGCHLD` is pending (taking it) or `limit` has passed.
+fn wait_child_signal(limit: Duration) {
+    let ts = libc::timespec { tv_sec: 0, tv_nsec: limit.subsec_nanos() as libc::c_long };
+    // SAFETY: as in `hold_child_signals`; sigtimedwait reads the set and the timeout,
+    // which outlive the call, and is asked for no siginfo.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
+    }
+}
+
 /// Why a traced thread stopped.
 #[derive(Debug)]
 pub enum Stop {
@@ -261,11 +295,13 @@ impl Tracee {
         ptrace::cont(Pid::from_raw(self.tid), None).map_err(|e| self.err("PTRACE_CONT", e))
     }
 
-    /// Wait for the next stop, up to `timeout` (forever with `None`). Polls with a short
-    /// back-off so that a hijacked call of a few microseconds costs little.
+    /// Wait for the next stop, up to `timeout` (forever with `None`). Polls for a few
+    /// microseconds (our interrupts stop a thread that fast), then waits for the
+    /// `SIGCHLD` the kernel sends the tracer when a tracee stops (see
+    /// [`hold_child_signals`]) between polls, at most [`POLL`] at a time: a stop is seen
+    /// within microseconds of happening, with no busy loop.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Stop> {
         let start = Instant::now();
-        let mut nap = Duration::from_micros(2);
         loop {
             // libc's waitpid, not nix's: nix cannot represent real-time signals and turns
             // a stop for one into EINVAL.
@@ -287,17 +323,17 @@ impl Tracee {
                     return Ok(if status >> 16 != 0 { Stop::Event } else { Stop::Signal(libc::WSTOPSIG(status)) });
                 }
             }
-            if timeout.is_some_and(|t| start.elapsed() > t) {
+            let waited = start.elapsed();
+            if timeout.is_some_and(|t| waited > t) {
                 return Err(TriggerError::Target {
                     pid: self.pid,
                     what: format!("thread {} did not stop within {:?}", self.tid, timeout.unwrap()),
                 });
             }
-            if start.elapsed() > Duration::from_micros(200) {
-                std::thread::sleep(nap);
-                nap = (nap * 2).min(Duration::from_millis(1));
-            } else {
+            if waited < SPIN {
                 std::thread::yield_now();
+            } else {
+                wait_child_signal(POLL);
             }
         }
     }

@@ -1,10 +1,12 @@
 //! Finding the libpulp-rs runtime in a target process: its `pulp_rs_info` (read from
 //! memory, located through the mapped file's dynamic symbols) and its code ranges.
 
+use crate::elffile::ElfFile;
 use crate::error::{Result, TriggerError};
 use crate::process::{MappedObject, Process};
 use pulp_meta::abi::{self, RuntimeInfo};
 use std::path::Path;
+use std::sync::Mutex;
 
 /// Find `libpulp_rs.so` in the process and read its `pulp_rs_info`.
 pub fn runtime_info(proc: &Process, objects: &[MappedObject]) -> Result<RuntimeInfo> {
@@ -33,13 +35,25 @@ pub fn runtime_info(proc: &Process, objects: &[MappedObject]) -> Result<RuntimeI
     Ok(info)
 }
 
+/// The value of the dynamic symbol `name` of the object file at `path`; kept per file
+/// identity, since the processes of one `--all` load the same runtime.
 fn symbol_value(path: &Path, name: &str) -> Option<u64> {
-    use object::{Object, ObjectSymbol};
-    // Read lazily: only the headers and the dynamic symbol table, not the whole file.
-    let data = object::ReadCache::new(std::fs::File::open(path).ok()?);
-    let file = object::File::parse(&data).ok()?;
-    let found = file.dynamic_symbols().find(|s| s.name() == Ok(name)).map(|s| s.address());
-    found
+    use std::os::unix::fs::MetadataExt;
+    /// Device, inode, modification time (ns) and symbol name.
+    type Key = (u64, u64, i64, String);
+    static VALUES: Mutex<Vec<(Key, u64)>> = Mutex::new(Vec::new());
+    let file = std::fs::File::open(path).ok()?;
+    let md = file.metadata().ok()?;
+    let key = (md.dev(), md.ino(), md.mtime() * 1_000_000_000 + md.mtime_nsec(), name.to_string());
+    if let Some((_, v)) = VALUES.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key) {
+        return Some(*v);
+    }
+    let value = ElfFile::read(&file)?.dynamic_symbol(name)?;
+    let mut values = VALUES.lock().unwrap_or_else(|e| e.into_inner());
+    if values.len() < 64 {
+        values.push((key, value));
+    }
+    Some(value)
 }
 
 pub fn is_runtime(path: &str) -> bool {

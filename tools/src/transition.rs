@@ -2,11 +2,13 @@
 //!
 //! Threads that pass a gate or call `pulp_quiescent()` move themselves and log their
 //! thread pointer; we read each known thread's `cleared` word from memory without
-//! stopping it. Every other thread is sampled: stopped alone, unwound with the
-//! `.eh_frame` of the mapped objects, moved (one write of its `cleared` word) when no
-//! frame is inside a target, a patch object or the runtime, and resumed at once. A
-//! thread that is inside is retried with back-off. No two threads are ever stopped
-//! together.
+//! stopping it. Every other thread is sampled: stopped alone, moved (one write of its
+//! `cleared` word) when no frame is inside a target, a patch object or the runtime, and
+//! resumed at once. Most threads are decided by their stack alone: when neither `rip`
+//! nor any word of the stack points inside, no frame can be inside. A stack that does
+//! mention an address inside is unwound with the `.eh_frame` of the mapped objects
+//! (loaded then, with the thread running) to tell a frame from a stale word. A thread
+//! that is inside is retried with back-off. No two threads are ever stopped together.
 
 use crate::error::{Result, TriggerError};
 use crate::process::Process;
@@ -158,12 +160,19 @@ enum Sample {
     AlreadyThere,
     Inside,
     Gone,
+    /// Its stack holds an address inside: only a walk of its frames can tell whether
+    /// that is a frame, and the unwind tables are not loaded yet.
+    NeedsWalk,
 }
 
 struct Driver<'a> {
     proc: &'a Process,
     run: &'a Running,
+    /// Loaded the first time a thread's stack holds an address inside.
     unwinder: Option<Unwinder>,
+    /// The process's mappings, to find where a thread's stack ends; read again when a
+    /// stack is not in them (a new thread).
+    maps: Vec<crate::process::Mapping>,
     known: HashMap<i32, u64>,
     progress: Progress,
 }
@@ -187,8 +196,6 @@ impl Driver<'_> {
 
     /// Stop one thread, move it if nothing of it is inside, resume it.
     fn sample(&mut self, tid: i32) -> Result<Sample> {
-        // Prepare the unwinder before the stop, so the stop stays short.
-        self.unwinder()?;
         let began = Instant::now();
         let Ok(Some(t)) = Tracee::stop_to_inspect(self.proc.pid, tid) else { return Ok(Sample::Gone) };
         let regs = *t.saved_regs();
@@ -197,7 +204,38 @@ impl Driver<'_> {
         let took = began.elapsed();
         self.progress.stops += 1;
         self.progress.longest_stop = self.progress.longest_stop.max(took);
+        if let Ok(Sample::NeedsWalk) = result {
+            // Load the tables while the thread runs (the stop stays short), then look again.
+            self.unwinder()?;
+            return self.sample(tid);
+        }
         result
+    }
+
+    /// Whether any 8-byte word of the thread's stack, from `rsp` to the end of its
+    /// mapping (at most 8 MiB), points inside (an end address included: the return
+    /// address of a call that ends a function). A frame inside would have left its
+    /// return address there (an interrupted one, its `rip` in a signal frame), so a stack
+    /// that mentions nothing inside has no frame inside; one that does may only hold a
+    /// stale word or a pointer, which a walk tells apart.
+    fn stack_mentions_inside(&mut self, rsp: u64) -> Result<bool> {
+        let find = |maps: &[crate::process::Mapping]| maps.iter().find(|m| (m.start..m.end).contains(&rsp)).cloned();
+        let mapping = match find(&self.maps) {
+            Some(m) => Some(m),
+            None => {
+                self.maps = self.proc.mappings()?;
+                find(&self.maps)
+            }
+        };
+        let Some(m) = mapping else { return Ok(true) };
+        let start = rsp & !7;
+        let end = m.end.min(start + (8 << 20));
+        let Ok(bytes) = self.proc.read(start, (end - start) as usize) else { return Ok(true) };
+        let inside = &self.run.inside;
+        Ok(bytes.chunks_exact(8).any(|w| {
+            let v = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            inside.iter().any(|&(s, e)| (s..=e).contains(&v))
+        }))
     }
 
     fn judge(&mut self, tid: i32, regs: &libc::user_regs_struct) -> Result<Sample> {
@@ -210,7 +248,15 @@ impl Driver<'_> {
         }
         let run = self.run;
         let proc = self.proc;
-        let walk = self.unwinder()?.walk(proc, regs);
+        if run.is_inside(regs.rip) {
+            return Ok(Sample::Inside);
+        }
+        if !self.stack_mentions_inside(regs.rsp)? {
+            proc.write(regs.fs_base.wrapping_add(run.tpoff as u64), &run.moved_value().to_le_bytes())?;
+            return Ok(Sample::Moved);
+        }
+        let Some(unwinder) = self.unwinder.as_mut() else { return Ok(Sample::NeedsWalk) };
+        let walk = unwinder.walk(proc, regs);
         let mut inside = walk.frames.iter().any(|&a| run.is_inside(a) || run.is_inside(a.wrapping_sub(1)));
         if !inside && !walk.complete {
             inside = unwind::stack_mentions(proc, &proc.mappings()?, regs.rsp, &run.inside);
@@ -251,7 +297,14 @@ const GRACE: Duration = Duration::from_micros(300);
 /// `timeout` and name the threads still inside (the transition keeps running).
 pub fn drive(proc: &Process, info: &RuntimeInfo, run: &Running, timeout: Duration) -> Result<Driven> {
     let start = Instant::now();
-    let mut d = Driver { proc, run, unwinder: None, known: HashMap::new(), progress: Progress::default() };
+    let mut d = Driver {
+        proc,
+        run,
+        unwinder: None,
+        maps: proc.mappings()?,
+        known: HashMap::new(),
+        progress: Progress::default(),
+    };
     let mut retry_at: HashMap<i32, (Instant, Duration)> = HashMap::new();
     let mut nap = Duration::from_micros(100);
     loop {
@@ -301,7 +354,7 @@ pub fn drive(proc: &Process, info: &RuntimeInfo, run: &Running, timeout: Duratio
                     d.progress.sampled += 1;
                     progressed = true;
                 }
-                Sample::AlreadyThere | Sample::Gone => progressed = true,
+                Sample::AlreadyThere | Sample::Gone | Sample::NeedsWalk => progressed = true,
                 Sample::Inside => {
                     let back = retry_at
                         .get(&tid)

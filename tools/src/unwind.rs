@@ -5,6 +5,7 @@
 //! CFI says "no return address") through frames that all lie in known objects; anything
 //! else is reported as incomplete and the caller falls back to a conservative scan.
 
+use crate::elffile::ElfFile;
 use crate::process::{Mapping, Process};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder as _};
@@ -69,57 +70,16 @@ const MAX_CACHED_FILES: usize = 256;
 /// Device, inode, size and modification time (ns) of a file.
 type FileIdentity = (u64, u64, i64, i64);
 
-/// Read the unwind sections of an ELF file (64-bit, little-endian) with a handful of
-/// `pread`s: the header, the program and section headers, the section names, and the
-/// two unwind sections. Only what unwinding needs is read: no symbol table is parsed.
+/// Read the unwind sections of an ELF file: its section table and the two unwind
+/// sections, a handful of `pread`s.
 fn read_unwind_sections(file: &std::fs::File) -> Option<UnwindSections> {
-    use std::os::unix::fs::FileExt;
-    let read = |offset: u64, len: u64| -> Option<Vec<u8>> {
-        if len > 64 << 20 {
-            return None;
-        }
-        let mut buf = vec![0; len as usize];
-        file.read_exact_at(&mut buf, offset).ok()?;
-        Some(buf)
-    };
-    let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u64;
-    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap()) as u64;
-    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-    let eh = read(0, 64)?;
-    if eh[..4] != *b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
-        return None;
-    }
-    let (phoff, shoff) = (u64_at(&eh, 0x20), u64_at(&eh, 0x28));
-    let (phentsize, phnum) = (u16_at(&eh, 0x36), u16_at(&eh, 0x38));
-    let (shentsize, shnum, shstrndx) = (u16_at(&eh, 0x3a), u16_at(&eh, 0x3c), u16_at(&eh, 0x3e));
-    if phentsize < 56 || shentsize < 64 || shstrndx >= shnum {
-        return None;
-    }
-    let ph = read(phoff, phentsize * phnum)?;
-    let first_vaddr =
-        ph.chunks_exact(phentsize as usize).filter(|h| u32_at(h, 0) == 1).map(|h| u64_at(h, 0x10)).min().unwrap_or(0)
-            & !0xfff;
-    let sh = read(shoff, shentsize * shnum)?;
-    let headers: Vec<&[u8]> = sh.chunks_exact(shentsize as usize).collect();
-    let strtab = headers[shstrndx as usize];
-    let names = read(u64_at(strtab, 0x18), u64_at(strtab, 0x20))?;
-    let find = |wanted: &str| {
-        headers.iter().find(|h| {
-            let at = u32_at(h, 0) as usize;
-            names.get(at..).and_then(|n| n.split(|&b| b == 0).next()) == Some(wanted.as_bytes())
-        })
-    };
-    let range = |h: &&[u8]| u64_at(h, 0x10)..u64_at(h, 0x10) + u64_at(h, 0x20);
-    // SHT_NOBITS (8) sections have no bytes in the file.
-    let data = |name: &str| {
-        find(name)
-            .filter(|h| u32_at(h, 4) != 8)
-            .and_then(|h| Some((range(h), Arc::from(read(u64_at(h, 0x18), u64_at(h, 0x20))?))))
-    };
+    let elf = ElfFile::read(file)?;
+    let range = |name: &str| elf.section(name).map(|s| s.addr.clone());
+    let data = |name: &str| Some((range(name)?, Arc::from(elf.data(name)?)));
     Some(UnwindSections {
-        first_vaddr,
-        text: find(".text").map(range),
-        got: find(".got").map(range),
+        first_vaddr: elf.first_vaddr,
+        text: range(".text"),
+        got: range(".got"),
         eh_frame: data(".eh_frame"),
         eh_frame_hdr: data(".eh_frame_hdr"),
     })
@@ -316,34 +276,11 @@ pub fn stack_mentions(proc: &Process, maps: &[Mapping], rsp: u64, ranges: &[(u64
 mod tests {
     use super::*;
 
-    /// The few `pread`s find what the `object` crate finds.
     #[test]
-    fn unwind_sections_match_a_full_parse() {
-        let me = std::env::current_exe().unwrap();
-        let libc = Process::open(std::process::id() as i32)
-            .unwrap()
-            .objects()
-            .unwrap()
-            .into_iter()
-            .find(|o| o.path.contains("libc.so"))
-            .expect("libc mapped")
-            .path;
-        for path in [me.to_str().unwrap(), libc.as_str()] {
-            let bytes = std::fs::read(path).unwrap();
-            let full = object::File::parse(&*bytes).unwrap();
-            let mine = read_unwind_sections(&std::fs::File::open(path).unwrap()).unwrap();
-            let range = |name: &str| full.section_by_name(name).map(|s| s.address()..s.address() + s.size());
-            assert_eq!(mine.text, range(".text"), "{path}");
-            assert_eq!(mine.got, range(".got"), "{path}");
-            for (name, got) in [(".eh_frame", &mine.eh_frame), (".eh_frame_hdr", &mine.eh_frame_hdr)] {
-                let want = full.section_by_name(name).map(|s| (range(name).unwrap(), s.data().unwrap().to_vec()));
-                assert_eq!(got.as_ref().map(|(r, d)| (r.clone(), d.to_vec())), want, "{path} {name}");
-            }
-            let first = full.segments().map(|s| object::ObjectSegment::address(&s)).min().unwrap() & !0xfff;
-            assert_eq!(mine.first_vaddr, first, "{path}");
-            // Read twice: the second comes from the cache.
-            let f = std::fs::File::open(path).unwrap();
-            assert!(Arc::ptr_eq(&unwind_sections(&f).unwrap(), &unwind_sections(&f).unwrap()));
-        }
+    fn sections_are_read_once_per_file() {
+        let f = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+        let first = unwind_sections(&f).unwrap();
+        assert!(first.eh_frame.is_some() && first.text.is_some());
+        assert!(Arc::ptr_eq(&first, &unwind_sections(&f).unwrap()));
     }
 }

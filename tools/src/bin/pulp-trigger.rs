@@ -139,6 +139,8 @@ fn main() -> ExitCode {
     // keep their priority. Worker threads inherit it.
     // SAFETY: setpriority takes plain integers.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
+    // Tracee stops are waited for by their SIGCHLD, in this thread and every worker.
+    pulp_tools::ptrace::hold_child_signals();
     let opts = Options { timeout: cli.timeout, force: cli.force, reverse: cli.reverse, dry_run: cli.dry_run };
     let loaded = match &cli.meta {
         Some(path) if cli.revert_all.is_none() => match load(path, &meta_owners(&cli)) {
