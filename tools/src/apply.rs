@@ -24,7 +24,7 @@
 use crate::error::{Result, TriggerError};
 use crate::hijack::Hijacked;
 use crate::process::{MappedObject, Process};
-use crate::runtime::{runtime_code, runtime_info};
+use crate::runtime::{runtime_code, runtime_code_in, runtime_info};
 use crate::transition::{self, Driven, Holder, Progress};
 use crate::{patchfile, phases};
 use pulp_meta::abi::{self, EntryStatus, FuncReply, Op, Request, RuntimeInfo};
@@ -254,7 +254,7 @@ pub fn revert_all(pid: i32, target: &str, opts: Options) -> Result<Outcome> {
 
 /// A transition the runtime just started (or handed back): write every entry while the
 /// borrowed thread is still held, then finish it at once (immediate) or arm it and move
-/// the threads.
+/// the threads. The borrowed thread is judged before it is let go, as sampling would.
 fn take_up(
     proc: &Process,
     objects: &[MappedObject],
@@ -278,11 +278,14 @@ fn take_up(
         }
         return Ok(Ended::Immediate);
     }
-    thread.release()?;
-    phases::mark("release");
     // Every entry is redirected: only now may a thread move.
     proc.write(info.armed, &1u64.to_le_bytes())?;
-    complete(proc, objects, info, opts)
+    // The borrowed thread is still stopped: decide it now instead of stopping it again.
+    let code = runtime_code_in(&thread.maps, objects);
+    let held_moved = transition::move_stopped(proc, info, &code, &thread.maps, thread.tid(), thread.saved_regs())?;
+    thread.release()?;
+    phases::mark("release");
+    complete(proc, objects, info, opts, held_moved)
 }
 
 fn finish_request(force: bool) -> Vec<u8> {
@@ -317,7 +320,7 @@ pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
     let immediate = !pending.is_empty() && pending.iter().all(|m| m.flags & FLAG_IMMEDIATE != 0);
     if read_u64(&proc, info.armed)? == 1 && !immediate {
         // Armed: every entry was written; just move the rest of the threads.
-        return complete(&proc, &objects, &info, opts).map(Some);
+        return complete(&proc, &objects, &info, opts, false).map(Some);
     }
     // A tool died before it armed the transition: some entries may be half-written.
     let mut thread = Hijacked::attach(&proc, info, opts.call_limit())?;
@@ -368,8 +371,15 @@ fn read_u64(proc: &Process, addr: u64) -> Result<u64> {
     Ok(u64::from_le_bytes(proc.read_array::<8>(addr)?))
 }
 
-/// Move every thread, then finish the transition (or force, or reverse it).
-fn complete(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, opts: Options) -> Result<Ended> {
+/// Move every thread, then finish the transition (or force, or reverse it). `held_moved`:
+/// the borrowed thread was moved before it was let go (it counts as sampled).
+fn complete(
+    proc: &Process,
+    objects: &[MappedObject],
+    info: &RuntimeInfo,
+    opts: Options,
+    held_moved: bool,
+) -> Result<Ended> {
     let code = runtime_code(proc, objects)?;
     let step = |proc: &Process| -> Result<(transition::Running, Driven)> {
         let run = transition::running(proc, info, &code)?
@@ -378,8 +388,13 @@ fn complete(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, opts: 
         let driven = transition::drive(proc, info, &run, opts.timeout)?;
         Ok((run, driven))
     };
-    let (run, driven) = step(proc)?;
+    let (run, mut driven) = step(proc)?;
     phases::mark("transition");
+    if held_moved {
+        let (Driven::Done(p) | Driven::Stuck(p, _)) = &mut driven;
+        p.sampled += 1;
+        p.by_gates = p.by_gates.saturating_sub(1);
+    }
     let ended = match driven {
         Driven::Done(p) => Ended::Completed(p),
         Driven::Stuck(p, holders) if opts.force => Ended::Forced(p, holders),
@@ -472,8 +487,9 @@ pub fn transition_scope(
         let Some(obj) = objects.iter().find(|o| &o.build_id == build_id) else { continue };
         let Some(header) = maps.iter().find(|m| m.start == obj.header) else { continue };
         let [mapped, by_path] = proc.mapped_file(header);
-        let funcs = pulp_elf::functions(&mapped).or_else(|_| pulp_elf::functions(&by_path)).map_err(|e| {
-            TriggerError::Target { pid, what: format!("cannot read the functions of {}: {e}", obj.path) }
+        let funcs = functions_of(&mapped).or_else(|_| functions_of(&by_path)).map_err(|e| TriggerError::Target {
+            pid,
+            what: format!("cannot read the functions of {}: {e}", obj.path),
         })?;
         if exe.as_deref() == Some(obj.path.as_str()) {
             for &off in offsets {
@@ -489,6 +505,26 @@ pub fn transition_scope(
     gates.sort_unstable();
     gates.dedup();
     Ok((gates, inside))
+}
+
+/// The functions of the object file at `path`, kept per file identity (device, inode,
+/// size, modification time): the processes of one `--all` map the same target, which is
+/// then read and parsed once.
+fn functions_of(path: &std::path::Path) -> std::result::Result<Arc<Vec<pulp_elf::FunctionInfo>>, String> {
+    use std::os::unix::fs::MetadataExt;
+    type Key = (u64, u64, u64, i64);
+    static KNOWN: Mutex<Vec<(Key, Arc<Vec<pulp_elf::FunctionInfo>>)>> = Mutex::new(Vec::new());
+    let md = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let key = (md.dev(), md.ino(), md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec());
+    if let Some((_, f)) = KNOWN.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key) {
+        return Ok(Arc::clone(f));
+    }
+    let funcs = Arc::new(pulp_elf::functions(path).map_err(|e| e.to_string())?);
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    if known.len() < 64 {
+        known.push((key, Arc::clone(&funcs)));
+    }
+    Ok(funcs)
 }
 
 /// The object of the process a target names: same build-id, else report what is mapped

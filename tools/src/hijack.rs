@@ -101,6 +101,8 @@ pub struct Hijacked {
     limit: Duration,
     /// What the guarded calls of the last call ended with (abandoned code), for messages.
     pub abandoned: Vec<String>,
+    /// The process's mappings, read just before the thread was stopped.
+    pub maps: Vec<crate::process::Mapping>,
 }
 
 impl Hijacked {
@@ -145,6 +147,7 @@ impl Hijacked {
                         stopped_at: Instant::now(),
                         limit,
                         abandoned: Vec::new(),
+                        maps,
                     });
                 }
                 tracee.release()?;
@@ -159,6 +162,11 @@ impl Hijacked {
 
     pub fn tid(&self) -> i32 {
         self.tracee.tid
+    }
+
+    /// The registers the thread had when it was stopped, which `release` puts back.
+    pub fn saved_regs(&self) -> &crate::ptrace::Regs {
+        self.tracee.saved_regs()
     }
 
     /// Run `entry(arg)` in the thread and return its result. The thread's registers
@@ -303,7 +311,7 @@ impl Hijacked {
 
 /// A process's command name, for messages.
 pub fn proc_name(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
+    crate::process::read_proc_file(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// Read a `u64` of the target.

@@ -50,8 +50,10 @@ pub fn read(pid: i32) -> Result<Report> {
     if let Some(run) = transition::running(&proc, &info, &runtime_code(&proc, &objects)?)? {
         let logged = transition::logged(&proc, &info)?;
         for tid in proc.threads()? {
-            let name =
-                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default().trim().to_string();
+            let name = crate::process::read_proc_file(format!("/proc/{pid}/task/{tid}/comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
             let moved = logged.iter().find(|(t, _)| *t == tid).map(|&(_, fs)| run.done(run.word(&proc, fs)));
             threads.push(ThreadState { tid, name, moved });
         }

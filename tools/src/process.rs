@@ -24,8 +24,9 @@ pub struct MappedObject {
     pub path: String,
     /// Load base: where the object's virtual address 0 is.
     pub base: u64,
-    /// Its first mapping (file offset 0), where the ELF header is.
+    /// Its first mapping (file offset 0), where the ELF header is: `[header, header_end)`.
     pub header: u64,
+    pub header_end: u64,
     pub build_id: Vec<u8>,
 }
 
@@ -78,7 +79,7 @@ impl Process {
     }
 
     fn read_proc(&self, rest: &str) -> Result<String> {
-        std::fs::read_to_string(self.proc_path(rest)).map_err(|e| match e.kind() {
+        read_proc_file(self.proc_path(rest)).map_err(|e| match e.kind() {
             ErrorKind::NotFound => TriggerError::NoSuchProcess { pid: self.pid },
             _ => TriggerError::Target { pid: self.pid, what: format!("cannot read /proc/{}/{rest}: {e}", self.pid) },
         })
@@ -105,10 +106,10 @@ impl Process {
 
     /// A thread's scheduler state letter and, when blocked, the system call it is in.
     pub fn thread_state(&self, tid: i32) -> Option<(char, Option<i64>)> {
-        let stat = std::fs::read_to_string(self.proc_path(&format!("task/{tid}/stat"))).ok()?;
+        let stat = read_proc_file(self.proc_path(&format!("task/{tid}/stat"))).ok()?;
         // The command name may contain spaces and parentheses: the state follows the last ')'.
         let state = stat[stat.rfind(')')? + 1..].trim_start().chars().next()?;
-        let syscall = std::fs::read_to_string(self.proc_path(&format!("task/{tid}/syscall")))
+        let syscall = read_proc_file(self.proc_path(&format!("task/{tid}/syscall")))
             .ok()
             .and_then(|s| s.split_whitespace().next()?.parse::<i64>().ok());
         Some((state, syscall))
@@ -116,7 +117,7 @@ impl Process {
 
     /// The process tracing thread `tid`, if any (`TracerPid` of its status).
     pub fn tracer(&self, tid: i32) -> Option<i32> {
-        let status = std::fs::read_to_string(self.proc_path(&format!("task/{tid}/status"))).ok()?;
+        let status = read_proc_file(self.proc_path(&format!("task/{tid}/status"))).ok()?;
         let t: i32 = status.lines().find_map(|l| l.strip_prefix("TracerPid:"))?.trim().parse().ok()?;
         (t != 0).then_some(t)
     }
@@ -125,7 +126,7 @@ impl Process {
     /// `waitpid` would give it (`/proc/PID/stat` field 52). `None` while it runs or once
     /// it is gone.
     pub fn exit_status(&self) -> Option<i32> {
-        let stat = std::fs::read_to_string(self.proc_path("stat")).ok()?;
+        let stat = read_proc_file(self.proc_path("stat")).ok()?;
         let rest = &stat[stat.rfind(')')? + 1..];
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // `rest` starts at field 3 (state).
@@ -137,7 +138,7 @@ impl Process {
 
     /// Whether the process still exists and is not a zombie.
     pub fn alive(&self) -> bool {
-        std::fs::read_to_string(self.proc_path("stat"))
+        read_proc_file(self.proc_path("stat"))
             .ok()
             .and_then(|s| s.rfind(')').map(|i| !s[i + 1..].trim_start().starts_with('Z')))
             .unwrap_or(false)
@@ -148,7 +149,7 @@ impl Process {
     /// stack: nothing may be written below its stack pointer.
     pub fn in_vfork(&self, tid: i32) -> bool {
         const CLONE_VFORK: u64 = 0x4000;
-        let Ok(text) = std::fs::read_to_string(self.proc_path(&format!("task/{tid}/syscall"))) else { return false };
+        let Ok(text) = read_proc_file(self.proc_path(&format!("task/{tid}/syscall"))) else { return false };
         let mut f = text.split_whitespace();
         let nr = f.next().and_then(|n| n.parse::<i64>().ok());
         let arg0 = f.next().and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok()).unwrap_or(0);
@@ -193,6 +194,13 @@ impl Process {
         ]
     }
 
+    /// Where to read the file of a mapped object (see `mapped_file`).
+    pub fn object_file(&self, obj: &MappedObject) -> [PathBuf; 2] {
+        let header =
+            Mapping { start: obj.header, end: obj.header_end, perms: String::new(), offset: 0, path: obj.path.clone() };
+        self.mapped_file(&header)
+    }
+
     /// Every file-backed object mapped into the process, with its base and build-id.
     pub fn objects(&self) -> Result<Vec<MappedObject>> {
         let maps = self.mappings()?;
@@ -202,7 +210,7 @@ impl Process {
                 continue;
             }
             if let Some((base, build_id)) = self.elf_identity(m.start) {
-                out.push(MappedObject { path: m.path.clone(), base, header: m.start, build_id });
+                out.push(MappedObject { path: m.path.clone(), base, header: m.start, header_end: m.end, build_id });
             }
         }
         Ok(out)
@@ -210,18 +218,25 @@ impl Process {
 
     /// The load base and build-id of the ELF object whose header is mapped at `header`.
     fn elf_identity(&self, header: u64) -> Option<(u64, Vec<u8>)> {
-        let eh = self.read(header, 64).ok()?;
+        // The program headers follow the ELF header in its first page, as linkers lay
+        // them out: one read for both (the first 512 bytes; more only when needed).
+        let first = self.read(header, 512).or_else(|_| self.read(header, 64)).ok()?;
+        let eh = &first[..64];
         if eh[..4] != *b"\x7fELF" || eh[4] != 2 {
             return None;
         }
         let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u64;
         let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
         let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-        let (phoff, phentsize, phnum) = (u64_at(&eh, 32), u16_at(&eh, 54), u16_at(&eh, 56));
+        let (phoff, phentsize, phnum) = (u64_at(eh, 32), u16_at(eh, 54), u16_at(eh, 56));
         if phentsize < 56 || phnum > 256 {
             return None;
         }
-        let ph = self.read(header + phoff, (phentsize * phnum) as usize).ok()?;
+        let ph_len = phentsize * phnum;
+        let ph = match first.get(phoff as usize..(phoff + ph_len) as usize) {
+            Some(ph) => ph.to_vec(),
+            None => self.read(header + phoff, ph_len as usize).ok()?,
+        };
         let headers: Vec<&[u8]> = ph.chunks_exact(phentsize as usize).collect();
         // The first PT_LOAD maps file offset 0 at its p_vaddr: base = header - p_vaddr.
         let first_load = headers.iter().find(|h| u32_at(h, 0) == 1)?;
@@ -241,6 +256,30 @@ impl Process {
         }
         Some((base, build_id))
     }
+}
+
+/// Read a `/proc` file in few system calls. `/proc` files report a size of 0, so
+/// `std::fs::read_to_string` starts with a 32-byte probe and grows its reads from there
+/// (a `maps` file took a dozen `read`s); this asks for 8 KiB at once, doubling. Bytes that
+/// are not UTF-8 (a path) are replaced, not an error.
+pub fn read_proc_file(path: impl AsRef<Path>) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 fn parse_maps_line(line: &str) -> Option<Mapping> {

@@ -3,7 +3,7 @@
 
 use crate::elffile::ElfFile;
 use crate::error::{Result, TriggerError};
-use crate::process::{MappedObject, Process};
+use crate::process::{MappedObject, Mapping, Process};
 use pulp_meta::abi::{self, RuntimeInfo};
 use std::path::Path;
 use std::sync::Mutex;
@@ -13,9 +13,7 @@ pub fn runtime_info(proc: &Process, objects: &[MappedObject]) -> Result<RuntimeI
     let pid = proc.pid;
     let runtime = objects.iter().find(|o| is_runtime(&o.path)).ok_or(TriggerError::RuntimeNotLoaded { pid })?;
     // Read the symbol from the mapped file itself (map_files), falling back to its path.
-    let maps = proc.mappings()?;
-    let header = maps.iter().find(|m| m.start == runtime.header).ok_or(TriggerError::RuntimeNotLoaded { pid })?;
-    let value = proc.mapped_file(header).iter().find_map(|p| symbol_value(p, abi::INFO_SYMBOL)).ok_or_else(|| {
+    let value = proc.object_file(runtime).iter().find_map(|p| symbol_value(p, abi::INFO_SYMBOL)).ok_or_else(|| {
         TriggerError::RuntimeMismatch { pid, what: format!("{} does not export {}", runtime.path, abi::INFO_SYMBOL) }
     })?;
     let info =
@@ -62,11 +60,11 @@ pub fn is_runtime(path: &str) -> bool {
 
 /// Executable ranges of the runtime itself: a thread there counts as inside.
 pub fn runtime_code(proc: &Process, objects: &[MappedObject]) -> Result<Vec<(u64, u64)>> {
+    Ok(runtime_code_in(&proc.mappings()?, objects))
+}
+
+/// `runtime_code`, from mappings already read.
+pub fn runtime_code_in(maps: &[Mapping], objects: &[MappedObject]) -> Vec<(u64, u64)> {
     let path = objects.iter().find(|o| is_runtime(&o.path)).map(|o| o.path.clone()).unwrap_or_default();
-    Ok(proc
-        .mappings()?
-        .into_iter()
-        .filter(|m| m.path == path && m.perms.contains('x'))
-        .map(|m| (m.start, m.end))
-        .collect())
+    maps.iter().filter(|m| m.path == path && m.perms.contains('x')).map(|m| (m.start, m.end)).collect()
 }

@@ -2,7 +2,7 @@
 //! `pulp patches --all`) from `/proc` alone: command names, owners, mappings, and build-ids
 //! read from memory (`Process::objects`). No thread is stopped and nothing is written.
 
-use crate::process::{MappedObject, Process};
+use crate::process::{read_proc_file, MappedObject, Process};
 use crate::runtime::is_runtime;
 use pulp_meta::format::hex;
 use pulp_meta::PatchMeta;
@@ -94,7 +94,7 @@ pub enum Fit {
 pub fn fit(pid: i32, wanted: &Wanted) -> Fit {
     if let Wanted::Runtime = wanted {
         // The runtime is found by its file name; nothing else needs the memory.
-        return match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+        return match read_proc_file(format!("/proc/{pid}/maps")) {
             Ok(maps) if maps.lines().any(|l| l.split_whitespace().nth(5).is_some_and(is_runtime)) => Fit::Selected,
             Ok(_) => Fit::Unrelated,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Fit::NotPermitted,
@@ -169,14 +169,12 @@ fn file_name(path: &str) -> &str {
 
 /// `/proc/PID/comm` without its newline (empty once the process is gone).
 pub fn command_name(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim_end_matches('\n').to_string())
-        .unwrap_or_default()
+    read_proc_file(format!("/proc/{pid}/comm")).map(|s| s.trim_end_matches('\n').to_string()).unwrap_or_default()
 }
 
 /// The effective user id of a process (`Uid:` line of its status, second field).
 pub fn effective_uid(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = read_proc_file(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -184,7 +182,7 @@ pub fn effective_uid(pid: i32) -> Option<u32> {
 /// `exe` link unreadable).
 fn is_kernel_thread(pid: i32) -> bool {
     // Field 9 of stat (flags) has PF_KTHREAD (0x00200000).
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Ok(stat) = read_proc_file(format!("/proc/{pid}/stat")) else { return false };
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return false };
     // `rest` starts at field 3 (state); flags is field 9.
     rest.split_whitespace().nth(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|flags| flags & 0x0020_0000 != 0)
@@ -270,7 +268,13 @@ mod tests {
 
     #[test]
     fn a_patch_fits_by_build_id_and_spots_other_builds() {
-        let obj = |path: &str, id: u8| MappedObject { path: path.into(), base: 0, header: 0, build_id: vec![id] };
+        let obj = |path: &str, id: u8| MappedObject {
+            path: path.into(),
+            base: 0,
+            header: 0,
+            header_end: 0,
+            build_id: vec![id],
+        };
         let mut meta = PatchMeta {
             flags: 0,
             level: 0,

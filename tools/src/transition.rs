@@ -132,6 +132,47 @@ pub fn running(proc: &Process, info: &RuntimeInfo, runtime_code: &[(u64, u64)]) 
     }))
 }
 
+/// Move a thread this tool holds stopped (the borrowed one, before it is let go) when
+/// nothing of it is inside, judged by the registers it will resume with and its stack
+/// words, as sampling does; logged so that `drive` does not stop it again. `maps`: the
+/// process's mappings (read before the thread was stopped, to keep the stop short).
+/// `false`: it stays for sampling (an address inside on its stack needs a walk).
+pub fn move_stopped(
+    proc: &Process,
+    info: &RuntimeInfo,
+    runtime_code: &[(u64, u64)],
+    maps: &[crate::process::Mapping],
+    tid: i32,
+    regs: &libc::user_regs_struct,
+) -> Result<bool> {
+    let Some(run) = running(proc, info, runtime_code)? else { return Ok(false) };
+    if regs.fs_base == 0 || run.is_inside(regs.rip) {
+        return Ok(false);
+    }
+    let mut d = Driver {
+        proc,
+        run: &run,
+        unwinder: None,
+        maps: maps.to_vec(),
+        known: HashMap::new(),
+        progress: Progress::default(),
+    };
+    if !run.done(d.word(regs.fs_base)) {
+        if d.stack_mentions_inside(regs.rsp)? {
+            return Ok(false);
+        }
+        proc.write(regs.fs_base.wrapping_add(run.tpoff as u64), &run.moved_value().to_le_bytes())?;
+    }
+    // Keep what an earlier tool logged (`--continue`), add this thread.
+    let cap = info.log_cap as usize;
+    let count = (read_u64(proc, info.tool_log)? as usize).min(cap);
+    let mut entries = ThreadLog::decode(&proc.read(info.tool_log, 8 + count * 16)?, cap);
+    entries.retain(|&(t, _)| t != tid);
+    entries.push((tid, regs.fs_base));
+    proc.write(info.tool_log, &ThreadLog::encode(&entries, cap))?;
+    Ok(true)
+}
+
 /// Make threads created from now on start where the transition goes.
 pub fn set_newborn_state(proc: &Process, run: &Running) -> Result<()> {
     proc.write(run.image, &run.moved_value().to_le_bytes())
@@ -269,7 +310,7 @@ impl Driver<'_> {
     }
 
     fn holder(&mut self, tid: i32, inside: bool) -> Holder {
-        let name = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", self.proc.pid))
+        let name = crate::process::read_proc_file(format!("/proc/{}/task/{tid}/comm", self.proc.pid))
             .unwrap_or_default()
             .trim()
             .to_string();

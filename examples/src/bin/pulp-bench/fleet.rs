@@ -221,6 +221,8 @@ const ORDER: &[(&str, &str)] = &[
     ("all_apply", "`--all` apply, transition: wall"),
     ("all_again", "`--all` apply again (all already applied, no thread stopped): wall"),
     ("all_revert", "`--all --revert`, transition: wall"),
+    ("all2_apply", "`--all --jobs 2×CPUs` apply, transition: wall"),
+    ("all2_revert", "`--all --jobs 2×CPUs --revert`, transition: wall"),
     ("imm_apply", "`--all` apply, `%immediate`: wall"),
     ("imm_revert", "`--all --revert`, `%immediate`: wall"),
     ("loop_apply", "loop of `pulp-trigger -p PID`, one at a time, apply: wall"),
@@ -267,6 +269,11 @@ pub fn run(tools: &Tools, n: usize, runs: usize) -> Result<()> {
         f.push("all_again", again.wall.as_secs_f64());
         let b = all(tools, &transition, &["--revert"], n, "reverted")?;
         f.push("all_revert", b.wall.as_secs_f64());
+        let jobs = (2 * cpus).to_string();
+        let j = all(tools, &transition, &["--jobs", &jobs], n, "applied")?;
+        f.push("all2_apply", j.wall.as_secs_f64());
+        let j = all(tools, &transition, &["--jobs", &jobs, "--revert"], n, "reverted")?;
+        f.push("all2_revert", j.wall.as_secs_f64());
         let c = all(tools, &immediate, &[], n, "applied")?;
         f.push("imm_apply", c.wall.as_secs_f64());
         stops.extend("imm_hijack", per_process(&c, "stopped_us"));
