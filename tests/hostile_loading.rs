@@ -91,11 +91,9 @@ fn symlink_flipped_by_the_folder_owner() {
             while !stop.load(Ordering::Relaxed) {
                 let tmp = dir.join("tmp");
                 let _ = std::fs::remove_file(&tmp);
-                let made = if flips % 2 == 0 {
-                    symlink("evil.so", &tmp)
-                } else {
-                    std::fs::hard_link(dir.join("good.real"), &tmp)
-                };
+                let evil_next = flips & 1 == 0;
+                let made =
+                    if evil_next { symlink("evil.so", &tmp) } else { std::fs::hard_link(dir.join("good.real"), &tmp) };
                 // Errors end the loop: the folder is gone once a failed test unwinds.
                 if made.and_then(|()| std::fs::rename(&tmp, &good)).is_err() {
                     break;
