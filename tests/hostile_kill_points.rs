@@ -209,6 +209,12 @@ fn sweep(immediate: bool, ops: &[Op]) {
     for &op in ops {
         let (ptraces, pwrites) = count_calls(&mut t, &work, &meta, op);
         println!("{kind} {op:?}: a clean run makes {ptraces} ptrace and {pwrites} pwrite64 calls");
+        assert!(ptraces > 0, "{kind} {op:?}: the clean run made no ptrace call: is strace tracing the trigger?");
+        assert!(
+            pwrites > 0,
+            "{kind} {op:?}: the clean run wrote nothing with pwrite64: if the trigger now writes the process \
+             another way, sweep that system call too"
+        );
         for (syscall, count) in [("ptrace", ptraces), ("pwrite64", pwrites)] {
             for n in 1..=count {
                 points += 1;
