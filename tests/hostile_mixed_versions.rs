@@ -80,7 +80,7 @@ fn four_hundred_functions_between_h_and_k() {
     let mix = Mix::build(&work, 400);
     let meta = mix.patch(&work, "mix400", &[]);
     let mut app = start(&mix);
-    let (_, old, new) = cycles(&mut app, &meta, 10, &plain);
+    let (_, old, new) = cycles(&mut app, &meta, 50, &plain);
     assert!(old > 0 && new > 0, "both versions ran");
 }
 

@@ -636,7 +636,8 @@ pub const MIX_FUNCS: &[(&str, &str)] = &[("f", "f_new"), ("h", "h_new"), ("k", "
 
 impl Mix {
     /// Builds the fixture; with `fillers` > 0, that many more functions are generated into
-    /// the library and the fix (for a patch whose entries take long to write).
+    /// the library (between `h` and `k`) and the fix (for a patch whose entries take long
+    /// to write).
     pub fn build(work: &Work, fillers: usize) -> Mix {
         let mut lib_spec = CSpec::patchable(&["hostile_mix_lib.c"]);
         let mut fix_spec = CSpec::plain(&["hostile_mix_fix.c"]);
@@ -650,7 +651,7 @@ impl Mix {
             let (old_c, new_c) = (work.path().join("fillers.c"), work.path().join("fillers_new.c"));
             std::fs::write(&old_c, old).unwrap();
             std::fs::write(&new_c, new).unwrap();
-            lib_spec.files.push(old_c);
+            lib_spec = lib_spec.define("MIX_FILLERS", Some(&format!("\"{}\"", old_c.display())));
             fix_spec.files.push(new_c);
         }
         let lib = work.shared("mix", &lib_spec);
