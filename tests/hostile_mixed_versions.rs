@@ -104,3 +104,46 @@ fn tool_slowed_down_by_strace() {
     let (_, old, new) = cycles(&mut app, &meta, 8, &slowed);
     assert!(old > 0 && new > 0, "both versions ran");
 }
+
+/// The same promise through `--continue --force` and `--continue --reverse`: a thread
+/// held inside the library keeps each transition running past a zero timeout; the
+/// transition is then forced to the end, or turned around. The four workers, which move
+/// through gates meanwhile, never see half a patch.
+#[test]
+fn forced_and_reversed_transitions() {
+    let work = Work::new();
+    let mix = Mix::build(&work, 0);
+    let meta = mix.patch(&work, "mix", &[]);
+    let mut app = start(&mix);
+    let pid = app.pid().to_string();
+    let m = meta.to_str().unwrap();
+    let left_running = |args: &[&str]| {
+        let out = libpulp_rs_tests::trigger(args);
+        assert_eq!(out.code, Some(2), "a thread inside: the transition is left running: {out:#?}");
+    };
+    for cycle in 0..10 {
+        // Apply, left running, then forced.
+        assert!(app.ask("hold").starts_with("holding"));
+        left_running(&["--timeout", "0", "-p", &pid, m]);
+        libpulp_rs_tests::trigger(&["--continue", "--timeout", "0", "--force", "-p", &pid])
+            .assert_ok(&format!("--continue --force, cycle {cycle}"));
+        app.ask("release");
+        assert_eq!(app.ask("probe"), MIX_NEW, "cycle {cycle}: forced to the end");
+        // Revert, left running, then reversed: the patch stays.
+        assert!(app.ask("hold").starts_with("holding"));
+        left_running(&["--revert", "--timeout", "0", "-p", &pid, m]);
+        // The held thread keeps it from completing; after the timeout it is turned
+        // around, and the threads that moved move back (within the same timeout).
+        libpulp_rs_tests::trigger(&["--continue", "--timeout", "0.3", "--reverse", "-p", &pid])
+            .assert_ok(&format!("--continue --reverse, cycle {cycle}"));
+        assert_eq!(app.ask("release"), "released g=1", "cycle {cycle}: the held thread kept one version");
+        assert_eq!(app.ask("probe"), MIX_NEW, "cycle {cycle}: the revert was rolled back");
+        // Back to the start.
+        revert(app.pid(), &meta).assert_ok(&format!("revert, cycle {cycle}"));
+        assert_eq!(app.ask("probe"), MIX_OLD);
+        let (_, bad, _, _, odd) = mix_stats(&mut app);
+        assert_eq!(odd, 0);
+        assert_eq!(bad, 0, "cycle {cycle}: threads saw half a patch");
+    }
+    app.assert_alive();
+}
