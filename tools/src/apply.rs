@@ -132,7 +132,23 @@ pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode, opts: Options) 
     let request = Request { meta: bytes, gates, inside, object: &object, ..Request::new(op) }.encode();
 
     let mut thread = Hijacked::attach(&proc, info, opts.call_limit())?;
-    let status = call(&proc, &mut thread, &info, &request).map_err(|e| during(e, "before the patch could run"))?;
+    let status = match call(&proc, &mut thread, &info, &request) {
+        Ok(status) => status,
+        Err(e) => {
+            let abandoned = !thread.abandoned.is_empty();
+            drop(thread);
+            if abandoned {
+                // The abandoned code held the dynamic linker's lock, which the runtime has
+                // just released: a thread of the program waiting for it (in exit(), say)
+                // goes on now. Give an exit under way a moment to show.
+                let until = Instant::now() + Duration::from_millis(200);
+                while proc.alive() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            return Err(during(e, "before the patch could run"));
+        }
+    };
     let replies = read_reply(&proc, &info)?;
     let stopped = Some((thread.tid(), thread.stopped_at.elapsed()));
     let transition = settle(&proc, &objects, &info, thread, status, &replies, immediate, opts)
