@@ -144,7 +144,8 @@ impl Table {
     unsafe fn find(table: *const Table, key: &Key) -> Option<(usize, usize)> {
         let (mask, shift) = Self::header(table);
         let mut i = key.home(shift, mask);
-        for _ in 0..=mask {
+        let mut left = mask;
+        loop {
             let slot = Self::slot(table, i);
             let data = slot.data.load(Ordering::Acquire);
             if data == 0 {
@@ -153,9 +154,12 @@ impl Table {
             if slot.obj.load(Ordering::Relaxed) == key.obj && slot.id.load(Ordering::Relaxed) == key.id {
                 return Some((i, data));
             }
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
             i = (i + 1) & mask;
         }
-        None
     }
 
     /// Put an entry into the first empty slot of its cluster: key first, data last.
@@ -241,11 +245,36 @@ impl Shard {
     }
 
     /// The data pointer stored for `key`, or 0. Takes no lock and writes nothing shared;
-    /// retries while a writer moves entries of this shard.
+    /// retries (out of line) while a writer moves entries of this shard.
     #[inline]
     pub fn get(&self, key: &Key) -> usize {
+        let seq = self.read.seq.load(Ordering::Acquire);
+        let table = self.read.table.load(Ordering::Acquire);
+        if seq & 1 == 0 {
+            if table.is_null() {
+                return 0; // no shadow was ever stored in this shard
+            }
+            // SAFETY: a published table is never freed while the shard lives.
+            let found = unsafe { Table::find(table, key) }.map_or(0, |(_, data)| data);
+            // Order the slot loads before the second load of `seq`.
+            fence(Ordering::Acquire);
+            if self.read.seq.load(Ordering::Relaxed) == seq {
+                return found;
+            }
+        }
+        self.get_contended(key.obj, key.id)
+    }
+
+    /// `get` when a writer was moving entries: the same, with back-off. Kept out of line
+    /// and given the key's parts in registers, so that the fast path saves no registers
+    /// and keeps the key out of memory.
+    #[cold]
+    #[inline(never)]
+    fn get_contended(&self, obj: usize, id: u64) -> usize {
+        let key = &Key::new(obj, id);
         let mut spins = 0u32;
         loop {
+            spins = backoff(spins);
             let seq = self.read.seq.load(Ordering::Acquire);
             if seq & 1 == 0 {
                 let table = self.read.table.load(Ordering::Acquire);
@@ -255,13 +284,11 @@ impl Shard {
                     // SAFETY: a published table is never freed while the shard lives.
                     unsafe { Table::find(table, key) }.map_or(0, |(_, data)| data)
                 };
-                // Order the slot loads before the second load of `seq`.
                 fence(Ordering::Acquire);
                 if self.read.seq.load(Ordering::Relaxed) == seq {
                     return found;
                 }
             }
-            spins = backoff(spins);
         }
     }
 
