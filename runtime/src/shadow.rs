@@ -286,6 +286,8 @@ mod tests {
     }
 
     unsafe extern "C" fn counted_ctor(obj: *mut c_void, data: *mut c_void, arg: *mut c_void) -> c_int {
+        // SAFETY: every test passes a live `Counted` as ctor_data and a size of at least
+        // `size_of::<Data>()`, and the runtime hands the constructor that data.
         let c = &*(arg as *const Counted);
         let call = c.calls.fetch_add(1, Ordering::SeqCst);
         if c.sleep_ms > 0 {
@@ -302,6 +304,7 @@ mod tests {
 
     /// Checks the data belongs to `obj`, then counts it (only used by `free_all_*`).
     unsafe extern "C" fn checking_dtor(obj: *mut c_void, data: *mut c_void) {
+        // SAFETY: only used on shadows `counted_ctor` filled; still allocated here.
         let d = &*(data as *const Data);
         assert_eq!(d.obj, obj as usize, "destructor got another object's data");
         DTOR_CALLS.fetch_add(1, Ordering::SeqCst);
@@ -376,6 +379,7 @@ mod tests {
     }
 
     unsafe extern "C" fn reentering_ctor(obj: *mut c_void, _data: *mut c_void, arg: *mut c_void) -> c_int {
+        // SAFETY: the test passes its live `Reentry` as ctor_data.
         let r = &mut *(arg as *mut Reentry);
         // Its own shadow: it is being built by this very call.
         r.own = pulp_shadow_get_or_alloc(obj, 0x1005, 8, None, std::ptr::null_mut());
