@@ -2,6 +2,8 @@
 #ifndef PULP_H
 #define PULP_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -100,11 +102,13 @@ void pulp_quiescent(void) __attribute__((weak));
  *   which it only ever does with the runtime present;
  * - a program or library that includes pulp.h still links and starts without the
  *   runtime, and can test for it:  if (pulp_shadow_get) ...
+ *   Code must be position-independent (-fPIC, or -fPIE, the default of current gcc and
+ *   clang): the linker resolves a weak function that non-PIC code (-fno-pic) calls to 0
+ *   at link time, and the preloaded runtime is then never seen. Such code can look the
+ *   functions up with dlsym(RTLD_DEFAULT, "pulp_shadow_get") instead.
  * Do not link a second copy of libpulp_rs.so into the program: two runtimes would keep
  * two separate tables.
  * ------------------------------------------------------------------------------------- */
-
-#include <stddef.h>
 
 /* Initialises a new shadow: OBJ and ID as given to the allocating call, SHADOW_DATA the
  * zeroed data (SIZE bytes), CTOR_DATA the caller's argument. Returns 0 to keep the
