@@ -98,6 +98,8 @@ fn main() {
     let bench = c.join("bench");
     println!("cargo:rerun-if-changed=c");
     println!("cargo:rerun-if-changed=build.rs");
+    let pulp_h = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/include");
+    println!("cargo:rerun-if-changed={}", pulp_h.join("pulp.h").display());
 
     // The demo: the buggy library, the application linked to it, the fix.
     let lib = Spec { include: Some(&c), ..Spec::new(&[c.join("libdemo.c")]) }.shared(&out, "demo");
@@ -239,4 +241,11 @@ fn main() {
     export("PULP_BENCH_PROLOGUES_FIX1", &prologues_fix1);
     export("PULP_BENCH_PROLOGUES_FIX2", &prologues_fix2);
     export("PULP_BENCH_PROLOGUES", &prologues);
+
+    // pulp_shadow_get beside a plain hash map (`pulp-bench shadow`): the program takes the
+    // pulp_shadow_* functions from the preloaded runtime through pulp.h's weak declarations.
+    let shadow =
+        Spec { include: Some(&pulp_h), patchable: false, threads: true, ..Spec::new(&[bench.join("shadow.c")]) }
+            .executable(&out, "shadow");
+    export("PULP_BENCH_SHADOW", &shadow);
 }

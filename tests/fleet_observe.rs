@@ -83,7 +83,7 @@ fn messages_show_an_apply_and_a_refusal() {
     let mut app = App::start(&exe);
     let mut cmd = Command::new(&exe);
     cmd.env("LD_PRELOAD", &artifacts().runtime).env("FLEET_VETO", "1");
-    let mut vetoing = App::start_command(cmd);
+    let mut vetoing = App::start_command(cmd, "vetoing observe_app");
 
     trigger(&["-p", &app.pid().to_string(), meta.to_str().unwrap()]).assert_ok("pulp-trigger");
     assert_eq!(app.ask("call 5"), "calc(5)=1010");

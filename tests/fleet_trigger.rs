@@ -139,7 +139,7 @@ fn json_reports_each_process_and_one_exiting_in_the_middle() {
     let mut b = App::start(&app);
     let mut cmd = Command::new(&app);
     cmd.env("LD_PRELOAD", &artifacts().runtime).env("FLEET_EXIT_ON_PATCH", "7");
-    let exiting = App::start_command(cmd);
+    let exiting = App::start_command(cmd, "exiting fleet_app");
 
     // A dry run says what would happen and changes nothing.
     let dry = trigger(&["--all", "--json", "--dry-run", f.meta()]);
@@ -239,7 +239,7 @@ fn name_and_user_narrow_the_search() {
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&alpha_exe)
             .env("LD_PRELOAD", &artifacts().runtime);
-        App::start_command(cmd)
+        App::start_command(cmd, "fleet_alpha as nobody")
     });
 
     if let Some(n) = &mut a_nobody {

@@ -136,7 +136,7 @@ fn map_entry_stack() {
 
 /// Whether `/proc/self/status` says `Seccomp: 0`. Reads it with plain open/read/close
 /// (which any filter must allow for the program to run at all) into a stack buffer.
-fn seccomp_free() -> bool {
+pub fn seccomp_free() -> bool {
     let mut buf = [0u8; 4096];
     // SAFETY: a static NUL-terminated path; the fd is closed below.
     let fd = unsafe { libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };

@@ -238,7 +238,7 @@ impl PatchObject {
                 let released = locks.release_taken_since();
                 let lock_note = if released { "" } else { " (the dynamic linker's lock could not be released)" };
                 return Err(LoadError::Abandoned(format!(
-                    "the patch object's initialisation {}; the patch was not applied{lock_note}",
+                    "loading the patch object failed: its constructor {}; the patch was not applied{lock_note}",
                     describe(abandoned)
                 )));
             }

@@ -12,20 +12,43 @@ use std::os::unix::fs::FileExt;
 
 /// Apply `meta_bytes` (a `patch.meta`) with `object`, immediately.
 pub fn apply(reg: &mut Registry, meta_bytes: &[u8], object: Object<'_>) -> Result<EntryStatus, String> {
+    if !can_write() {
+        return Err("this process cannot write its own code (a seccomp filter, or no /proc)".into());
+    }
     // Room for a reply naming every descriptor the runtime has.
     let mut buf = vec![0u8; 4 + pulp_trm::DESC_COUNT * abi::FUNC_REPLY_SIZE];
     let status = registry::apply(reg, meta_bytes, &[], &[], object, &mut buf)?;
-    let mem = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/proc/self/mem")
-        .map_err(|e| format!("cannot open /proc/self/mem to write code: {e}"))?;
-    write_code(&mem, &buf)?;
+    write_reply_code(&buf)?;
     if status == EntryStatus::Transition {
         registry::finish(reg, true, &mut buf)?;
-        write_code(&mem, &buf)?;
+        write_reply_code(&buf)?;
     }
     Ok(status)
+}
+
+/// Whether the process may write its own code: not under a seccomp filter (a system call
+/// it does not expect might kill it; a filter can be added at any time, never removed, so
+/// a "no" is kept), and `/proc/self/mem` can be opened for writing.
+pub fn can_write() -> bool {
+    static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if NEVER.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    if !crate::entry::seccomp_free() {
+        NEVER.store(true, std::sync::atomic::Ordering::Relaxed);
+        return false;
+    }
+    open_mem().is_ok()
+}
+
+fn open_mem() -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().read(true).write(true).open("/proc/self/mem")
+}
+
+/// Write the code the reply in `buf` asks for.
+pub fn write_reply_code(buf: &[u8]) -> Result<(), String> {
+    let mem = open_mem().map_err(|e| format!("cannot open /proc/self/mem to write code: {e}"))?;
+    write_code(&mem, buf)
 }
 
 /// Write the code a reply in `buf` asks for (see `prologue::code_writes`).

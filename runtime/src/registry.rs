@@ -350,7 +350,7 @@ pub fn serve(reg: &mut Registry, req: &Request<'_>, buf: &mut [u8]) -> Result<En
     {
         return Err(format!("this process refuses live patches: {}", reg.refusing));
     }
-    match req.op {
+    let status = match req.op {
         Op::Apply => apply(reg, req.meta, &req.gates, &req.inside, Object::Bytes(req.object), buf),
         Op::Revert => revert(reg, req, buf),
         Op::RevertAll => revert_all(reg, req, buf),
@@ -383,7 +383,39 @@ pub fn serve(reg: &mut Registry, req: &Request<'_>, buf: &mut [u8]) -> Result<En
             write_reply(&[], buf)?;
             Ok(EntryStatus::Done)
         }
+    }?;
+    if matches!(req.op, Op::Apply | Op::Revert | Op::RevertAll | Op::Resume | Op::Finish) {
+        return Ok(write_own_code(reg, status, buf));
     }
+    Ok(status)
+}
+
+/// Where the process may write its own code (`local::can_write`), write what the reply
+/// in `buf` asks for right here, in the entry: the tool then finds nothing left to write
+/// (and needs no second call for the barrier). A transition whose entries are all
+/// written is armed at once; an immediate one is finished at once (`Done`). Where the
+/// process cannot, or a write fails, the tool writes the code as before: the status is
+/// left as it was.
+fn write_own_code(reg: &mut Registry, status: EntryStatus, buf: &mut [u8]) -> EntryStatus {
+    if status == EntryStatus::Refused || status == EntryStatus::Busy || !crate::local::can_write() {
+        return status;
+    }
+    if let Err(e) = crate::local::write_reply_code(buf) {
+        messages::log(&format!("writing code from inside the process failed, the tool writes it: {e}"));
+        return status;
+    }
+    if status != EntryStatus::Transition {
+        return status;
+    }
+    if reg.transition.as_ref().is_some_and(|t| t.immediate) {
+        if finish(reg, true, buf).is_err() || crate::local::write_reply_code(buf).is_err() {
+            return status;
+        }
+        return EntryStatus::Done;
+    }
+    // Every entry is redirected: threads may move from now on.
+    pulp_trm::armed().store(1, Ordering::Release);
+    status
 }
 
 /// Set why every request is refused (the operator's exclusion read at load time).

@@ -371,15 +371,15 @@ impl App {
         } else {
             cmd.env_remove("LD_PRELOAD");
         }
-        Self::start_command(cmd)
+        Self::start_command(cmd, &exe.file_name().unwrap().to_string_lossy())
     }
 
-    /// Starts a command prepared by the caller (another user through `setpriv`, its own
-    /// environment) and waits for its `ready`; stdin, stdout and stderr are connected here.
-    pub fn start_command(mut cmd: Command) -> App {
-        let exe = PathBuf::from(cmd.get_program());
+    /// Starts `cmd` as it is (a wrapper such as `unshare` or `chroot` that ends by
+    /// exec'ing the application, so the PID is the application's) and waits for `ready`.
+    /// `name` is for messages.
+    pub fn start_command(mut cmd: Command, name: &str) -> App {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
@@ -399,13 +399,7 @@ impl App {
                 s.push('\n');
             }
         });
-        let mut app = App {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            stderr,
-            name: exe.file_name().unwrap().to_string_lossy().into_owned(),
-        };
+        let mut app = App { stdin: child.stdin.take(), child, lines, stderr, name: name.to_string() };
         let first = app.recv();
         assert_eq!(first, "ready", "{} did not start as expected", app.name);
         app
@@ -450,6 +444,14 @@ impl App {
                 )
             }
         }
+    }
+
+    /// Sends a command and waits up to `limit` for its reply; `None` when none came (the
+    /// process may be dead or hung: the caller decides what that means).
+    pub fn try_ask(&mut self, line: &str, limit: Duration) -> Option<String> {
+        let stdin = self.stdin.as_mut()?;
+        writeln!(stdin, "{line}").and_then(|_| stdin.flush()).ok()?;
+        self.lines.recv_timeout(limit).ok()
     }
 
     /// Sends a command and returns its one-line reply.
@@ -539,4 +541,155 @@ pub fn unique() -> u32 {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     (std::process::id().wrapping_mul(7919) ^ nanos ^ N.fetch_add(1, Ordering::Relaxed) << 20) % 1_000_000_000
+}
+
+/// A tool run under a time limit: its output, how long it took, and whether it had to be
+/// killed at the limit.
+#[derive(Debug)]
+pub struct Limited {
+    pub out: ToolOutput,
+    pub took: Duration,
+    pub timed_out: bool,
+}
+
+/// Runs `cmd` to completion, or kills it (SIGKILL) after `limit`: a test that must
+/// never hang on a tool that hangs.
+pub fn run_limited(cmd: &mut Command, limit: Duration) -> Limited {
+    let command = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
+    let collect = |r: Option<Box<dyn std::io::Read + Send>>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = collect(child.stdout.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
+    let stderr = collect(child.stderr.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for a tool") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("waiting for a killed tool");
+        }
+        thread::sleep(Duration::from_millis(2));
+    };
+    let took = start.elapsed();
+    let out =
+        ToolOutput { command, code: status.code(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
+    Limited { out, took, timed_out }
+}
+
+/// What `/proc/PID/task/TID/status` says about one thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadStatus {
+    pub tid: u32,
+    /// `State:`'s letter (`S`, `R`, `t`, `T`, ...).
+    pub state: char,
+    pub tracer: u32,
+    /// `SigBlk:`, the blocked-signal mask as the kernel prints it.
+    pub blocked: String,
+}
+
+/// Every thread of `pid` as `/proc` shows it now (threads that vanish meanwhile are left out).
+pub fn thread_statuses(pid: u32) -> Vec<ThreadStatus> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else { continue };
+        let field = |name: &str| {
+            text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_default()
+        };
+        out.push(ThreadStatus {
+            tid,
+            state: field("State:").chars().next().unwrap_or('?'),
+            tracer: field("TracerPid:").parse().unwrap_or(u32::MAX),
+            blocked: field("SigBlk:"),
+        });
+    }
+    out.sort_by_key(|t| t.tid);
+    out
+}
+
+/// The mixed-versions fixture (`hostile_mix_lib.c`, `hostile_mix_fix.c`,
+/// `hostile_mix_app.c`): `g(x) = h(x) + k(x)` is `x` in either version, so a thread that
+/// sees half a patch computes a wrong `g`.
+pub struct Mix {
+    pub lib: PathBuf,
+    pub fix: PathBuf,
+    pub app: PathBuf,
+    /// Names of the filler functions built into the library and the fix (`filler_N`,
+    /// replaced by `filler_N_new`), in order.
+    pub fillers: Vec<String>,
+}
+
+/// The functions of the mixed-versions patch.
+pub const MIX_FUNCS: &[(&str, &str)] = &[("f", "f_new"), ("h", "h_new"), ("k", "k_new")];
+
+impl Mix {
+    /// Builds the fixture; with `fillers` > 0, that many more functions are generated into
+    /// the library (between `h` and `k`) and the fix (for a patch whose entries take long
+    /// to write).
+    pub fn build(work: &Work, fillers: usize) -> Mix {
+        let mut lib_spec = CSpec::patchable(&["hostile_mix_lib.c"]);
+        let mut fix_spec = CSpec::plain(&["hostile_mix_fix.c"]);
+        let names: Vec<String> = (0..fillers).map(|i| format!("filler_{i}")).collect();
+        if fillers > 0 {
+            let (mut old, mut new) = (String::new(), String::new());
+            for n in &names {
+                old.push_str(&format!("int {n}(int x) {{ return x * 3 + 1; }}\n"));
+                new.push_str(&format!("int {n}_new(int x) {{ return x * 3 + 2; }}\n"));
+            }
+            let (old_c, new_c) = (work.path().join("fillers.c"), work.path().join("fillers_new.c"));
+            std::fs::write(&old_c, old).unwrap();
+            std::fs::write(&new_c, new).unwrap();
+            lib_spec = lib_spec.define("MIX_FILLERS", Some(&format!("\"{}\"", old_c.display())));
+            fix_spec.files.push(new_c);
+        }
+        let lib = work.shared("mix", &lib_spec);
+        let fix = work.shared("mix_fix", &fix_spec);
+        let app = work.executable("mix_app", &CSpec::plain(&["hostile_mix_app.c"]).link("mix").threads().flag("-ldl"));
+        Mix { lib, fix, app, fillers: names }
+    }
+
+    /// The patch of `f`, `h`, `k` (with the fillers between `h` and `k`), as `name.meta`.
+    pub fn patch(&self, work: &Work, name: &str, options: &[&str]) -> PathBuf {
+        let fill: Vec<(String, String)> = self.fillers.iter().map(|n| (n.clone(), format!("{n}_new"))).collect();
+        let mut funcs: Vec<(&str, &str)> = vec![MIX_FUNCS[0], MIX_FUNCS[1]];
+        funcs.extend(fill.iter().map(|(o, n)| (o.as_str(), n.as_str())));
+        funcs.push(MIX_FUNCS[2]);
+        work.patch_with_options(name, &self.fix, &[(&self.lib, &funcs)], options)
+    }
+}
+
+/// What `probe` answers before and after the mixed-versions patch.
+pub const MIX_OLD: &str = "f=1 h=1 k=0 g=1";
+pub const MIX_NEW: &str = "f=2 h=101 k=-100 g=1";
+
+/// `stats` of the mixed-versions app: (iterations, bad g, old f, new f, odd f).
+pub fn mix_stats(app: &mut App) -> (u64, u64, u64, u64, u64) {
+    let line = app.ask("stats");
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|kv| kv.split_once('=').and_then(|(_, v)| v.parse().ok()).unwrap_or_else(|| panic!("{line}")))
+        .collect();
+    assert_eq!(v.len(), 5, "{line}");
+    (v[0], v[1], v[2], v[3], v[4])
 }

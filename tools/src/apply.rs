@@ -185,19 +185,54 @@ pub fn run_shared(
 
     let mut thread = Hijacked::attach(&proc, info, opts.call_limit())?;
     phases::mark("attach");
-    let status = call(&proc, &mut thread, &info, &request).map_err(|e| during(e, "before the patch could run"))?;
+    let status = match call(&proc, &mut thread, &info, &request) {
+        Ok(status) => status,
+        Err(e) => {
+            let abandoned = !thread.abandoned.is_empty();
+            drop(thread);
+            if abandoned {
+                // The abandoned code held the dynamic linker's lock, which the runtime has
+                // just released: a thread of the program waiting for it (in exit(), say)
+                // goes on now. Give an exit under way a moment to show.
+                let until = Instant::now() + Duration::from_millis(200);
+                while proc.alive() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            return Err(during(e, "before the patch could run"));
+        }
+    };
     let replies = read_reply(&proc, &info)?;
     phases::mark("load");
     let stopped = Some((thread.tid(), thread.stopped_at.elapsed()));
-    if status == EntryStatus::NothingToDo {
-        // Already applied: repair any entry a killed tool left half-written.
-        thread.release()?;
-        write_code(&proc, &info, &replies, None)?;
-        return Ok(Outcome { status, functions, stopped, total: t0.elapsed(), transition: None });
-    }
-    let ended = take_up(&proc, &objects, &info, thread, &replies, immediate, opts)
+    let transition = settle(&proc, &objects, &info, thread, status, &replies, immediate, opts)
         .map_err(|e| during(e, "while the patch was being applied"))?;
-    Ok(Outcome { status, functions, stopped, total: t0.elapsed(), transition: Some(ended) })
+    Ok(Outcome { status, functions, stopped, total: t0.elapsed(), transition })
+}
+
+/// After the runtime answered a request that may start a transition: `NothingToDo` (the
+/// patch is where it should be: repair any entry a killed tool left half-written),
+/// `Done` (the runtime wrote the code and finished an immediate patch itself), or
+/// `Transition` (take it up).
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    proc: &Process,
+    objects: &[MappedObject],
+    info: &RuntimeInfo,
+    thread: Hijacked,
+    status: EntryStatus,
+    replies: &[FuncReply],
+    immediate: bool,
+    opts: Options,
+) -> Result<Option<Ended>> {
+    match status {
+        EntryStatus::Transition => take_up(proc, objects, info, thread, replies, immediate, opts).map(Some),
+        _ => {
+            thread.release()?;
+            write_code(proc, info, replies, None)?;
+            Ok((status == EntryStatus::Done).then_some(Ended::Immediate))
+        }
+    }
 }
 
 /// `pulp-trigger --revert-all TARGET`: revert every patch of the target in one transition.
@@ -243,13 +278,9 @@ pub fn revert_all(pid: i32, target: &str, opts: Options) -> Result<Outcome> {
     let st = call(&proc, &mut thread, &info, &request)?;
     let replies = read_reply(&proc, &info)?;
     let stopped = Some((thread.tid(), thread.stopped_at.elapsed()));
-    if st == EntryStatus::NothingToDo {
-        thread.release()?;
-        return Ok(Outcome { status: st, functions, stopped, total: t0.elapsed(), transition: None });
-    }
-    let ended = take_up(&proc, &objects, &info, thread, &replies, immediate, opts)
+    let transition = settle(&proc, &objects, &info, thread, st, &replies, immediate, opts)
         .map_err(|e| exited_or(&proc, e, "while the patches were being reverted"))?;
-    Ok(Outcome { status: st, functions, stopped, total: t0.elapsed(), transition: Some(ended) })
+    Ok(Outcome { status: st, functions, stopped, total: t0.elapsed(), transition })
 }
 
 /// A transition the runtime just started (or handed back): write every entry while the
@@ -326,13 +357,8 @@ pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
     let mut thread = Hijacked::attach(&proc, info, opts.call_limit())?;
     let st = call(&proc, &mut thread, &info, &Request::new(Op::Resume).encode())?;
     let replies = read_reply(&proc, &info)?;
-    if st == EntryStatus::NothingToDo {
-        thread.release()?;
-        return Ok(None);
-    }
-    take_up(&proc, &objects, &info, thread, &replies, immediate, opts)
+    settle(&proc, &objects, &info, thread, st, &replies, immediate, opts)
         .map_err(|e| exited_or(&proc, e, "while the transition was being completed"))
-        .map(Some)
 }
 
 /// Run the runtime's entry with `request` in the hijacked thread; a refusal becomes an

@@ -5,8 +5,10 @@
 //! `target/release/pulp-bench universes [RUNS]` for the cost of transitions (per-thread
 //! universes) beside all-at-once patching (`universes.rs`), and
 //! `target/release/pulp-bench prologues [PROCESSES]` for the per-call cost of each prologue
-//! kind (`prologues.rs`), and `target/release/pulp-bench fleet [PROCESSES] [RUNS]` for one
-//! fix applied to many processes (`fleet.rs`).
+//! kind (`prologues.rs`), `target/release/pulp-bench shadow [PROCESSES]` for the cost of
+//! `pulp_shadow_get` beside a plain hash map (`shadow.rs`), and
+//! `target/release/pulp-bench fleet [PROCESSES] [RUNS]` for one fix applied to many
+//! processes (`fleet.rs`).
 //!
 //! The targets are in `examples/c/bench/` (built by `examples/build.rs`):
 //! - `percall PLAIN.so PAD.so PATCHED.so`: the same trivial `int f(int)` without pad, with
@@ -22,10 +24,13 @@
 //!   `f` in every prologue kind, and `exe_f` in the PIE executable (far layout), timed side
 //!   by side before and after patching (`prologues`);
 //! - `unicall [ROUNDS] [CALLS]` (with `libuni.so`): per-call cost while a transition is held
-//!   open, and after it (`universes`).
+//!   open, and after it (`universes`);
+//! - `shadow [ROUNDS]`: shadow lookups with 1, 1e3 and 1e6 shadows and with concurrent
+//!   readers, beside a plain open-addressed table in the same process (`shadow`).
 
 mod fleet;
 mod prologues;
+mod shadow;
 mod universes;
 
 use std::io::{BufRead, BufReader, Write};
@@ -269,7 +274,7 @@ fn bench(tools: &Tools, runs: usize) -> Result<()> {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some(m @ ("universes" | "prologues" | "fleet")) => {
+        Some(m @ ("universes" | "prologues" | "shadow" | "fleet")) => {
             let m = m.to_string();
             args.remove(0);
             m
@@ -279,6 +284,7 @@ fn main() {
     let default = match mode.as_str() {
         "prologues" => 3,
         "fleet" => 1000,
+        "shadow" => 5,
         _ => 20,
     };
     let runs = args.first().map(|a| a.parse::<usize>().unwrap_or(default)).unwrap_or(default).max(1);
@@ -287,6 +293,7 @@ fn main() {
         "universes" => universes::run(&t, runs),
         "fleet" => fleet::run(&t, runs, fleet_runs),
         "prologues" => prologues::run(&t, runs),
+        "shadow" => shadow::run(&t, runs),
         _ => bench(&t, runs),
     });
     if let Err(e) = result {
