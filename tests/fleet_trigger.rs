@@ -285,3 +285,39 @@ fn name_and_user_narrow_the_search() {
     assert_eq!(bad.code, Some(64), "{bad:#?}");
     assert!(bad.stderr.contains("no user named `no-such-user-here`"), "{bad:#?}");
 }
+
+#[test]
+fn an_interrupted_run_finishes_the_process_in_hand_and_starts_no_other() {
+    use libpulp_rs_tests::{wait_in_syscall, Uni, UNI_FUNCS};
+    let work = Work::new();
+    let uni = Uni::build(&work);
+    let meta = uni.patch(&work, UNI_FUNCS);
+    // The first process holds its transition: a thread naps inside the library.
+    let mut stuck = App::start(&uni.app);
+    let reply = stuck.ask("spin 0");
+    let tid: u32 = reply.strip_prefix("spinning 0 tid=").and_then(|t| t.parse().ok()).unwrap();
+    wait_in_syscall(stuck.pid(), tid, &[35, 230]);
+    let mut others = [App::start(&uni.app), App::start(&uni.app)];
+    let mut cmd = Command::new(&artifacts().trigger);
+    cmd.args(["--jobs", "1", "--timeout", "2"]);
+    for p in [stuck.pid(), others[0].pid(), others[1].pid()] {
+        cmd.arg("-p").arg(p.to_string());
+    }
+    cmd.arg(&meta).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill sends a signal to the tool this test started; no memory is involved.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(128 + libc::SIGINT), "{stdout}{stderr}");
+    assert!(stderr.contains("signal 2: finishing the processes in hand"), "{stderr}");
+    assert!(stderr.contains(&format!("PID {}: transition", stuck.pid())), "the process in hand is finished: {stderr}");
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(summary.contains("left running 1, interrupted by signal 2: 2 processes not attempted"), "{summary}");
+    for o in &mut others {
+        assert_eq!(o.ask("value"), "value=1", "a process after the interruption was patched");
+    }
+    stuck.assert_alive();
+}

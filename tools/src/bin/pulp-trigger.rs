@@ -27,7 +27,7 @@ use std::time::Duration;
     after_help = EXIT_STATUSES
 )]
 struct Cli {
-    /// A process to patch; repeat for several.
+    /// A process to patch; repeat for several (worked on in the order given).
     #[arg(short, long = "pid", value_name = "PID", required_unless_present_any = ["all", "name", "user"])]
     pids: Vec<i32>,
     /// Every process of the machine that maps the targets of the patch with their recorded
@@ -230,12 +230,13 @@ fn many(cli: &Cli, op: &Operation, filter: &Filter, opts: Options) -> ExitCode {
             |stop| interruptions.poll(stop),
         )
     } else {
-        let mut pids = cli.pids.clone();
-        pids.sort_unstable();
-        pids.dedup();
-        let given: Vec<Candidate> = pids
-            .into_iter()
-            .filter(|&pid| filter.accepts(pid))
+        // In the order given, each once.
+        let mut seen = std::collections::HashSet::new();
+        let given: Vec<Candidate> = cli
+            .pids
+            .iter()
+            .copied()
+            .filter(|&pid| seen.insert(pid) && filter.accepts(pid))
             .map(|pid| Candidate { pid, name: select::command_name(pid) })
             .collect();
         fleet::pool(
