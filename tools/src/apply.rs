@@ -324,8 +324,14 @@ fn finish_request(force: bool) -> Vec<u8> {
 }
 
 /// The process exited: say so, with its exit status when it can still be read, instead
-/// of whatever error reading its memory gave.
+/// of whatever error reading its memory gave. A process in the middle of exiting has
+/// already lost its memory (no mappings left) but is not a zombie yet: it is given a
+/// moment to become one, so that the message says how it ended.
 fn exited_or(proc: &Process, err: TriggerError, stage: &str) -> TriggerError {
+    let until = Instant::now() + Duration::from_millis(200);
+    while proc.alive() && proc.mappings().map_or(true, |m| m.is_empty()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     if proc.alive() {
         return err;
     }
