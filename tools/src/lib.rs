@@ -14,6 +14,7 @@
 //! - `text`: escaping names and labels before they reach a terminal.
 
 pub mod apply;
+pub mod buildpatch;
 pub mod dump;
 pub mod error;
 pub mod hijack;
