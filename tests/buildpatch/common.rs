@@ -154,3 +154,79 @@ pub fn assert_refused(out: &ToolOutput, words: &[&str]) {
     }
     println!("refused as expected: {}", out.stderr.trim());
 }
+
+/// `<package>/<subdir>` of a crate's sources, found through `cargo metadata` (the crates
+/// are dev-dependencies of the root package that are never built).
+pub fn crate_sources(package: &str, subdir: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let out = Command::new(&cargo)
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(&manifest)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo metadata: {e}"));
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata: not JSON");
+    let pkg = meta["packages"]
+        .as_array()
+        .expect("cargo metadata: no packages")
+        .iter()
+        .find(|p| p["name"] == package)
+        .unwrap_or_else(|| panic!("{package} is not in `cargo metadata` (a dev-dependency of the root package)"));
+    let dir = Path::new(pkg["manifest_path"].as_str().unwrap()).parent().unwrap().join(subdir);
+    assert!(dir.is_dir(), "no sources in {}", dir.display());
+    dir
+}
+
+/// A real library whose release contains an upstream fix: its sources with the bug put
+/// back (the fix applied in reverse) as `src/`, built live-patchable with pulp-cc in
+/// `running/`, and `pulp build-patch` with the upstream fix.
+pub struct Upstream {
+    pub work: Work,
+    pub src: PathBuf,
+    pub running_dir: PathBuf,
+    pub fix: PathBuf,
+}
+
+impl Upstream {
+    /// `sources`: the library's sources; `makefile`: a file of fixtures/buildpatch/upstream;
+    /// `fix`: a file of tests/upstream.
+    pub fn new(sources: &Path, makefile: &str, fix: &str) -> Upstream {
+        let work = Work::new();
+        let src = work.path().join("src");
+        copy_dir(sources, &src);
+        std::fs::copy(fixtures().join("upstream").join(makefile), src.join("Makefile")).unwrap();
+        let fix = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream").join(fix);
+        run(Command::new("patch").args(["-R", "-p1", "--batch", "-d"]).arg(&src).arg("-i").arg(&fix))
+            .assert_ok("putting the bug back (patch -R)");
+        let running_dir = work.path().join("running");
+        copy_dir(&src, &running_dir);
+        let mut make = Command::new("make");
+        make.args(["-s", "-j2"])
+            .arg(format!("CC={}", artifacts().dir.join("pulp-cc").display()))
+            .current_dir(&running_dir)
+            .env("PULP_CC_REAL", "gcc");
+        run(&mut make).assert_ok("make (the running library)");
+        Upstream { work, src, running_dir, fix }
+    }
+
+    /// `pulp build-patch` of the upstream fix for `library` (a file of `running/`).
+    pub fn build_patch(&self, library: &str, label: &str) -> ToolOutput {
+        let mut cmd = Command::new(&artifacts().pulp);
+        cmd.arg("build-patch")
+            .arg("--src")
+            .arg(&self.src)
+            .arg("--diff")
+            .arg(&self.fix)
+            .args(["--build", "make -s -j2", "--name", "fix", "--label", label, "--target"])
+            .arg(self.running_dir.join(library))
+            .arg("-o")
+            .arg(self.work.path().join("out"))
+            .env("PULP_CC_REAL", "gcc");
+        run(&mut cmd)
+    }
+
+    pub fn out(&self, file: &str) -> PathBuf {
+        self.work.path().join("out").join(file)
+    }
+}
