@@ -17,27 +17,27 @@ fn changes_that_cannot_be_live_patched_are_refused() {
     let p = Project::new(Compiler::Gcc);
 
     let out = p.build_patch("table", &[]);
-    assert_refused(&out, &["cannot live-patch this change", "the initial value of `bp_table` (bp.o) changes"]);
+    assert_refused(&out, &["cannot live-patch this change", "the initial value of `bp_table` (bp.c) changes"]);
     nothing_written(&p, "table");
 
     let out = p.build_patch("layout", &[]);
-    assert_refused(&out, &["struct `bp_pair` changes layout (bp.o): its size changes from 8 to 16 bytes"]);
+    assert_refused(&out, &["struct `bp_pair` changes layout (bp.c): its size changes from 8 to 16 bytes"]);
     nothing_written(&p, "layout");
 
     let out = p.build_patch("unpadded", &[]);
-    assert_refused(&out, &["function `bp_unpadded` (bp.o) changed, but it has no patchable prologue in"]);
+    assert_refused(&out, &["function `bp_unpadded` (bp.c) changed, but it has no patchable prologue in"]);
     nothing_written(&p, "unpadded");
 
     let out = p.build_patch("forever", &[]);
     assert_refused(
         &out,
-        &["function `bp_forever` (bp.o) never returns", "--timeout", "pulp_quiescent", "--allow-endless"],
+        &["function `bp_forever` (bp.c) never returns", "--timeout", "pulp_quiescent", "--allow-endless"],
     );
     nothing_written(&p, "forever");
     // Asked for, it is patched, with the warning.
     let out = p.build_patch("forever", &["--allow-endless"]);
     out.assert_ok("pulp build-patch --allow-endless");
-    assert!(out.stdout.contains("warning: function `bp_forever` (bp.o) never returns"), "{}", out.stdout);
+    assert!(out.stdout.contains("warning: function `bp_forever` (bp.c) never returns"), "{}", out.stdout);
     assert!(p.meta("forever").exists());
 }
 

@@ -108,7 +108,11 @@ impl Report {
         let mut names: Vec<String> = self.references.iter().map(|r| r.symbol.clone()).collect();
         names.sort();
         names.dedup();
-        let _ = writeln!(s, "references to the running object: {} ({})", self.references.len(), names.join(", "));
+        if names.is_empty() {
+            let _ = writeln!(s, "references to the running object: none");
+        } else {
+            let _ = writeln!(s, "references to the running object: {} ({})", self.references.len(), names.join(", "));
+        }
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
         }
@@ -275,6 +279,11 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
             .cloned()
             .collect();
         let group = u.after.unit.file.as_deref().and_then(|f| index.group_of(f, &locals));
+        if group.is_none() && !u.before.functions.iter().any(|f| index.global(f).is_some()) {
+            // Not a file of the target (a test program of the project, say).
+            report.warnings.push(format!("{} changed, but it is not part of {}: left out", u.key, target.display()));
+            continue;
+        }
         let input = Input {
             index: i,
             before: &u.before,
@@ -420,6 +429,7 @@ __pulp_got:
 
 /// One unit on both sides.
 struct Unit {
+    /// Its source file, relative to the sources' root.
     key: String,
     before: Tu,
     after: Tu,
@@ -497,11 +507,13 @@ fn compare_units(before: &Built, after: &Built, link: &LinkRecord) -> Result<Vec
         if before_text == after_text {
             continue;
         }
-        let bt = Tu::new(&key, &before_text);
-        let at = Tu::new(&key, &after_text);
+        // Units are named by their source file in messages.
+        let source = a.source.strip_prefix(&after.root).unwrap_or(&a.source).to_string_lossy().into_owned();
+        let bt = Tu::new(&source, &before_text);
+        let at = Tu::new(&source, &after_text);
         let diff = tu::diff(&bt, &at);
         units.push(Unit {
-            key,
+            key: source,
             before: bt,
             after: at,
             diff,
