@@ -42,8 +42,6 @@ pub struct Slot {
     pub symbol: String,
     pub value: u64,
     pub addend: u64,
-    /// Whether the symbol is local to its file (then the `.dsc` names its offset).
-    pub local: bool,
 }
 
 /// A function of the target the patch replaces.
@@ -141,6 +139,9 @@ struct Generator<'a> {
     /// Label per slot, and trampolines wanted (slot index).
     tramps: BTreeSet<usize>,
     tls_anchor: Option<Symbol>,
+    /// Local-dynamic TLS accesses of the patch's own new variables were seen (they share
+    /// one module base with the running object's in the compiler's code: not both).
+    ld_local: bool,
 }
 
 /// Generate the patch assembly of one unit (whose diff is not empty).
@@ -154,6 +155,7 @@ pub fn generate(input: &Input<'_>) -> Result<UnitOutput, String> {
         slots: BTreeMap::new(),
         tramps: BTreeSet::new(),
         tls_anchor: None,
+        ld_local: false,
     };
     let a = input.after;
     for f in &input.diff.changed {
@@ -266,14 +268,12 @@ impl Generator<'_> {
             return k;
         }
         let k = self.out.slots.len();
-        let local = !(sym.global || sym.hidden || sym.dynamic);
         self.out.slots.push(Slot {
             var: format!("__pulp_ref_{}_{k}", self.input.index),
             kind,
             symbol: sym.name.clone(),
             value: sym.value,
             addend: addend as u64,
-            local,
         });
         self.slots.insert(key, k);
         k
@@ -356,6 +356,14 @@ impl Generator<'_> {
                     v = s.var
                 );
             }
+        }
+        if self.ld_local && self.tls_anchor.is_some() {
+            return Err(format!(
+                "{}: the changed code uses both thread-local variables the fix adds and ones the running \
+                 object has, in the local-dynamic model: not supported (make the new variables shadow \
+                 variables or non-static)",
+                a.key
+            ));
         }
         let _ = writeln!(text, "\t.section\t.note.GNU-stack,\"\",@progbits");
         self.out.asm = text;
@@ -460,6 +468,9 @@ impl Generator<'_> {
         let mut at = 0;
         for r in &refs {
             let res = self.resolve(&r.name)?;
+            if matches!(r.spec.as_deref(), Some("tlsld" | "dtpoff")) && res == Resolution::Local {
+                self.ld_local = true;
+            }
             let Resolution::Target(sym) = res else { continue };
             let spec = r.spec.as_deref();
             if let StmtKind::Insn { mnemonic, operands } = &st.kind {
@@ -527,14 +538,12 @@ impl Generator<'_> {
                 // A slot of its own: it lives inside this object, not among the others.
                 let k = self.out.slots.len();
                 let v = format!("__pulp_ref_{}_{k}", self.input.index);
-                let local = !(sym.global || sym.hidden || sym.dynamic);
                 self.out.slots.push(Slot {
                     var: v.clone(),
                     kind: RefKind::Address,
                     symbol: sym.name.clone(),
                     value: sym.value,
                     addend: addend as u64,
-                    local,
                 });
                 let _ = writeln!(out, "\t.globl\t{v}\n\t.type\t{v}, @object\n\t.size\t{v}, 8\n{v}:\n\t.quad\t0");
                 *needs_writable = true;
