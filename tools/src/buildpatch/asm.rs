@@ -385,8 +385,8 @@ impl Unit {
             }
             let code = sec.is_code();
             let mut current: Option<Chunk> = None;
-            // Statements after the last content statement (alignment): they belong to
-            // the label that follows, if any.
+            // Statements after the last content statement that belong to the label that
+            // follows, if any.
             let mut pending_from: Option<usize> = None;
             for (i, st) in sec.stmts.iter().enumerate() {
                 let is_boundary = match &st.kind {
@@ -415,8 +415,10 @@ impl Unit {
                     pending_from = None;
                     continue;
                 }
-                let is_alignment = matches!(st.directive(), Some(("align" | "p2align" | "balign", _)));
-                if is_alignment {
+                // Alignment, and the `.cfi_startproc` gcc writes before a cold part's
+                // label, belong to the label that follows.
+                let attaches = matches!(st.directive(), Some(("align" | "p2align" | "balign" | "cfi_startproc", _)));
+                if attaches {
                     pending_from.get_or_insert(i);
                 } else {
                     pending_from = None;
@@ -602,6 +604,19 @@ calls.0:
         assert_eq!(by_label[".L7"].start, 0);
         assert_eq!(by_label["calls.0"].labels, ["calls.0"]);
         assert!(!by_label.contains_key(".L2"), "local labels of code belong to their function");
+    }
+
+    #[test]
+    fn a_cold_part_starts_with_its_cfi_startproc() {
+        let u = Unit::parse(
+            "\t.section\t.text.unlikely.f,\"ax\",@progbits\n.LCOLDB2:\n\t.section\t.text.f,\"ax\",@progbits\n\
+             f:\n\t.cfi_startproc\n\tjs\t.L3\n\tret\n\t.cfi_endproc\n\t.section\t.text.unlikely.f\n\
+             \t.cfi_startproc\n\t.type\tf.cold, @function\nf.cold:\n.L3:\n\tud2\n\t.cfi_endproc\n",
+        );
+        let chunks = u.chunks();
+        let cold = chunks.iter().find(|c| c.labels == ["f.cold"]).unwrap();
+        let first = &u.sections[cold.section].stmts[cold.start];
+        assert_eq!(first.text, ".cfi_startproc");
     }
 
     #[test]
