@@ -384,12 +384,21 @@ impl Unit {
                 continue;
             }
             let code = sec.is_code();
+            // An exception table is one structure whose local labels its entries use.
+            let whole = sec.name.starts_with(".gcc_except_table");
             let mut current: Option<Chunk> = None;
             // Statements after the last content statement that belong to the label that
             // follows, if any.
             let mut pending_from: Option<usize> = None;
             for (i, st) in sec.stmts.iter().enumerate() {
                 let is_boundary = match &st.kind {
+                    StmtKind::Label(l) if whole => {
+                        // Every label of it names it.
+                        if let Some(c) = current.as_mut() {
+                            c.labels.push(l.clone());
+                        }
+                        current.is_none()
+                    }
                     StmtKind::Label(l) => {
                         if code {
                             !is_local_label(l)
@@ -406,7 +415,9 @@ impl Unit {
                         c.labels.push(l);
                         continue;
                     }
-                    let start = pending_from.unwrap_or(i);
+                    // What a code section holds before its first function (gcc's
+                    // `.LCOLDB` labels, which its exception tables use) is the function's.
+                    let start = if code && current.is_none() { 0 } else { pending_from.unwrap_or(i) };
                     if let Some(mut c) = current.take() {
                         c.end = start;
                         out.push(c);
@@ -415,9 +426,12 @@ impl Unit {
                     pending_from = None;
                     continue;
                 }
-                // Alignment, and the `.cfi_startproc` gcc writes before a cold part's
-                // label, belong to the label that follows.
-                let attaches = matches!(st.directive(), Some(("align" | "p2align" | "balign" | "cfi_startproc", _)));
+                // Alignment, and the `.cfi_startproc` (with its personality and LSDA) gcc
+                // writes before a cold part's label, belong to the label that follows.
+                let attaches = matches!(
+                    st.directive(),
+                    Some(("align" | "p2align" | "balign" | "cfi_startproc" | "cfi_personality" | "cfi_lsda", _))
+                );
                 if attaches {
                     pending_from.get_or_insert(i);
                 } else {
@@ -607,7 +621,7 @@ calls.0:
     }
 
     #[test]
-    fn a_cold_part_starts_with_its_cfi_startproc() {
+    fn a_cold_part_starts_with_its_section_and_cfi_startproc() {
         let u = Unit::parse(
             "\t.section\t.text.unlikely.f,\"ax\",@progbits\n.LCOLDB2:\n\t.section\t.text.f,\"ax\",@progbits\n\
              f:\n\t.cfi_startproc\n\tjs\t.L3\n\tret\n\t.cfi_endproc\n\t.section\t.text.unlikely.f\n\
@@ -615,8 +629,9 @@ calls.0:
         );
         let chunks = u.chunks();
         let cold = chunks.iter().find(|c| c.labels == ["f.cold"]).unwrap();
-        let first = &u.sections[cold.section].stmts[cold.start];
-        assert_eq!(first.text, ".cfi_startproc");
+        let texts: Vec<&str> =
+            u.sections[cold.section].stmts[cold.start..cold.end].iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(&texts[..3], [".LCOLDB2:", ".cfi_startproc", "f.cold:"]);
     }
 
     #[test]
