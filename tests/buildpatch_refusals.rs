@@ -1,7 +1,8 @@
 //! What `pulp build-patch` refuses, with the reason, writing nothing: a changed initial
 //! value of existing data, a changed struct layout, a changed function without
 //! patchable prologue, a changed function that never returns, a running object that is
-//! not the rebuild of the sources, a diff that does not apply.
+//! not the rebuild of the sources, a library built with link-time optimisation, a diff
+//! that does not apply.
 
 #[path = "buildpatch/common.rs"]
 mod common;
@@ -47,6 +48,15 @@ fn a_running_object_built_otherwise_is_refused() {
     let p = Project::with_make_flags(Compiler::Gcc, &["CFLAGS=-O1 -fPIC"]);
     let out = p.build_patch("exported", &[]);
     assert_refused(&out, &["does not match", &p.running.display().to_string(), "content differs at", "build-ids"]);
+    nothing_written(&p, "exported");
+}
+
+#[test]
+fn a_library_built_with_lto_is_refused() {
+    let flags = "CFLAGS=-O2 -fPIC -flto";
+    let p = Project::with_make_flags(Compiler::Gcc, &[flags]);
+    let out = p.build_patch_with("exported", &format!("make -s '{flags}'"), &[]);
+    assert_refused(&out, &["is built with link-time optimisation (-flto: bp.c, bp_util.c", "build it without -flto"]);
     nothing_written(&p, "exported");
 }
 

@@ -90,17 +90,21 @@ pub struct SideCompile {
     pub asm: PathBuf,
     /// Arguments for the real compiler.
     pub args: Vec<OsString>,
+    /// The build's own compile uses link-time optimisation (`-flto`): its code may be
+    /// inlined across files, which the side compile cannot show.
+    pub lto: bool,
 }
 
 impl SideCompile {
     /// Its record line.
     pub fn record(&self, cwd: &Path) -> String {
         format!(
-            "{{\"kind\":\"tu\",\"key\":{},\"source\":{},\"asm\":{},\"cwd\":{}}}",
+            "{{\"kind\":\"tu\",\"key\":{},\"source\":{},\"asm\":{},\"cwd\":{},\"lto\":{}}}",
             json(&self.key),
             json_path(&self.source),
             json_path(&self.asm),
-            json_path(cwd)
+            json_path(cwd),
+            self.lto
         )
     }
 }
@@ -148,6 +152,11 @@ pub fn plan(mode: &BuildPatch, args: &[OsString], a: &Analysis, cwd: &Path) -> V
         return Vec::new();
     }
     let words = expand_response_files(args);
+    let lto = words.iter().fold(false, |on, w| match w.to_str() {
+        Some(o) if o.starts_with("-flto") && o != "-flto=none" => true,
+        Some("-fno-lto") => false,
+        _ => on,
+    });
     let sources: Vec<&PathBuf> = a.inputs.iter().filter(|(_, c)| *c).map(|(p, _)| p).collect();
     let mut out = Vec::new();
     for (n, source) in sources.iter().enumerate() {
@@ -168,7 +177,7 @@ pub fn plan(mode: &BuildPatch, args: &[OsString], a: &Analysis, cwd: &Path) -> V
             }
         };
         let asm = mode.dir.join("asm").join(format!("{:016x}-{n}.s", fnv(key.as_bytes())));
-        out.push(SideCompile { args: side_args(&words, source, &asm, mode), key, source: abs_source, asm });
+        out.push(SideCompile { args: side_args(&words, source, &asm, mode), key, source: abs_source, asm, lto });
     }
     out
 }
@@ -328,6 +337,9 @@ mod tests {
             ]
         );
         assert!(s.record(Path::new("/copy/src")).starts_with("{\"kind\":\"tu\",\"key\":\"src/obj/foo.o\","));
+        assert!(s.lto && s.record(Path::new("/")).ends_with(",\"lto\":true}"), "the build's compile uses -flto");
+        let a = args("-O2 -flto -fno-lto -c foo.c");
+        assert!(!super::plan(&mode(), &a, &analyse(&a), Path::new("/copy"))[0].lto);
     }
 
     #[test]

@@ -99,6 +99,11 @@ impl Project {
 
     /// `pulp build-patch` with the diff `diffs/NAME.patch`, into `out-NAME/`.
     pub fn build_patch(&self, diff: &str, extra: &[&str]) -> ToolOutput {
+        self.build_patch_with(diff, "make -s", extra)
+    }
+
+    /// [`Project::build_patch`] with another build command.
+    pub fn build_patch_with(&self, diff: &str, build: &str, extra: &[&str]) -> ToolOutput {
         let out_dir = self.work.path().join(format!("out-{diff}"));
         let mut cmd = Command::new(&artifacts().pulp);
         cmd.arg("build-patch")
@@ -106,7 +111,7 @@ impl Project {
             .arg(&self.src)
             .arg("--diff")
             .arg(fixtures().join("diffs").join(format!("{diff}.patch")))
-            .args(["--build", "make -s"])
+            .args(["--build", build])
             .arg("--target")
             .arg(&self.running)
             .args(["--label", &format!("test {diff}")])

@@ -250,6 +250,20 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
         work_dir: work.clone(),
         ..Default::default()
     };
+    let lto: Vec<String> = before
+        .units_of(&link)
+        .iter()
+        .filter(|t| t.lto)
+        .map(|t| t.source.strip_prefix(&before.root).unwrap_or(&t.source).display().to_string())
+        .collect();
+    if !lto.is_empty() {
+        return Err(BuildPatchError::Refused(vec![format!(
+            "{} is built with link-time optimisation (-flto: {}): code inlined across files cannot be seen, \
+             so the changed functions cannot be found; build it without -flto",
+            target.display(),
+            lto.join(", ")
+        )]));
+    }
     let units = compare_units(&before, &after, &link)?;
     if units.iter().all(|u| u.diff.is_empty()) {
         return Err(BuildPatchError::NothingChanged { target: target.display().to_string() });

@@ -16,6 +16,8 @@ pub struct TuRecord {
     pub source: PathBuf,
     /// The side compile: large-code-model assembly.
     pub asm: PathBuf,
+    /// The build compiled it with `-flto`.
+    pub lto: bool,
 }
 
 /// One link the wrapper ran.
@@ -187,7 +189,12 @@ pub fn read_records(path: &Path) -> Result<(Vec<TuRecord>, Vec<LinkRecord>), Str
             serde_json::from_str(line).map_err(|e| format!("{}:{}: not a record: {e}", path.display(), i + 1))?;
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
         match v["kind"].as_str() {
-            Some("tu") => tus.push(TuRecord { key: s("key"), source: s("source").into(), asm: s("asm").into() }),
+            Some("tu") => tus.push(TuRecord {
+                key: s("key"),
+                source: s("source").into(),
+                asm: s("asm").into(),
+                lto: v["lto"].as_bool().unwrap_or(false),
+            }),
             Some("link") => {
                 let list = |k: &str| -> Vec<String> {
                     v[k].as_array()
