@@ -58,6 +58,10 @@ enum Cmd {
         /// The folder of separate debug files.
         #[arg(long = "debug-dir", value_name = "DIR", default_value = "/usr/lib/debug")]
         debug_dir: PathBuf,
+        /// Do not check that every symbol the patch .so imports will be defined when it is
+        /// loaded (for symbols the application itself exports, which pack cannot see).
+        #[arg(long)]
+        skip_import_check: bool,
     },
     /// Show every field of a patch.meta.
     Dump {
@@ -167,11 +171,12 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
-        Cmd::Pack { dsc, output, immediate, debug_files, debug_dir } => {
+        Cmd::Pack { dsc, output, immediate, debug_files, debug_dir, skip_import_check } => {
             let output = output.unwrap_or_else(|| dsc.with_extension("meta"));
             let opts = pack::PackOptions {
                 immediate,
                 debug: pulp_elf::DebugSearch { files: debug_files, root: debug_dir },
+                skip_import_check,
                 ..Default::default()
             };
             let (meta, warnings) = pack::pack_with(&dsc, &opts).map_err(|e| e.to_string())?;

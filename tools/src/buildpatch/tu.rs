@@ -28,6 +28,8 @@ pub struct Tu {
     /// Named data objects that are state (writable) or shared with other files (global);
     /// private constants are part of their users' groups.
     pub data: BTreeSet<String>,
+    /// The cold parts of each function.
+    cold: HashMap<String, Vec<usize>>,
 }
 
 /// `calls.0` -> `calls.#`, `f.constprop.12` -> `f.constprop.#`.
@@ -53,6 +55,7 @@ impl Tu {
         let mut by_label = HashMap::new();
         let mut functions = BTreeSet::new();
         let mut data = BTreeSet::new();
+        let mut cold: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, c) in chunks.iter().enumerate() {
             let code = unit.sections[c.section].is_code();
             for l in &c.labels {
@@ -61,8 +64,11 @@ impl Tu {
                     continue;
                 }
                 if code {
-                    if cold_parent(l).is_none() {
-                        functions.insert(l.clone());
+                    match cold_parent(l) {
+                        None => {
+                            functions.insert(l.clone());
+                        }
+                        Some(parent) => cold.entry(parent.to_owned()).or_default().push(i),
                     }
                 } else if !unit.sections[c.section].is_constant() || unit.attrs.get(l).is_some_and(|a| a.global) {
                     data.insert(l.clone());
@@ -72,7 +78,7 @@ impl Tu {
         for (name, _) in &unit.commons {
             data.insert(name.clone());
         }
-        Tu { key: key.to_owned(), unit, chunks, by_label, functions, data }
+        Tu { key: key.to_owned(), unit, chunks, by_label, functions, data, cold }
     }
 
     pub fn stmts(&self, ci: usize) -> &[Stmt] {
@@ -90,11 +96,7 @@ impl Tu {
         let Some(&own) = self.by_label.get(name) else { return Vec::new() };
         let mut out = vec![own];
         if self.is_code(own) {
-            for (i, c) in self.chunks.iter().enumerate() {
-                if i != own && c.labels.iter().any(|l| cold_parent(l) == Some(name)) {
-                    out.push(i);
-                }
-            }
+            out.extend(self.cold.get(name).into_iter().flatten().filter(|&&c| c != own));
         }
         let mut k = 0;
         while k < out.len() {
