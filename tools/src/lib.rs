@@ -5,7 +5,10 @@
 //! - `patches`: `pulp patches`, what a process has applied and who holds a transition,
 //! - `ptrace`: one traced thread as an RAII guard,
 //! - `hijack`: choosing a thread at a safe point and running a runtime entry in it,
-//! - `pack`: `.dsc` description to `patch.meta`; `dump`: `patch.meta` to text or JSON,
+//! - `pack`: `.dsc` description to `patch.meta` (`pack::dsc::parse` reads a `.dsc` text
+//!   alone); `dump`: `patch.meta` to text or JSON,
+//! - `livepatchable`: which functions of an object can be patched,
+//! - `buildpatch`: `pulp build-patch`, a patch from a source diff,
 //! - `unwind`: walking a stopped thread's stack from outside (framehop),
 //! - `transition`: moving threads one at a time until a transition is complete,
 //! - `sigframe`: the frame a borrowed thread returns through should the tool die,
@@ -15,6 +18,7 @@
 //! - `text`: escaping names and labels before they reach a terminal.
 
 pub mod apply;
+pub mod buildpatch;
 pub mod control;
 pub mod dump;
 pub mod error;
