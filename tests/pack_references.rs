@@ -58,3 +58,55 @@ fn references_reach_the_targets_own_internals_in_every_thread() {
     assert_eq!(app.ask("bump"), "202");
     app.assert_alive();
 }
+
+/// A `.meta` whose references do not fit the patch object (made by hand: `pulp pack`
+/// refuses them) is refused by the runtime before anything changes: the message names
+/// the target, the symbol and the variable, and the process computes what it did.
+#[test]
+fn the_runtime_refuses_references_that_do_not_fit_and_changes_nothing() {
+    use pulp_meta::{PatchMeta, RefKind};
+
+    let work = Work::new();
+    work.shared("refs", &CSpec::patchable(&["refs/refs_lib.c"]));
+    work.shared("reffix", &CSpec::plain(&["refs/refs_fix.c"]));
+    let app = work.executable("refs_app", &CSpec::plain(&["refs/refs_app.c"]).link("refs").threads());
+    let dsc = work.path().join("refs.dsc");
+    std::fs::write(&dsc, DSC).unwrap();
+    let meta_path = work.path().join("refs.meta");
+    pack(&dsc, &meta_path).assert_ok("pulp pack");
+    let good = PatchMeta::decode(&std::fs::read(&meta_path).unwrap()).unwrap();
+
+    let mut app = App::start(&app);
+    let pid = app.pid();
+    type Case = (&'static str, fn(&mut PatchMeta), &'static str);
+    let cases: [Case; 3] = [
+        (
+            "missing",
+            |m| m.targets[0].references[0].var = "no_such_var".into(),
+            "reference `helper` of {lib} into `no_such_var`: the patch object exports no variable `no_such_var`",
+        ),
+        (
+            "small",
+            |m| m.targets[0].references[0].kind = RefKind::TlsIndex,
+            "reference `helper` of {lib} into `ref_helper`: it has 8 bytes, the reference needs 16",
+        ),
+        (
+            "function",
+            |m| m.targets[0].references[0].var = "refs_value_new".into(),
+            "reference `helper` of {lib} into `refs_value_new`: it is not a data object",
+        ),
+    ];
+    let lib = work.path().join("librefs.so").canonicalize().unwrap();
+    for (name, change, want) in cases {
+        let mut m = good.clone();
+        change(&mut m);
+        let path = work.path().join(format!("{name}.meta"));
+        std::fs::write(&path, m.encode()).unwrap();
+        let out = libpulp_rs_tests::apply(pid, &path);
+        out.assert_refused(&[&want.replace("{lib}", &lib.display().to_string())]);
+        assert_eq!(app.ask("sync"), "1015/6/1 1015/6/1 1015/6/1 1015/6/1", "{name}: the process changed");
+    }
+    // The good one still applies.
+    apply(pid, &meta_path).assert_ok("pulp-trigger");
+    assert_eq!(app.ask("sync"), "2020/60/10 2020/60/10 2020/60/10 2020/60/10");
+}

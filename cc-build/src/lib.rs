@@ -20,6 +20,7 @@
 
 /// Reading ELF objects lives in its own crate (`elf/`), shared with the tools.
 pub use pulp_elf as inspect;
+pub mod side;
 pub mod wrapper;
 
 use std::ffi::OsString;

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 pub const REAL_ENV: &str = "PULP_CC_REAL";
 /// `1` (or any value but `0` and empty): pass every command on unchanged.
 pub const DISABLE_ENV: &str = "PULP_CC_DISABLE";
+/// The real C++ compiler when `pulp-cc` is called as `pulp-c++`; default `c++`.
+pub const CXX_REAL_ENV: &str = "PULP_CXX_REAL";
 /// Set by `pulp-cc` for the real compiler; finding it set means `PULP_CC_REAL` leads
 /// back to `pulp-cc`.
 pub const ACTIVE_ENV: &str = "PULP_CC_ACTIVE";
@@ -57,6 +59,8 @@ pub struct Analysis {
     pub relocatable: bool,
     /// `--version`, `-v` without inputs, `-dump*`, `-print-*`, `--help`, `-###`, ...
     pub query: bool,
+    /// The input files, in order, and whether each is C or C++ to compile.
+    pub inputs: Vec<(PathBuf, bool)>,
 }
 
 /// What `pulp-cc` will do.
@@ -71,7 +75,7 @@ pub struct Plan {
 }
 
 /// Options whose value is the next argument (so that value is not an input file).
-const TAKES_VALUE: &[&str] = &[
+pub(crate) const TAKES_VALUE: &[&str] = &[
     "-o",
     "-x",
     "-I",
@@ -155,6 +159,7 @@ pub fn analyse(args: &[OsString]) -> Analysis {
         user_patchable: false,
         relocatable: false,
         query: false,
+        inputs: Vec::new(),
     };
     let (mut e, mut s, mut c, mut m, mut md, mut syntax) = (false, false, false, false, false, false);
     let mut lang: Option<String> = None;
@@ -164,10 +169,12 @@ pub fn analyse(args: &[OsString]) -> Analysis {
         let is_input = bytes == b"-" || !bytes.starts_with(b"-");
         if is_input {
             a.has_inputs = true;
-            a.compiles_c |= match lang.as_deref() {
+            let c = match lang.as_deref() {
                 Some(l) => C_LANGUAGES.contains(&l),
                 None => is_c_source(arg),
             };
+            a.compiles_c |= c;
+            a.inputs.push((PathBuf::from(arg), c));
             continue;
         }
         let Some(opt) = arg.to_str() else { continue };
@@ -248,10 +255,15 @@ pub fn disabled(value: Option<&OsStr>) -> bool {
 
 /// The real compiler's words from `PULP_CC_REAL` (`ccache gcc` is two words), default `cc`.
 pub fn real_compiler(value: Option<&OsStr>) -> Vec<OsString> {
+    real_compiler_or(value, "cc")
+}
+
+/// The real compiler's words from an environment value, else `default`.
+pub fn real_compiler_or(value: Option<&OsStr>, default: &str) -> Vec<OsString> {
     let words: Vec<OsString> =
         value.and_then(OsStr::to_str).map(|v| v.split_whitespace().map(OsString::from).collect()).unwrap_or_default();
     if words.is_empty() {
-        vec![OsString::from("cc")]
+        vec![OsString::from(default)]
     } else {
         words
     }
@@ -283,7 +295,7 @@ pub fn is_linked_elf(path: &Path) -> bool {
     ok && head[..4] == *b"\x7fELF" && matches!(u16::from_le_bytes([head[16], head[17]]), 2 | 3)
 }
 
-fn expand_response_files(args: &[OsString]) -> Vec<OsString> {
+pub(crate) fn expand_response_files(args: &[OsString]) -> Vec<OsString> {
     let mut out = Vec::with_capacity(args.len());
     for a in args {
         let b = a.as_bytes();

@@ -78,6 +78,7 @@ fn merge(all: Vec<Symbol>) -> Vec<Symbol> {
                 e.writable |= s.writable;
                 if e.file.is_none() {
                     e.file = s.file;
+                    e.file_group = s.file_group;
                 }
             }
             None => {

@@ -6,13 +6,16 @@
 //!   grouped by source file, the object's imports, dependencies and writable ranges;
 //! - [`debugfile`]: separate debug info of stripped objects (`--debug-file`,
 //!   `/usr/lib/debug/.build-id/xx/yyyy.debug`, `.gnu_debuglink`), build-id checked;
-//! - [`dwarf`]: questions answered by debug info (a function that exists only inlined);
+//! - [`dwarf`]: questions answered by debug info (a function that exists only inlined,
+//!   the layout of structs);
+//! - [`image`]: whether two linked objects load the same bytes;
 //! - [`inspect`]: all of it together for one object: what `pulp pack`, `pulp livepatchable`
 //!   and `pulp build-patch` read about a target.
 
 pub mod debugfile;
 pub mod dwarf;
 mod functions;
+pub mod image;
 pub mod inspect;
 pub mod symbols;
 

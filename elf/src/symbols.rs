@@ -57,6 +57,9 @@ pub struct Symbol {
     pub dynamic: bool,
     /// The source file (`STT_FILE`) a local symbol came from.
     pub file: Option<String>,
+    /// Which `STT_FILE` symbol of `.symtab` (counting from 1) starts its group: two files
+    /// of the same name are two groups. 0 for symbols of no group.
+    pub file_group: u32,
     /// Lies in memory that stays writable after relocation (not in a RELRO range).
     pub writable: bool,
 }
@@ -153,12 +156,14 @@ impl ObjectInfo {
             let table = sections.symbols(endian, data, table_type).map_err(bad)?;
             has_symtab |= !dynamic && !table.is_empty();
             let mut file: Option<String> = None;
+            let mut group = 0u32;
             for sym in table.iter() {
                 let name = table.symbol_name(endian, sym).map(|n| String::from_utf8_lossy(n).into_owned());
                 let Ok(name) = name else { continue };
                 let st_type = sym.st_type();
                 if st_type == elf::STT_FILE {
                     file = Some(name);
+                    group += 1;
                     continue;
                 }
                 if st_type == elf::STT_SECTION || name.is_empty() {
@@ -197,14 +202,16 @@ impl ObjectInfo {
                     hidden: false,
                     dynamic: false,
                     file: None,
+                    file_group: 0,
                     writable,
                 });
                 entry.size = entry.size.max(sym.st_size(endian));
                 entry.global |= global;
                 entry.hidden |= hidden && !dynamic;
                 entry.dynamic |= dynamic;
-                if !global && !dynamic && !hidden {
-                    entry.file = entry.file.take().or_else(|| file.clone());
+                if !global && !dynamic && !hidden && entry.file.is_none() {
+                    entry.file = file.clone();
+                    entry.file_group = group;
                 }
             }
         }

@@ -116,6 +116,11 @@ impl Hijacked {
         let (loader, libc) = (ranges(is_dynamic_linker), ranges(is_c_library));
         // The runtime's own code: a thread inside it may hold one of its locks (a shadow
         // variable's shard, the log), which the entry or a callback would then wait for.
+        // (Only the instruction pointer: the stack words above it are often stale return
+        // addresses of calls long returned. The runtime holds a lock across a call out
+        // only around `calloc`, where the thread is in the C library and is not taken
+        // either, unless waiting in a system call; a callback waiting for such a lock is
+        // abandoned at the call limit rather than waiting forever.)
         let runtime: Vec<(u64, u64)> = maps
             .iter()
             .filter(|m| crate::runtime::is_runtime(&m.path) && m.perms.contains('x'))
@@ -144,7 +149,7 @@ impl Hijacked {
                     last_reason = format!("thread {tid} was running inside the C library");
                 } else if ALLOCATOR_SYSCALLS.contains(&syscall) {
                     last_reason = format!("thread {tid} was in system call {syscall} of an allocator");
-                } else if inside(&runtime) || recent_frames_mention(proc, &maps, regs.rsp, &runtime) {
+                } else if inside(&runtime) {
                     last_reason = format!("thread {tid} was running the runtime's own code");
                 } else if !has_room(&maps, regs.rsp, frame_len(tracee.saved_state().0)) {
                     last_reason = format!("thread {tid} has too little stack left for the signal frame");
@@ -345,25 +350,6 @@ fn check_not_busy(proc: &Process, info: &RuntimeInfo) -> Result<()> {
         return Err(TriggerError::Busy { pid: proc.pid, tid: owner as i32 });
     }
     proc.write(info.entry_owner, &0u64.to_le_bytes())
-}
-
-/// Whether the top 8 KiB of a stack (from `rsp` up) hold an address inside `ranges`: a
-/// return address into that code, for a thread that called out of it (conservative: an
-/// unrelated word that looks like one also counts). The runtime calls out with a lock
-/// held only briefly (a shadow variable's shard lock around `calloc`), so the frames to
-/// find are the top ones; should one be missed, a callback waiting for that lock is
-/// abandoned at the call limit rather than waiting forever.
-fn recent_frames_mention(proc: &Process, maps: &[crate::process::Mapping], rsp: u64, ranges: &[(u64, u64)]) -> bool {
-    let Some(m) = maps.iter().find(|m| m.start <= rsp && rsp < m.end) else { return true };
-    let start = rsp & !7;
-    let end = m.end.min(start + (8 << 10));
-    match proc.read(start, (end - start) as usize) {
-        Ok(bytes) => bytes.chunks_exact(8).any(|w| {
-            let v = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-            ranges.iter().any(|&(s, e)| (s..e).contains(&v))
-        }),
-        Err(_) => true,
-    }
 }
 
 /// Bytes the signal frame takes below a thread's red zone, with alignment.

@@ -7,7 +7,10 @@
 //! - `messages`: `pulp messages`, the runtime's own log,
 //! - `ptrace`: one traced thread as an RAII guard,
 //! - `hijack`: choosing a thread at a safe point and running a runtime entry in it,
-//! - `pack`: `.dsc` description to `patch.meta`; `dump`: `patch.meta` to text or JSON,
+//! - `pack`: `.dsc` description to `patch.meta` (`pack::dsc::parse` reads a `.dsc` text
+//!   alone); `dump`: `patch.meta` to text or JSON,
+//! - `livepatchable`: which functions of an object can be patched,
+//! - `buildpatch`: `pulp build-patch`, a patch from a source diff,
 //! - `unwind`: walking a stopped thread's stack from outside (framehop); `elffile`: the
 //!   few parts of an object file read while a process waits,
 //! - `transition`: moving threads one at a time until a transition is complete,
@@ -21,6 +24,7 @@
 //! - `text`: escaping names and labels before they reach a terminal.
 
 pub mod apply;
+pub mod buildpatch;
 pub mod control;
 pub mod dump;
 pub mod elffile;

@@ -8,7 +8,7 @@ use pulp_tools::report::EXIT_USAGE;
 use pulp_tools::{dump, livepatchable, messages, pack, patches, text};
 
 #[derive(Parser)]
-#[command(name = "pulp", version, about = "Pack and inspect libpulp-rs live patches")]
+#[command(name = "pulp", version, about = "Build, pack and inspect libpulp-rs live patches")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -59,6 +59,10 @@ enum Cmd {
         /// The folder of separate debug files.
         #[arg(long = "debug-dir", value_name = "DIR", default_value = "/usr/lib/debug")]
         debug_dir: PathBuf,
+        /// Do not check that every symbol the patch .so imports will be defined when it is
+        /// loaded (for symbols the application itself exports, which pack cannot see).
+        #[arg(long)]
+        skip_import_check: bool,
     },
     /// Show every field of a patch.meta.
     Dump {
@@ -95,6 +99,60 @@ enum Cmd {
         /// `on` or `off`.
         #[arg(value_parser = ["on", "off"])]
         state: String,
+    },
+    /// Build a live patch from a source diff.
+    ///
+    /// Copies DIR, runs CMD there (a shell command; CC and CXX are set to pulp-cc, which
+    /// also writes the large-code-model assembly this needs) before and after applying
+    /// FIX.patch (`patch -p1`), checks that the rebuilt original is PATH (the object the
+    /// running processes map, built earlier through pulp-cc from the same sources),
+    /// finds every function whose code changed (callers of a changed inlined function,
+    /// compiler clones and cold parts included) and the functions the fix adds, and writes
+    /// OUTDIR/NAME.so with just those, in which every reference to the running object's
+    /// functions and variables (static, hidden or exported) goes to the running object's
+    /// own, OUTDIR/NAME.dsc and OUTDIR/NAME.meta, ready for pulp-trigger.
+    ///
+    /// Refused, with the reason: a changed initial value of existing data, a changed
+    /// struct layout, a changed function without patchable prologue, a changed function
+    /// that never returns (unless --allow-endless), a rebuild that is not PATH.
+    #[command(verbatim_doc_comment)]
+    BuildPatch {
+        /// The project's source folder (clean: objects found in it are rebuilt).
+        #[arg(long, value_name = "DIR")]
+        src: PathBuf,
+        /// The fix, a diff for `patch -p1` in DIR.
+        #[arg(long, value_name = "FIX.patch")]
+        diff: PathBuf,
+        /// The build command (run with `sh -c` in the copy; it must compile through $CC/$CXX).
+        #[arg(long, value_name = "CMD")]
+        build: String,
+        /// The object the running processes map (shared library or executable).
+        #[arg(long, value_name = "PATH")]
+        target: PathBuf,
+        /// The patch's name (default: the diff's file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// A label kept in the metadata (a CVE id); may be repeated.
+        #[arg(long = "label", value_name = "TEXT")]
+        labels: Vec<String>,
+        /// Where to write NAME.so, NAME.dsc and NAME.meta.
+        #[arg(short = 'o', long = "output", value_name = "OUTDIR")]
+        out_dir: PathBuf,
+        /// Build in this folder and keep it (default: a temporary folder, removed).
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// Patch changed functions that never return (a thread inside keeps the old code).
+        #[arg(long)]
+        allow_endless: bool,
+        /// The separate debug file of a stripped PATH.
+        #[arg(long = "debug-file", value_name = "FILE")]
+        debug_files: Vec<PathBuf>,
+        /// The folder of separate debug files.
+        #[arg(long = "debug-dir", value_name = "DIR", default_value = "/usr/lib/debug")]
+        debug_dir: PathBuf,
+        /// The compiler wrapper (default: pulp-cc next to pulp, else on PATH).
+        #[arg(long = "cc-wrapper", value_name = "PATH")]
+        cc_wrapper: Option<PathBuf>,
     },
     /// Show the patches a running process has applied, and the transition in progress
     /// with the threads that hold it. Stops no thread.
@@ -154,11 +212,12 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
-        Cmd::Pack { dsc, output, immediate, debug_files, debug_dir } => {
+        Cmd::Pack { dsc, output, immediate, debug_files, debug_dir, skip_import_check } => {
             let output = output.unwrap_or_else(|| dsc.with_extension("meta"));
             let opts = pack::PackOptions {
                 immediate,
                 debug: pulp_elf::DebugSearch { files: debug_files, root: debug_dir },
+                skip_import_check,
                 ..Default::default()
             };
             let (meta, warnings) = pack::pack_with(&dsc, &opts).map_err(|e| e.to_string())?;
@@ -221,6 +280,36 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             let changed = pulp_tools::control::set_patchable(pid, on).map_err(|e| e.to_string())?;
             let what = if on { "accepts live patches" } else { "refuses live patches" };
             println!("PID {pid} {what}{}", if changed { "" } else { " (it already did)" });
+        }
+        Cmd::BuildPatch {
+            src,
+            diff,
+            build,
+            target,
+            name,
+            labels,
+            out_dir,
+            work_dir,
+            allow_endless,
+            debug_files,
+            debug_dir,
+            cc_wrapper,
+        } => {
+            let opts = pulp_tools::buildpatch::Options {
+                src,
+                diff,
+                build,
+                target,
+                name,
+                labels,
+                out_dir,
+                work_dir,
+                debug: pulp_elf::DebugSearch { files: debug_files, root: debug_dir },
+                allow_endless,
+                wrapper: cc_wrapper,
+            };
+            let report = pulp_tools::buildpatch::run(&opts).map_err(|e| e.to_string())?;
+            print!("{}", report.to_text());
         }
         Cmd::Livepatchable { file, json, debug_file, debug_dir } => {
             let search = pulp_elf::DebugSearch { files: debug_file.into_iter().collect(), root: debug_dir };

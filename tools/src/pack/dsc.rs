@@ -14,7 +14,7 @@
 //! foo_parse:foo_parse_fixed      old:new, replaces a function of the current target
 //! twin@1130:twin_fixed           old@OFFSET (hex): one of several symbols of that name
 //! #counter:ref_counter           reference: ref_counter receives the address of counter
-//! #lenfix.1@2a40+8:ref           ... of a symbol picked by offset, plus an addend
+//! #lenfix.1@2a40+8:ref           ... of a symbol picked by offset, plus (or minus) an addend
 //! #%tls_var:ref_tls              thread-local: ref_tls receives its 16-byte tls_index
 //! #helper:ref_h got-relative     ... its address minus the patch's GOT (pulp build-patch)
 //! ```
@@ -77,10 +77,10 @@ pub enum Item {
         old: SymbolName,
         new: String,
     },
-    /// `#sym:var` and its forms.
+    /// `#sym:var` and its forms (`#sym+8:var`, `#sym-4:var`).
     Reference {
         symbol: SymbolName,
-        addend: u64,
+        addend: i64,
         form: RefForm,
         var: String,
     },
@@ -217,8 +217,13 @@ fn reference(text: &str, line: &str) -> Result<Item, ParseErrorKind> {
         (false, Some(_)) => return Err(malformed(line, "unknown modifier (known: `got-relative`)")),
     };
     let Some((sym, var)) = main.split_once(':') else { return Err(malformed(line, SHAPE)) };
-    let (sym, addend) = match sym.rsplit_once('+') {
-        Some((s, add)) => (s, number(add).ok_or_else(|| malformed(line, "`+` must be followed by a number"))?),
+    let (sym, addend) = match sym.rfind(['+', '-']) {
+        Some(i) => {
+            let n: u64 =
+                number(&sym[i + 1..]).ok_or_else(|| malformed(line, "`+`/`-` must be followed by a number"))?;
+            let n = i64::try_from(n).map_err(|_| malformed(line, "the addend is too large"))?;
+            (&sym[..i], if sym.as_bytes()[i] == b'-' { -n } else { n })
+        }
         None => (sym, 0),
     };
     if bad_name(var) || sym.is_empty() {
@@ -395,7 +400,8 @@ mod tests {
         assert!(err("fix.so\n@t.so\n#x:y z\n").contains("unknown modifier"));
         assert!(err("fix.so\n@t.so\n#%x:y got-relative\n").contains("takes no modifier"));
         assert!(err("fix.so\n@t.so\n#x@zz:y\n").contains("offset in hex"));
-        assert!(err("fix.so\n@t.so\n#x+q:y\n").contains("`+` must be followed by a number"));
+        assert!(err("fix.so\n@t.so\n#x+q:y\n").contains("`+`/`-` must be followed by a number"));
+        assert!(matches!(items("fix.so\n@t.so\n#x-4:y\n")[2].1, Item::Reference { addend: -4, .. }));
         assert!(err("fix.so\n%level\n").contains("`%level` takes one number"));
         assert!(err("fix.so\n%state 1\n").contains("`%state` takes an id and a version"));
         assert!(err("fix.so\n%frobnicate\n").contains("unknown option"));

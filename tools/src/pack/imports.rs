@@ -8,7 +8,8 @@
 //! hidden or static symbol of a target, which a patch reaches through a reference.
 //!
 //! Symbol versions are not compared, and the application's own exports cannot be known
-//! here (a target library does not say which program loads it).
+//! here (a target library does not say which program loads it): `pulp pack
+//! --skip-import-check` for a patch that uses them.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -37,7 +38,11 @@ impl fmt::Display for Unresolved {
             if n == 1 { "" } else { "s" }
         )?;
         let items: Vec<String> = self.symbols.iter().map(|(s, why)| format!("`{s}` ({why})")).collect();
-        write!(f, "{}", items.join(", "))
+        write!(
+            f,
+            "{} (the application's own exports cannot be seen: --skip-import-check if it defines them)",
+            items.join(", ")
+        )
     }
 }
 
