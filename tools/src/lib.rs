@@ -31,6 +31,7 @@ pub mod elffile;
 pub mod error;
 pub mod fleet;
 pub mod hijack;
+pub mod install;
 pub mod livepatchable;
 pub mod messages;
 pub mod pack;

@@ -4,7 +4,6 @@
 processes of a host, through `pulp-trigger --json` (and `pulp install`/`uninstall` for
 processes started later). Idempotent, with check mode (`pulp-trigger --dry-run`)."""
 
-import hashlib
 import json
 import os
 
@@ -57,8 +56,9 @@ options:
     default: false
   patch_dir:
     description:
-      - The runtime's patch directory, only read to tell whether the patch is installed
-        (for C(changed) and check mode). Default C($PULP_PATCH_DIR), else C(/etc/pulp/patches.d).
+      - The runtime's patch directory, for I(install) (C(pulp install --dir)). Default
+        C($PULP_PATCH_DIR), else C(/etc/pulp/patches.d); the processes' runtimes read theirs
+        from their own environment.
     type: path
   timeout:
     description: Seconds threads may stay inside the targets before a transition is left running.
@@ -196,39 +196,27 @@ def trigger(module, dry_run):
     return rc, objects, summary
 
 
-def digest(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+def dir_args(module):
+    """--dir DIR when the task names the patch directory."""
+    folder = module.params["patch_dir"]
+    return ["--dir", folder] if folder else []
 
 
 def installed(module):
-    """Whether a *.meta with the patch's exact bytes is in the patch directory."""
+    """Whether the patch is in the patch directory (`pulp installed`: exit 0 yes, 1 no)."""
     p = module.params
-    folder = p["patch_dir"] or os.environ.get("PULP_PATCH_DIR") or "/etc/pulp/patches.d"
-    try:
-        want = digest(p["patch"])
-    except OSError as e:
-        module.fail_json(msg="cannot read %s: %s" % (p["patch"], e))
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return False
-    for n in names:
-        f = os.path.join(folder, n)
-        if n.endswith(".meta") and os.path.isfile(f):
-            try:
-                if digest(f) == want:
-                    return True
-            except OSError:
-                pass
-    return False
+    argv = [p["pulp"], "installed"] + dir_args(module) + [p["patch"]]
+    rc, out, err = module.run_command(argv)
+    if rc not in (0, 1):
+        module.fail_json(msg="pulp installed failed (exit %d): %s" % (rc, (err or out).strip()), rc=rc, cmd=argv)
+    return rc == 0
 
 
 def pulp_install(module):
     """pulp install / uninstall FILE.meta; fails the task unless it exits 0."""
     p = module.params
     verb = "install" if p["state"] == "present" else "uninstall"
-    argv = [p["pulp"], verb, p["patch"]]
+    argv = [p["pulp"], verb] + dir_args(module) + [p["patch"]]
     rc, out, err = module.run_command(argv)
     if rc != 0:
         module.fail_json(msg="pulp %s failed (exit %d): %s" % (verb, rc, (err or out).strip()), rc=rc, cmd=argv)

@@ -90,6 +90,46 @@ enum Cmd {
         #[arg(long = "debug-dir", value_name = "DIR", default_value = "/usr/lib/debug")]
         debug_dir: PathBuf,
     },
+    /// Install a patch on this machine: into the patch directory (processes started later,
+    /// and running ones when they load a target, apply it by themselves), then on every
+    /// running process that maps its targets (`pulp-trigger --all`). Exit status: as
+    /// pulp-trigger's over many processes.
+    Install {
+        /// The patch.meta (its patch object is copied along, checked).
+        meta: PathBuf,
+        /// The patch directory (default: $PULP_PATCH_DIR, else /etc/pulp/patches.d).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Print pulp-trigger's JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Processes worked on at once.
+        #[arg(long, value_name = "N")]
+        jobs: Option<u16>,
+    },
+    /// Uninstall a patch: revert it on every running process, and take it out of the
+    /// patch directory.
+    Uninstall {
+        /// The patch.meta (any copy of the patch: it is found by its id).
+        meta: PathBuf,
+        /// The patch directory (default: $PULP_PATCH_DIR, else /etc/pulp/patches.d).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Print pulp-trigger's JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Processes worked on at once.
+        #[arg(long, value_name = "N")]
+        jobs: Option<u16>,
+    },
+    /// Whether a patch is installed in the patch directory: exit 0 with its path, or 1.
+    Installed {
+        /// The patch.meta (any copy of the patch).
+        meta: PathBuf,
+        /// The patch directory (default: $PULP_PATCH_DIR, else /etc/pulp/patches.d).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Let a process accept live patches (`on`), or make it refuse every request until set
     /// back (`off`), as the PULP_DISABLE_ON_* variables do when it starts.
     SetPatchable {
@@ -210,6 +250,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Arguments `pulp install`/`uninstall` pass on to `pulp-trigger --all`.
+fn trigger_extra(json: bool, jobs: Option<u16>) -> Vec<String> {
+    let mut extra = Vec::new();
+    if json {
+        extra.push("--json".to_string());
+    }
+    if let Some(n) = jobs {
+        extra.extend(["--jobs".to_string(), n.to_string()]);
+    }
+    extra
+}
+
 fn run(cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
         Cmd::Pack { dsc, output, immediate, debug_files, debug_dir, skip_import_check } => {
@@ -274,6 +326,45 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             for m in messages::read(pid).map_err(|e| e.to_string())? {
                 println!("{}", messages::to_text(&m));
             }
+        }
+        Cmd::Install { meta, dir, json, jobs } => {
+            let dir = pulp_tools::install::patch_dir(dir);
+            let (installed, already) = pulp_tools::install::install_files(&meta, &dir)?;
+            if !json {
+                let what = if already { "already installed as" } else { "installed as" };
+                println!("{} {what} {}", meta.display(), installed.display());
+            }
+            let extra = trigger_extra(json, jobs);
+            let status = pulp_tools::install::on_every_process(&installed, false, &extra)?;
+            return Ok(ExitCode::from(status));
+        }
+        Cmd::Uninstall { meta, dir, json, jobs } => {
+            let dir = pulp_tools::install::patch_dir(dir);
+            let Some(installed) = pulp_tools::install::is_installed(&meta, &dir)? else {
+                if !json {
+                    println!("{} is not installed in {}", meta.display(), dir.display());
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            let status = pulp_tools::install::on_every_process(&installed, true, &trigger_extra(json, jobs))?;
+            pulp_tools::install::remove_files(&installed)?;
+            if !json {
+                println!("{} removed from {}", installed.display(), dir.display());
+            }
+            return Ok(ExitCode::from(status));
+        }
+        Cmd::Installed { meta, dir } => {
+            let dir = pulp_tools::install::patch_dir(dir);
+            return Ok(match pulp_tools::install::is_installed(&meta, &dir)? {
+                Some(p) => {
+                    println!("{}", p.display());
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    println!("not installed in {}", dir.display());
+                    ExitCode::from(1)
+                }
+            });
         }
         Cmd::SetPatchable { pid, state } => {
             let on = state == "on";

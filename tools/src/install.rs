@@ -1,0 +1,162 @@
+//! `pulp install` / `pulp uninstall`: a fix for the machine, not only for the processes
+//! running now. Installing puts the `.meta` and its patch object into the runtime's patch
+//! directory (`$PULP_PATCH_DIR`, default `/etc/pulp/patches.d`), where every process that
+//! starts later, or loads a target later, applies it by itself (`runtime/src/patchdir.rs`);
+//! then it applies the patch to every running process, through `pulp-trigger --all`.
+//! Uninstalling reverts it everywhere and takes it out of the directory.
+
+use pulp_meta::PatchMeta;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The patch directory: `dir`, else `$PULP_PATCH_DIR`, else the default.
+pub fn patch_dir(dir: Option<PathBuf>) -> PathBuf {
+    dir.or_else(|| std::env::var_os("PULP_PATCH_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/etc/pulp/patches.d"))
+}
+
+/// The owners a file of the directory may have: root and the user running this.
+fn owners() -> Vec<u32> {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mut o = vec![0, me];
+    o.dedup();
+    o
+}
+
+/// Read a `.meta` and its patch object, checked as `pulp-trigger` checks them.
+fn read_patch(meta_path: &Path) -> Result<(PatchMeta, Vec<u8>), String> {
+    let abs = std::path::absolute(meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let bytes = pulp_meta::trust::read_trusted(&abs, &owners(), "the patch.meta")
+        .map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let meta = PatchMeta::decode(&bytes).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let object = pulp_meta::trust::read_trusted(Path::new(&meta.patch_so), &owners(), "the patch object")
+        .map_err(|e| format!("{}: {e}", meta.patch_so))?;
+    if pulp_meta::sha256::sha256(&object) != meta.patch_sha256 {
+        return Err(format!("{}: its content is not what `pulp pack` recorded (pack the patch again)", meta.patch_so));
+    }
+    Ok((meta, object))
+}
+
+/// The installed `.meta` of the patch `id` in `dir`, if any.
+pub fn installed(dir: &Path, id: &str) -> Option<PathBuf> {
+    let mut metas: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "meta"))
+        .collect();
+    metas.sort();
+    metas
+        .into_iter()
+        .find(|p| std::fs::read(p).ok().and_then(|b| PatchMeta::decode(&b).ok()).is_some_and(|m| m.id() == id))
+}
+
+/// Whether the patch of `meta_path` is installed in `dir` (`pulp installed`).
+pub fn is_installed(meta_path: &Path, dir: &Path) -> Result<Option<PathBuf>, String> {
+    let bytes = std::fs::read(meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let meta = PatchMeta::decode(&bytes).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    Ok(installed(dir, &meta.id()))
+}
+
+/// Write `data` to `path` through a temporary file in the same folder (readers never see
+/// half a file), mode 0644.
+fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Put the patch into `dir`: `NAME.so`, then `NAME.meta` pointing at it (a process
+/// starting in between sees either nothing or both). Returns the installed `.meta` and
+/// whether it was installed already.
+pub fn install_files(meta_path: &Path, dir: &Path) -> Result<(PathBuf, bool), String> {
+    let (mut meta, object) = read_patch(meta_path)?;
+    if let Some(there) = installed(dir, &meta.id()) {
+        return Ok((there, true));
+    }
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(dir)
+            .map_err(|e| format!("cannot create the patch directory {}: {e}", dir.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    let stem: String = meta_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect();
+    let stem = if stem.is_empty() { meta.short_id() } else { stem };
+    let taken = |p: &Path| p.exists();
+    let name = if taken(&dir.join(format!("{stem}.meta"))) || taken(&dir.join(format!("{stem}.so"))) {
+        format!("{stem}-{}", meta.short_id())
+    } else {
+        stem
+    };
+    let so = dir.join(format!("{name}.so"));
+    let installed_meta = dir.join(format!("{name}.meta"));
+    write_atomically(&so, &object)?;
+    meta.patch_so = so.to_str().ok_or("the patch directory's path is not UTF-8")?.to_string();
+    if let Err(e) = write_atomically(&installed_meta, &meta.encode()) {
+        let _ = std::fs::remove_file(&so);
+        return Err(e);
+    }
+    // What the runtime will check: refuse now rather than let every process skip it.
+    if let Err(e) = read_patch(&installed_meta) {
+        let _ = std::fs::remove_file(&installed_meta);
+        let _ = std::fs::remove_file(&so);
+        return Err(format!("the patch directory {} is not trusted: {e}", dir.display()));
+    }
+    Ok((installed_meta, false))
+}
+
+/// Take the installed copy of the patch out of `dir` (its `.meta`, then its object).
+pub fn remove_files(installed_meta: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(installed_meta).map_err(|e| format!("{}: {e}", installed_meta.display()))?;
+    let meta = PatchMeta::decode(&bytes).map_err(|e| format!("{}: {e}", installed_meta.display()))?;
+    std::fs::remove_file(installed_meta).map_err(|e| format!("cannot remove {}: {e}", installed_meta.display()))?;
+    let so = Path::new(&meta.patch_so);
+    if so.parent() == installed_meta.parent() {
+        let _ = std::fs::remove_file(so);
+    }
+    Ok(())
+}
+
+/// `pulp-trigger`: next to this program, else on `PATH`.
+pub fn trigger_program() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.join("pulp-trigger")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("pulp-trigger"))
+}
+
+/// Run `pulp-trigger --all` (with `extra` arguments) on the installed `.meta`; its exit
+/// status.
+pub fn on_every_process(installed_meta: &Path, revert: bool, extra: &[String]) -> Result<u8, String> {
+    let mut cmd = Command::new(trigger_program());
+    cmd.arg("--all");
+    if revert {
+        cmd.arg("--revert");
+    }
+    cmd.args(extra).arg(installed_meta);
+    let status = cmd.status().map_err(|e| format!("cannot run {}: {e}", trigger_program().display()))?;
+    Ok(status.code().map_or(1, |c| c as u8))
+}
