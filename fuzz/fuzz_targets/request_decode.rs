@@ -1,7 +1,7 @@
 //! The runtime's request decoder (`pulp_meta::abi::Request::decode`, what the runtime
 //! reads from its buffer) on any bytes: never panics, and what it accepts encodes back
 //! to exactly the same bytes; the `patch.meta` inside goes through its own decoder as
-//! the runtime does. Written against the request format of ABI version 5.
+//! the runtime does. The request format of ABI version 6.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -331,6 +331,19 @@ impl Registry {
             .collect()
     }
 
+    /// Add to `plan` every descriptor of the patches `ids` it does not hold yet, with what
+    /// it runs once their versions are gone.
+    fn plan_removal(&self, ids: &[String], plan: &mut Vec<(usize, u64)>) {
+        for id in ids {
+            let i = self.index(id).expect("the patches of a plan are in the list");
+            for &(d, _) in &self.patches[i].funcs {
+                if !plan.iter().any(|(q, _)| *q == d) {
+                    plan.push((d, self.descs.states[d].after(ids, None)));
+                }
+            }
+        }
+    }
+
     fn run_callback(&mut self, id: &str, cb: Callback) -> Result<(), String> {
         let Some(i) = self.index(id) else { return Ok(()) };
         let result = callbacks::run(&self.patches[i].object, cb, self.states_except(Some(i)));
@@ -531,14 +544,7 @@ pub fn apply(
     };
     // What each changing descriptor runs once the transition is through.
     let mut plan: Vec<(usize, u64)> = funcs.iter().map(|&(d, new)| (d, new)).collect();
-    for r in &replaced {
-        let i = reg.index(r).expect("replaced patches are in the list");
-        for &(d, _) in &reg.patches[i].funcs {
-            if !plan.iter().any(|(q, _)| *q == d) {
-                plan.push((d, reg.descs.states[d].after(&replaced, None)));
-            }
-        }
-    }
+    reg.plan_removal(&replaced, &mut plan);
     let ranges = reg.ranges(inside, None);
     let replies = reg.start(Plan {
         kind: Kind::Apply,
@@ -583,14 +589,7 @@ fn start_revert(
     }
     let gates: Vec<usize> = gate_plan.iter().map(|g| reg.descs.desc_for(g)).collect::<Result<_, _>>()?;
     let mut plan: Vec<(usize, u64)> = Vec::new();
-    for id in &ids {
-        let i = reg.index(id).expect("checked");
-        for &(d, _) in &reg.patches[i].funcs {
-            if !plan.iter().any(|(q, _)| *q == d) {
-                plan.push((d, reg.descs.states[d].after(&ids, None)));
-            }
-        }
-    }
+    reg.plan_removal(&ids, &mut plan);
     let ranges = reg.ranges(inside, None);
     let replies = reg.start(Plan {
         kind: Kind::Revert,

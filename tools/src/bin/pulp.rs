@@ -14,6 +14,23 @@ struct Cli {
     command: Cmd,
 }
 
+/// What `pulp install` and `pulp uninstall` take.
+#[derive(clap::Args)]
+struct MachineArgs {
+    /// The patch.meta (install: its patch object is copied along, checked; uninstall: any
+    /// copy of the patch, found by its id).
+    meta: PathBuf,
+    /// The patch directory (default: $PULP_PATCH_DIR, else /etc/pulp/patches.d).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Print pulp-trigger's JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Processes worked on at once.
+    #[arg(long, value_name = "N")]
+    jobs: Option<u16>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Pack a description file (.dsc) into a patch.meta.
@@ -94,34 +111,10 @@ enum Cmd {
     /// and running ones when they load a target, apply it by themselves), then on every
     /// running process that maps its targets (`pulp-trigger --all`). Exit status: as
     /// pulp-trigger's over many processes.
-    Install {
-        /// The patch.meta (its patch object is copied along, checked).
-        meta: PathBuf,
-        /// The patch directory (default: $PULP_PATCH_DIR, else /etc/pulp/patches.d).
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-        /// Print pulp-trigger's JSON lines.
-        #[arg(long)]
-        json: bool,
-        /// Processes worked on at once.
-        #[arg(long, value_name = "N")]
-        jobs: Option<u16>,
-    },
+    Install(MachineArgs),
     /// Uninstall a patch: revert it on every running process, and take it out of the
     /// patch directory.
-    Uninstall {
-        /// The patch.meta (any copy of the patch: it is found by its id).
-        meta: PathBuf,
-        /// The patch directory (default: $PULP_PATCH_DIR, else /etc/pulp/patches.d).
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-        /// Print pulp-trigger's JSON lines.
-        #[arg(long)]
-        json: bool,
-        /// Processes worked on at once.
-        #[arg(long, value_name = "N")]
-        jobs: Option<u16>,
-    },
+    Uninstall(MachineArgs),
     /// Whether a patch is installed in the patch directory: exit 0 with its path, or 1.
     Installed {
         /// The patch.meta (any copy of the patch).
@@ -327,7 +320,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 println!("{}", messages::to_text(&m));
             }
         }
-        Cmd::Install { meta, dir, json, jobs } => {
+        Cmd::Install(MachineArgs { meta, dir, json, jobs }) => {
             let dir = pulp_tools::install::patch_dir(dir);
             let (installed, already) = pulp_tools::install::install_files(&meta, &dir)?;
             if !json {
@@ -338,7 +331,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             let status = pulp_tools::install::on_every_process(&installed, false, &extra)?;
             return Ok(ExitCode::from(status));
         }
-        Cmd::Uninstall { meta, dir, json, jobs } => {
+        Cmd::Uninstall(MachineArgs { meta, dir, json, jobs }) => {
             let dir = pulp_tools::install::patch_dir(dir);
             let Some(installed) = pulp_tools::install::is_installed(&meta, &dir)? else {
                 if !json {
