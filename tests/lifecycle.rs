@@ -166,13 +166,20 @@ fn cumulative(cc: &str) {
 
 fn states(cc: &str) {
     let life = Life::build(cc);
-    let v2 = life.patch("s2", 1, &["f1"], &["state 7 2"]);
+    let v2 = life.patch("s2", 1, &["f1"], &["state 7 2", "level 4"]);
     let v1 = life.patch("s1", 2, &["f2"], &["state 7 1"]);
     let v3 = life.patch("s3", 3, &["f3"], &["state 7 3"]);
     let mut app = App::start(&life.app);
     let pid = app.pid();
     let mut seen = 0;
     apply(pid, &v2).assert_ok("state 7 version 2");
+    // `pulp patches` shows the level, the labels and the states.
+    let text = pulp(&["patches", "-p", &pid.to_string()]);
+    assert!(text.stdout.contains(" level 4 applied") && text.stdout.contains("state 7 version 2"), "{text:#?}");
+    assert!(text.stdout.contains("[test s2]"), "the .dsc's label: {text:#?}");
+    let json = patches_json(pid);
+    assert_eq!(json["patches"][0]["level"], 4, "{json:#}");
+    assert_eq!(json["patches"][0]["states"][0]["version"], 2, "{json:#}");
     let out = apply(pid, &v1);
     assert_eq!(out.code, Some(1), "{out:#?}");
     assert!(out.stderr.contains("state 7 version 1, lower than version 2"), "{out:#?}");

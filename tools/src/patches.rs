@@ -108,7 +108,12 @@ pub fn to_text(r: &Report) -> String {
     }
     for p in &s.patches {
         let id = p.meta.id();
-        out += &format!("  {} {} since {}{}\n", short(&id), p.state.name(), ago(p.since), labels(&p.meta.labels));
+        let level = if p.meta.level == 0 { String::new() } else { format!(" level {}", p.meta.level) };
+        out +=
+            &format!("  {}{level} {} since {}{}\n", short(&id), p.state.name(), ago(p.since), labels(&p.meta.labels));
+        for st in &p.meta.states {
+            out += &format!("    state {} version {}\n", st.id, st.version);
+        }
         out +=
             &format!("    patch object {} (build-id {})\n", printable(&p.meta.patch_so), hex(&p.meta.patch_build_id));
         for t in &p.meta.targets {
@@ -156,6 +161,8 @@ pub fn to_json(r: &Report) -> Value {
             "state": pa.state.name(),
             "since": pa.since,
             "labels": pa.meta.labels.iter().map(|l| p(l)).collect::<Vec<_>>(),
+            "level": pa.meta.level,
+            "states": pa.meta.states.iter().map(|st| json!({"id": st.id, "version": st.version})).collect::<Vec<_>>(),
             "patch_so": p(&pa.meta.patch_so),
             "targets": pa.meta.targets.iter().map(|t| json!({
                 "path": p(&t.path),
