@@ -12,43 +12,41 @@ use std::os::unix::fs::FileExt;
 
 /// Apply `meta_bytes` (a `patch.meta`) with `object`, immediately.
 pub fn apply(reg: &mut Registry, meta_bytes: &[u8], object: Object<'_>) -> Result<EntryStatus, String> {
-    if !can_write() {
-        return Err("this process cannot write its own code (a seccomp filter, or no /proc)".into());
-    }
+    let writer = CodeWriter::open().ok_or("this process cannot write its own code (a seccomp filter, or no /proc)")?;
     // Room for a reply naming every descriptor the runtime has.
     let mut buf = vec![0u8; 4 + pulp_trm::DESC_COUNT * abi::FUNC_REPLY_SIZE];
     let status = registry::apply(reg, meta_bytes, &[], &[], object, &mut buf)?;
-    write_reply_code(&buf)?;
+    writer.write_reply(&buf)?;
     if status == EntryStatus::Transition {
         registry::finish(reg, true, &mut buf)?;
-        write_reply_code(&buf)?;
+        writer.write_reply(&buf)?;
     }
     Ok(status)
 }
 
-/// Whether the process may write its own code: not under a seccomp filter (a system call
-/// it does not expect might kill it; a filter can be added at any time, never removed, so
-/// a "no" is kept), and `/proc/self/mem` can be opened for writing.
-pub fn can_write() -> bool {
-    static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if NEVER.load(std::sync::atomic::Ordering::Relaxed) {
-        return false;
-    }
-    if !crate::entry::seccomp_free() {
-        NEVER.store(true, std::sync::atomic::Ordering::Relaxed);
-        return false;
-    }
-    open_mem().is_ok()
-}
+/// The process's own code, open for writing through `/proc/self/mem`.
+pub struct CodeWriter(std::fs::File);
 
-fn open_mem() -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().read(true).write(true).open("/proc/self/mem")
-}
+impl CodeWriter {
+    /// `None` where the process may not write its own code: under a seccomp filter (a
+    /// system call it does not expect might kill it; a filter can be added at any time,
+    /// never removed, so a "no" is kept), or without a writable `/proc/self/mem`.
+    pub fn open() -> Option<Self> {
+        static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if NEVER.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        if !crate::entry::seccomp_free() {
+            NEVER.store(true, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        std::fs::OpenOptions::new().read(true).write(true).open("/proc/self/mem").ok().map(Self)
+    }
 
-/// Write the code the reply in `buf` asks for.
-pub fn write_reply_code(buf: &[u8]) -> Result<(), String> {
-    let mem = open_mem().map_err(|e| format!("cannot open /proc/self/mem to write code: {e}"))?;
-    write_code(&mem, buf)
+    /// Write the code the reply in `buf` asks for.
+    pub fn write_reply(&self, buf: &[u8]) -> Result<(), String> {
+        write_code(&self.0, buf)
+    }
 }
 
 /// Write the code a reply in `buf` asks for (see `prologue::code_writes`).

@@ -403,17 +403,18 @@ pub fn serve(reg: &mut Registry, req: &Request<'_>, buf: &mut [u8]) -> Result<En
     Ok(status)
 }
 
-/// Where the process may write its own code (`local::can_write`), write what the reply
+/// Where the process may write its own code (`local::CodeWriter`), write what the reply
 /// in `buf` asks for right here, in the entry: the tool then finds nothing left to write
 /// (and needs no second call for the barrier). A transition whose entries are all
 /// written is armed at once; an immediate one is finished at once (`Done`). Where the
 /// process cannot, or a write fails, the tool writes the code as before: the status is
 /// left as it was.
 fn write_own_code(reg: &mut Registry, status: EntryStatus, buf: &mut [u8]) -> EntryStatus {
-    if status == EntryStatus::Refused || status == EntryStatus::Busy || !crate::local::can_write() {
+    if status == EntryStatus::Refused || status == EntryStatus::Busy {
         return status;
     }
-    if let Err(e) = crate::local::write_reply_code(buf) {
+    let Some(writer) = crate::local::CodeWriter::open() else { return status };
+    if let Err(e) = writer.write_reply(buf) {
         messages::log(&format!("writing code from inside the process failed, the tool writes it: {e}"));
         return status;
     }
@@ -421,7 +422,7 @@ fn write_own_code(reg: &mut Registry, status: EntryStatus, buf: &mut [u8]) -> En
         return status;
     }
     if reg.transition.as_ref().is_some_and(|t| t.immediate) {
-        if finish(reg, true, buf).is_err() || crate::local::write_reply_code(buf).is_err() {
+        if finish(reg, true, buf).is_err() || writer.write_reply(buf).is_err() {
             return status;
         }
         return EntryStatus::Done;
