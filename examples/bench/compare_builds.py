@@ -7,7 +7,7 @@ Each tree must have `target/release/{libpulp_rs.so,pulp,pulp-trigger}` built. On
 process (2 threads: the spinner, and one thread calling f every millisecond; f in a
 live-patchable library built here) runs under each build's runtime; rounds alternate
 between the builds: apply then revert a 1-function patch (a transition, then an
-%immediate one), each build's `pulp pack` packing its own .meta. Reported per build and
+immediate one), each build's `pulp pack` packing its own .meta. Reported per build and
 kind: the median wall time from outside (starting the tool included), the median of the
 tool's own `total`, the median CPU time the tool used (user + system, less sensitive to a
 busy machine than wall time), the median stop of the borrowed thread, and the spinner's
