@@ -402,24 +402,30 @@ mod tests {
         assert_eq!(pulp_shadow_free(obj(6), 0x1005, None) + pulp_shadow_free(obj(6), 0x1006, None), 2);
     }
 
+    /// `f(c)` in `n` threads released together; their results in thread order.
+    fn race<T: Send + 'static>(n: usize, c: &Arc<Counted>, f: fn(&Counted) -> T) -> Vec<T> {
+        let barrier = Arc::new(Barrier::new(n));
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let (c, barrier) = (c.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    f(&c)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
     /// Threads asking for the same shadow while its constructor sleeps: one constructor
     /// call, one pointer for all.
     #[test]
     fn racing_get_or_alloc_constructs_once() {
         const ID: c_ulong = 0x1007;
         let c = Arc::new(Counted { sleep_ms: 30, ..Counted::new(9) });
-        let barrier = Arc::new(Barrier::new(8));
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let (c, barrier) = (c.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    pulp_shadow_get_or_alloc(obj(7), ID, std::mem::size_of::<Data>(), Some(counted_ctor), c.as_arg())
-                        as usize
-                })
-            })
-            .collect();
-        let got: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let got = race(8, &c, |c| {
+            pulp_shadow_get_or_alloc(obj(7), ID, std::mem::size_of::<Data>(), Some(counted_ctor), c.as_arg()) as usize
+        });
         assert_eq!(c.calls.load(Ordering::SeqCst), 1);
         assert!(got[0] != 0 && got.iter().all(|&p| p == got[0]), "{got:x?}");
         pulp_shadow_free(obj(7), ID, None);
@@ -430,24 +436,10 @@ mod tests {
     fn waiters_retry_after_a_failed_constructor() {
         const ID: c_ulong = 0x1008;
         let c = Arc::new(Counted { sleep_ms: 30, fail_first: 1, ..Counted::new(9) });
-        let barrier = Arc::new(Barrier::new(4));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let (c, barrier) = (c.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    let p = pulp_shadow_get_or_alloc(
-                        obj(8),
-                        ID,
-                        std::mem::size_of::<Data>(),
-                        Some(counted_ctor),
-                        c.as_arg(),
-                    );
-                    (p as usize, errno())
-                })
-            })
-            .collect();
-        let got: Vec<(usize, c_int)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let got = race(4, &c, |c| {
+            let p = pulp_shadow_get_or_alloc(obj(8), ID, std::mem::size_of::<Data>(), Some(counted_ctor), c.as_arg());
+            (p as usize, errno())
+        });
         assert_eq!(c.calls.load(Ordering::SeqCst), 2, "the failed call and one more");
         let made: Vec<usize> = got.iter().filter(|(p, _)| *p != 0).map(|(p, _)| *p).collect();
         assert_eq!(made.len(), 3, "{got:x?}");
@@ -461,18 +453,10 @@ mod tests {
     fn racing_alloc_has_one_winner() {
         const ID: c_ulong = 0x1009;
         let c = Arc::new(Counted { sleep_ms: 10, ..Counted::new(1) });
-        let barrier = Arc::new(Barrier::new(6));
-        let threads: Vec<_> = (0..6)
-            .map(|_| {
-                let (c, barrier) = (c.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    let p = pulp_shadow_alloc(obj(9), ID, std::mem::size_of::<Data>(), Some(counted_ctor), c.as_arg());
-                    (p as usize, errno())
-                })
-            })
-            .collect();
-        let got: Vec<(usize, c_int)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let got = race(6, &c, |c| {
+            let p = pulp_shadow_alloc(obj(9), ID, std::mem::size_of::<Data>(), Some(counted_ctor), c.as_arg());
+            (p as usize, errno())
+        });
         assert_eq!(got.iter().filter(|(p, _)| *p != 0).count(), 1, "{got:x?}");
         assert!(got.iter().all(|&(p, e)| p != 0 || e == libc::EEXIST), "{got:x?}");
         assert_eq!(c.calls.load(Ordering::SeqCst), 1);
