@@ -7,8 +7,8 @@
 #[path = "buildpatch/common.rs"]
 mod common;
 
-use common::{crate_sources, functions_of, Upstream};
-use libpulp_rs_tests::{apply, revert, App, CSpec};
+use common::{functions_of, Upstream};
+use libpulp_rs_tests::{apply, crate_sources, revert, App, CSpec};
 
 const BUG: &str = "error: [string \"_ENV[true] = 10...\"]:2: attempt to index a number value";
 

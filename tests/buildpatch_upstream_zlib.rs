@@ -7,8 +7,8 @@
 #[path = "buildpatch/common.rs"]
 mod common;
 
-use common::{crate_sources, functions_of, Upstream};
-use libpulp_rs_tests::{apply, revert, App, CSpec};
+use common::{functions_of, Upstream};
+use libpulp_rs_tests::{apply, crate_sources, revert, App, CSpec};
 
 #[test]
 fn zlib_cve_2022_37434_is_fixed_in_a_running_process() {

@@ -6,10 +6,10 @@
 //! The sources are found through `cargo metadata` (libz-sys is a dev-dependency that is
 //! never built); when that fails the test fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use libpulp_rs_tests::{apply, artifacts, revert, run, App, Work};
+use libpulp_rs_tests::{apply, artifacts, crate_sources, revert, run, App, Work};
 
 /// zlib's `Makefile.in` objects (`OBJZ` and `OBJG`).
 const SOURCES: &[&str] = &[
@@ -86,29 +86,6 @@ const char *zlibVersion_pulp(void)
 }
 "#;
 
-/// `<libz-sys package>/src/zlib`, from `cargo metadata`.
-fn zlib_sources() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let out = Command::new(&cargo)
-        .args(["metadata", "--format-version", "1", "--manifest-path"])
-        .arg(&manifest)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&cargo).display()));
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata: not JSON");
-    let pkg = meta["packages"]
-        .as_array()
-        .expect("cargo metadata: no packages")
-        .iter()
-        .find(|p| p["name"] == "libz-sys")
-        .expect("libz-sys is not in `cargo metadata` (it is a dev-dependency of the root package)");
-    let manifest_path = Path::new(pkg["manifest_path"].as_str().unwrap());
-    let dir = manifest_path.parent().unwrap().join("src/zlib");
-    assert!(dir.join("zlib.h").exists(), "no zlib sources in {}", dir.display());
-    dir
-}
-
 /// `pulp-cc ARGS` in `dir`, asserting success.
 fn pulp_cc(dir: &Path, args: &[&str]) {
     let pulp_cc = artifacts().dir.join("pulp-cc");
@@ -120,7 +97,7 @@ fn pulp_cc(dir: &Path, args: &[&str]) {
 
 #[test]
 fn zlib_is_built_patched_and_reverted() {
-    let zlib = zlib_sources();
+    let zlib = crate_sources("libz-sys", "src/zlib");
     let work = Work::new();
     let w = work.path();
     let inc = format!("-I{}", zlib.display());

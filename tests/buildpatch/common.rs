@@ -160,29 +160,6 @@ pub fn assert_refused(out: &ToolOutput, words: &[&str]) {
     println!("refused as expected: {}", out.stderr.trim());
 }
 
-/// `<package>/<subdir>` of a crate's sources, found through `cargo metadata` (the crates
-/// are dev-dependencies of the root package that are never built).
-pub fn crate_sources(package: &str, subdir: &str) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let out = Command::new(&cargo)
-        .args(["metadata", "--format-version", "1", "--manifest-path"])
-        .arg(&manifest)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo metadata: {e}"));
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata: not JSON");
-    let pkg = meta["packages"]
-        .as_array()
-        .expect("cargo metadata: no packages")
-        .iter()
-        .find(|p| p["name"] == package)
-        .unwrap_or_else(|| panic!("{package} is not in `cargo metadata` (a dev-dependency of the root package)"));
-    let dir = Path::new(pkg["manifest_path"].as_str().unwrap()).parent().unwrap().join(subdir);
-    assert!(dir.is_dir(), "no sources in {}", dir.display());
-    dir
-}
-
 /// A real library whose release contains an upstream fix: its sources with the bug put
 /// back (the fix applied in reverse) as `src/`, built live-patchable with pulp-cc in
 /// `running/`, and `pulp build-patch` with the upstream fix.
