@@ -42,3 +42,40 @@ fn apply_revert() {
     assert_eq!(app.ask("call 5"), "calc(5)=10");
     app.assert_alive();
 }
+
+/// Many apply/revert cycles of one patch cost the process one loaded copy of the patch
+/// object and one descriptor, not one per cycle: a process patched and unpatched for months
+/// must not run out of descriptors or address space.
+#[test]
+fn cycles_reuse_the_loaded_patch_object() {
+    let work = Work::new();
+    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
+    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+    let app = work.executable("calc_app", &CSpec::plain(&["calc_app.c"]).link("calc"));
+    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let mut app = App::start(&app);
+    let pid = app.pid();
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    // Distinct files mapped for the patch object (a memory file's inode per copy).
+    let copies = || {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let mut inodes: Vec<&str> =
+            maps.lines().filter(|l| l.contains("calc_fix")).filter_map(|l| l.split_whitespace().nth(4)).collect();
+        inodes.sort();
+        inodes.dedup();
+        inodes.len()
+    };
+    apply(pid, &meta).assert_ok("first apply");
+    assert_eq!(app.ask("call 5"), "calc(5)=1010");
+    let (fds_after_first, copies_after_first) = (fds(), copies());
+    assert_eq!(copies_after_first, 1, "one copy of the patch object is mapped");
+    for cycle in 0..20 {
+        revert(pid, &meta).assert_ok(&format!("revert {cycle}"));
+        assert_eq!(app.ask("call 5"), "calc(5)=10");
+        apply(pid, &meta).assert_ok(&format!("apply {cycle}"));
+        assert_eq!(app.ask("call 5"), "calc(5)=1010");
+    }
+    assert_eq!(copies(), 1, "still one copy after 20 cycles");
+    assert_eq!(fds(), fds_after_first, "no descriptor left behind per cycle");
+    app.assert_alive();
+}

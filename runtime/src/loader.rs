@@ -198,7 +198,9 @@ pub fn describe(a: pulp_trm::Abandoned) -> String {
 }
 
 /// A patch `.so` loaded into the process. Dropping it does not unload it: code of a patch
-/// may still be running on some thread's stack, so patch objects stay loaded.
+/// may still be running on some thread's stack, so patch objects stay loaded. A copy is
+/// another name for the same loaded object.
+#[derive(Clone)]
 pub struct PatchObject {
     handle: *mut libc::c_void,
     pub base: usize,

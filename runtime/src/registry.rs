@@ -77,6 +77,11 @@ pub struct Registry {
     last_id: u64,
     /// Why every request is refused (an operator's exclusion); empty: none.
     refusing: String,
+    /// Every patch object loaded from a tool's bytes, by content hash: applying the same
+    /// bytes again (after a revert) reuses the loaded object instead of mapping another
+    /// copy and keeping another descriptor open on every apply/revert cycle.
+    /// (content hash, build-id, object)
+    objects: Vec<([u8; 32], Vec<u8>, PatchObject)>,
 }
 
 struct Cell(UnsafeCell<Registry>);
@@ -91,6 +96,7 @@ static REGISTRY: Cell = Cell(UnsafeCell::new(Registry {
     transition: None,
     last_id: 0,
     refusing: String::new(),
+    objects: Vec::new(),
 }));
 
 static BORROWED: AtomicBool = AtomicBool::new(false);
@@ -491,11 +497,18 @@ pub fn apply(
     all.extend(gate_plan.iter().filter(|g| !planned.iter().any(|(p, _)| p.entry == g.entry)));
     reg.descs.ensure_room(&all)?;
 
-    let object = match object {
-        Object::Loaded(o) => o,
-        Object::Bytes(bytes) => {
+    // The tool checked that the bytes hash to `patch_sha256`: same hash, same object.
+    let cached = reg
+        .objects
+        .iter()
+        .find(|(h, b, _)| *h == meta.patch_sha256 && *b == meta.patch_build_id)
+        .map(|(_, _, o)| o.clone());
+    let object = match (object, cached) {
+        (Object::Loaded(o), _) => o,
+        (Object::Bytes(_), Some(o)) => o,
+        (Object::Bytes(bytes), None) => {
             let name = meta.patch_so.rsplit('/').next().unwrap_or("patch").to_string();
-            PatchObject::load(&name, bytes, &meta.patch_build_id).map_err(|e| {
+            let loaded = PatchObject::load(&name, bytes, &meta.patch_build_id).map_err(|e| {
                 let abandoned = matches!(e, LoadError::Abandoned(_));
                 let msg = String::from(e);
                 messages::log(&format!("patch {}: {msg}", meta.short_id()));
@@ -504,7 +517,9 @@ pub fn apply(
                 } else {
                     msg
                 }
-            })?
+            })?;
+            reg.objects.push((meta.patch_sha256, meta.patch_build_id.clone(), loaded.clone()));
+            loaded
         }
     };
     let news: Vec<u64> =
