@@ -12,8 +12,13 @@ kind: the median wall time from outside (starting the tool included), the median
 tool's own `total`, the median CPU time the tool used (user + system, less sensitive to a
 busy machine than wall time), the median stop of the borrowed thread, and the spinner's
 longest gap during the applies (from `stall`'s `gap`), and the new/old ratios.
+
+While one build is measured the other build's `stall` is stopped (SIGSTOP), so that its
+spinner does not take the second CPU of a 2-CPU machine. `--loaded` keeps both running:
+then two spinners compete with the borrowed thread for the CPUs, and whichever build does
+more of its work inside the target pays for it in scheduling delays.
 """
-import os, re, resource, statistics, subprocess, sys, tempfile, time
+import os, re, resource, signal, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "..", "c", "bench")
@@ -49,8 +54,10 @@ class Target:
 
 
 def main():
-    old, new = sys.argv[1], sys.argv[2]
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 30
+    args = [a for a in sys.argv[1:] if a != "--loaded"]
+    loaded = len(args) != len(sys.argv) - 1
+    old, new = args[0], args[1]
+    rounds = int(args[2]) if len(args) > 2 else 30
     work = tempfile.mkdtemp(prefix="pulp-compare-")
     sh("cc", "-O2", "-fPIC", "-shared", "-fpatchable-function-entry=16,14", os.path.join(BENCH, "f.c"),
        "-o", os.path.join(work, "libf.so"))
@@ -73,6 +80,9 @@ def main():
     for r in range(rounds):
         for name in (("old", "new") if r % 2 == 0 else ("new", "old")):
             rel, metas, target = builds[name]
+            if not loaded:
+                for other in builds.values():
+                    os.kill(other[2].p.pid, signal.SIGCONT if other[2] is target else signal.SIGSTOP)
             trigger = os.path.join(rel, "pulp-trigger")
             for kind, meta in metas.items():
                 for verb in ("apply", "revert"):
@@ -94,9 +104,10 @@ def main():
                     row["stop"].append(ms(out.stdout, "stopped "))
                     row["gap"].append(gap_us)
     for _, _, t in builds.values():
+        os.kill(t.p.pid, signal.SIGCONT)
         t.close()
     med = lambda xs: statistics.median([x for x in xs if x is not None])
-    print(f"{rounds} rounds, alternating builds; medians")
+    print(f"{rounds} rounds, alternating builds ({'both targets running' if loaded else 'the other target stopped'}); medians")
     print("| patch, step | old wall | new wall | new/old | old total | new total | new/old | old CPU | new CPU | new/old | old stop | new stop | old gap | new gap |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for kind in ("transition", "immediate"):
