@@ -1,7 +1,7 @@
 //! Apply and revert a patch in a running process: the output switches and switches back;
 //! applying twice and reverting twice are harmless.
 
-use libpulp_rs_tests::{apply, revert, App, CSpec, Work};
+use libpulp_rs_tests::{apply, patch_object_copies, revert, App, CSpec, Work};
 
 #[test]
 fn apply_revert() {
@@ -56,15 +56,7 @@ fn cycles_reuse_the_loaded_patch_object() {
     let mut app = App::start(&app);
     let pid = app.pid();
     let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
-    // Distinct files mapped for the patch object (a memory file's inode per copy).
-    let copies = || {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-        let mut inodes: Vec<&str> =
-            maps.lines().filter(|l| l.contains("calc_fix")).filter_map(|l| l.split_whitespace().nth(4)).collect();
-        inodes.sort();
-        inodes.dedup();
-        inodes.len()
-    };
+    let copies = || patch_object_copies(pid);
     apply(pid, &meta).assert_ok("first apply");
     assert_eq!(app.ask("call 5"), "calc(5)=1010");
     let (fds_after_first, copies_after_first) = (fds(), copies());

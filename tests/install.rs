@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use libpulp_rs_tests::{artifacts, pulp, trigger, App, CSpec, Work};
+use libpulp_rs_tests::{artifacts, patch_object_copies, pulp, trigger, App, CSpec, Work};
 
 const OLD: &str = "calc(5)=10";
 const NEW: &str = "calc(5)=1010";
@@ -104,6 +104,15 @@ fn install_reaches_running_and_later_processes_and_uninstall_takes_it_back() {
     let mut after = start(&f.app, &f.dir, &[]);
     assert_eq!(after.ask("call 5"), OLD);
     assert_eq!(pulp_with_dir(&["installed", meta], &f.dir).code, Some(1));
+
+    // Installed again: every process reuses the copy of the object it loaded before (from
+    // the directory, at its start or ahead of its target, or from the tool's bytes)
+    // instead of mapping a second one.
+    pulp_with_dir(&["install", meta], &f.dir).assert_ok("pulp install after uninstall");
+    for app in [&mut running, &mut later, &mut loader, &mut after] {
+        assert_eq!(app.ask("call 5"), NEW);
+        assert_eq!(patch_object_copies(app.pid()), 1, "one copy of the patch object in {}", app.pid());
+    }
 }
 
 #[test]

@@ -504,7 +504,12 @@ pub fn apply(
         .find(|(h, b, _)| *h == meta.patch_sha256 && *b == meta.patch_build_id)
         .map(|(_, _, o)| o.clone());
     let object = match (object, cached) {
-        (Object::Loaded(o), _) => o,
+        (Object::Loaded(o), Some(_)) => o,
+        // The patch directory checked the hash too: a later apply by a tool reuses it.
+        (Object::Loaded(o), None) => {
+            reg.objects.push((meta.patch_sha256, meta.patch_build_id.clone(), o.clone()));
+            o
+        }
         (Object::Bytes(_), Some(o)) => o,
         (Object::Bytes(bytes), None) => {
             let name = meta.patch_so.rsplit('/').next().unwrap_or("patch").to_string();

@@ -341,6 +341,17 @@ pub fn wait_in_syscall(pid: u32, tid: u32, nrs: &[u64]) {
 }
 
 /// Whether a process exists (`kill(pid, 0)`; a zombie counts as existing).
+/// How many patch objects process `pid` has loaded from a tool's or the patch directory's
+/// bytes: one memory file (`/memfd:pulp:NAME`) per loaded copy.
+pub fn patch_object_copies(pid: u32) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut inodes: Vec<&str> =
+        maps.lines().filter(|l| l.contains("/memfd:pulp:")).filter_map(|l| l.split_whitespace().nth(4)).collect();
+    inodes.sort();
+    inodes.dedup();
+    inodes.len()
+}
+
 pub fn pid_exists(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission; it delivers nothing.
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
