@@ -1,15 +1,14 @@
 //! Apply and revert a patch in a running process: the output switches and switches back;
 //! applying twice and reverting twice are harmless.
 
-use libpulp_rs_tests::{apply, patch_object_copies, revert, App, CSpec, Work};
+use libpulp_rs_tests::{apply, patch_object_copies, revert, App, Calc, Work};
 
 #[test]
 fn apply_revert() {
     let work = Work::new();
-    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
-    let app = work.executable("calc_app", &CSpec::plain(&["calc_app.c"]).link("calc"));
-    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let calc = Calc::build(&work);
+    let app = calc.app(&work);
+    let meta = calc.patch(&work);
 
     let mut app = App::start(&app);
     let pid = app.pid();
@@ -49,10 +48,9 @@ fn apply_revert() {
 #[test]
 fn cycles_reuse_the_loaded_patch_object() {
     let work = Work::new();
-    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
-    let app = work.executable("calc_app", &CSpec::plain(&["calc_app.c"]).link("calc"));
-    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let calc = Calc::build(&work);
+    let app = calc.app(&work);
+    let meta = calc.patch(&work);
     let mut app = App::start(&app);
     let pid = app.pid();
     let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();

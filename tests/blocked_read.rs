@@ -5,15 +5,14 @@
 use std::thread;
 use std::time::Duration;
 
-use libpulp_rs_tests::{apply, revert, App, CSpec, Work};
+use libpulp_rs_tests::{apply, revert, App, CSpec, Calc, Work};
 
 #[test]
 fn blocked_read() {
     let work = Work::new();
-    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+    let calc = Calc::build(&work);
     let app = work.executable("blocked_app", &CSpec::plain(&["blocked_app.c"]).link("calc").threads());
-    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let meta = calc.patch(&work);
 
     let mut app = App::start(&app);
     let pid = app.pid();

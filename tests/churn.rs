@@ -4,7 +4,7 @@
 //! point), the calls switch, and every thread keeps running. In the second variant the
 //! main thread is busy too, so no thread ever waits in a system call.
 
-use libpulp_rs_tests::{apply, revert, App, CSpec, Work};
+use libpulp_rs_tests::{apply, revert, App, CSpec, Calc, Work};
 
 /// `sync malloc=M dlopen=D` after every worker did two more rounds -> (M, D).
 fn sync(app: &mut App, when: &str) -> (u64, u64) {
@@ -20,12 +20,11 @@ fn sync(app: &mut App, when: &str) -> (u64, u64) {
 
 fn churn(busy: bool) {
     let work = Work::new();
-    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+    let calc = Calc::build(&work);
     // The object the dlopen thread loads and unloads: another fixture's patch object.
     let dl = work.shared("churn_dl", &CSpec::plain(&["one_fix.c"]));
     let exe = work.executable("churn_app", &CSpec::plain(&["churn_app.c"]).link("calc").threads());
-    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let meta = calc.patch(&work);
 
     let dl_arg = dl.to_str().unwrap();
     let args: &[&str] = if busy { &[dl_arg, "busy"] } else { &[dl_arg] };

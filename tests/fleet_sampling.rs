@@ -2,7 +2,7 @@
 //! inside), and walks the frames of a thread whose stack does mention one: a pointer to
 //! a library function kept in a local variable is not a frame, and that thread moves.
 
-use libpulp_rs_tests::{trigger, wait_in_syscall, App, CSpec, Work};
+use libpulp_rs_tests::{trigger, wait_in_syscall, App, CSpec, Calc, Work};
 use serde_json::Value;
 
 const SYS_READ: u64 = 0;
@@ -10,10 +10,9 @@ const SYS_READ: u64 = 0;
 #[test]
 fn a_stack_word_pointing_inside_is_not_a_frame() {
     let work = Work::new();
-    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+    let calc = Calc::build(&work);
     let exe = work.executable("stack_app", &CSpec::plain(&["fleet_stack_app.c"]).link("calc").threads());
-    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let meta = calc.patch(&work);
     let mut app = App::start(&exe);
     let pid = app.pid();
     let holder = std::fs::read_dir(format!("/proc/{pid}/task"))

@@ -7,17 +7,16 @@
 
 use std::time::Duration;
 
-use libpulp_rs_tests::{run_limited, trigger_command, wait_in_syscall, App, CSpec, Work};
+use libpulp_rs_tests::{run_limited, trigger_command, wait_in_syscall, App, CSpec, Calc, Work};
 
 const SYS_READ: &[u64] = &[0];
 
 #[test]
 fn borrowed_thread_with_a_small_stack() {
     let work = Work::new();
-    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+    let calc = Calc::build(&work);
     let exe = work.executable("stack_app", &CSpec::plain(&["hostile_stack_app.c"]).link("calc").threads());
-    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let meta = calc.patch(&work);
 
     let mut app = App::start(&exe);
     let pid = app.pid();

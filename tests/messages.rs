@@ -4,28 +4,27 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use libpulp_rs_tests::{apply, revert, trigger, wait_in_syscall, App, CSpec, Work};
+use libpulp_rs_tests::{apply, revert, trigger, wait_in_syscall, App, CSpec, Calc, Work};
 
 const SYS_READ: u64 = 0;
 
-struct Calc {
+/// The calc fixture and its application, in a work folder of their own.
+struct CalcApp {
     work: Work,
-    lib: PathBuf,
-    fix: PathBuf,
+    calc: Calc,
     app: PathBuf,
 }
 
-impl Calc {
+impl CalcApp {
     fn new() -> Self {
         let work = Work::new();
-        let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-        let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
-        let app = work.executable("calc_app", &CSpec::plain(&["calc_app.c"]).link("calc"));
-        Calc { work, lib, fix, app }
+        let calc = Calc::build(&work);
+        let app = calc.app(&work);
+        CalcApp { work, calc, app }
     }
 
     fn meta(&self) -> PathBuf {
-        self.work.patch("calc", &self.fix, &[(&self.lib, &[("calc", "calc_fixed")])])
+        self.calc.patch(&self.work)
     }
 }
 
@@ -51,7 +50,7 @@ fn usage_errors_have_their_own_status() {
 /// `--continue` takes no FILE.meta: given one, it is a usage error, not silently ignored.
 #[test]
 fn continue_refuses_a_meta_file() {
-    let c = Calc::new();
+    let c = CalcApp::new();
     let meta = c.meta();
     let app = App::start(&c.app);
     let out = trigger(&["--continue", "-p", &app.pid().to_string(), meta.to_str().unwrap()]);
@@ -63,7 +62,7 @@ fn continue_refuses_a_meta_file() {
 /// runtime's status: no thread is stopped.
 #[test]
 fn nothing_to_do_stops_no_thread() {
-    let c = Calc::new();
+    let c = CalcApp::new();
     let meta = c.meta();
     let mut app = App::start(&c.app);
     let pid = app.pid();
@@ -81,12 +80,12 @@ fn nothing_to_do_stops_no_thread() {
 /// maps (the deleted file, with its build-id) and what the .meta records.
 #[test]
 fn library_rebuilt_on_disk() {
-    let c = Calc::new();
+    let c = CalcApp::new();
     let mut app = App::start(&c.app);
     let pid = app.pid();
     // Rebuild libcalc.so at the same path (another build-id) and pack against it.
     let rebuilt = c.work.shared("calc", &CSpec::patchable(&["calc.c"]).define("CALC_VERSION", Some("9")));
-    assert_eq!(rebuilt, c.lib);
+    assert_eq!(rebuilt, c.calc.lib);
     let meta = c.meta();
     let out = apply(pid, &meta);
     assert_eq!(out.code, Some(1), "{out:#?}");
@@ -126,7 +125,7 @@ fn timeout_zero_says_what_is_true() {
 /// (the process gets the new code, not the copy it loaded before).
 #[test]
 fn patch_rebuilt_after_revert_loads_the_new_code() {
-    let c = Calc::new();
+    let c = CalcApp::new();
     let meta = c.meta();
     let mut app = App::start(&c.app);
     let pid = app.pid();
@@ -136,7 +135,7 @@ fn patch_rebuilt_after_revert_loads_the_new_code() {
     std::fs::write(c.work.path().join("calc_fix2.c"), "int calc_fixed(int x) { return 2 * x + 2000; }\n").unwrap();
     let spec = CSpec { files: vec![c.work.path().join("calc_fix2.c")], ..CSpec::default() };
     let again = c.work.shared("calc_fix", &spec);
-    assert_eq!(again, c.fix);
+    assert_eq!(again, c.calc.fix);
     let meta = c.meta();
     apply(pid, &meta).assert_ok("apply v2");
     assert_eq!(app.ask("call 1"), "calc(1)=2002", "the rebuilt patch runs");
@@ -145,7 +144,7 @@ fn patch_rebuilt_after_revert_loads_the_new_code() {
 /// With another tracer attached, the refusal names it.
 #[test]
 fn traced_by_another_tracer() {
-    let c = Calc::new();
+    let c = CalcApp::new();
     let meta = c.meta();
     let mut app = App::start(&c.app);
     let pid = app.pid();

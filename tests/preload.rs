@@ -5,18 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use libpulp_rs_tests::{artifacts, run, CSpec, ToolOutput, Work};
+use libpulp_rs_tests::{program, run, CSpec, ToolOutput, Work};
 
-/// Runs `program args` to completion, with the runtime preloaded or without any preload.
-fn run_program(program: &Path, args: &[&str], preload: bool) -> ToolOutput {
-    let mut cmd = Command::new(program);
-    cmd.args(args).env("LC_ALL", "C");
-    if preload {
-        cmd.env("LD_PRELOAD", &artifacts().runtime);
-    } else {
-        cmd.env_remove("LD_PRELOAD");
-    }
-    run(&mut cmd)
+/// Runs `exe args` to completion, with the runtime preloaded or without any preload.
+fn run_program(exe: &Path, args: &[&str], preload: bool) -> ToolOutput {
+    run(program(exe, preload, args).env("LC_ALL", "C"))
 }
 
 /// Asserts that the preloaded run looks exactly like the plain one to its user.

@@ -3,7 +3,7 @@
 //! and checks them every iteration, while a patch is applied and reverted 20 times. Its
 //! only thread is the one pulp-trigger borrows, stopped in the middle of that loop.
 
-use libpulp_rs_tests::{apply, revert, App, CSpec, Work};
+use libpulp_rs_tests::{apply, revert, App, CSpec, Calc, Work};
 
 /// `iters=I bad=B calls_bad=C calc=R vec=V` -> the values by key.
 struct Check {
@@ -43,14 +43,13 @@ fn cpu_has_avx2() -> bool {
 fn registers_survive_hijack() {
     let avx2 = cpu_has_avx2();
     let work = Work::new();
-    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+    let calc = Calc::build(&work);
     let mut spec = CSpec::plain(&["regs_app.c"]).link("calc");
     if avx2 {
         spec = spec.flag("-mavx2");
     }
     let exe = work.executable("regs_app", &spec);
-    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let meta = calc.patch(&work);
 
     let mut app = App::start(&exe);
     let pid = app.pid();

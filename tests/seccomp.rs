@@ -1,15 +1,14 @@
 //! A process under a seccomp filter that kills it for a system call it does not make
 //! itself (here membarrier) can be patched: the tools make no such call in it.
 
-use libpulp_rs_tests::{apply, revert, App, CSpec, Work};
+use libpulp_rs_tests::{apply, revert, App, CSpec, Calc, Work};
 
 #[test]
 fn seccomp_filtered_process_is_patched_and_survives() {
     let work = Work::new();
-    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+    let calc = Calc::build(&work);
     let app = work.executable("seccomp_app", &CSpec::plain(&["seccomp_app.c"]).link("calc"));
-    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let meta = calc.patch(&work);
 
     let mut app = App::start(&app);
     let pid = app.pid();

@@ -5,10 +5,9 @@
 //! exactly one id's shadows, and children forked during the churn must be able to use the
 //! table. The program checks every step and says `ok`; built with gcc and with clang.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
-use libpulp_rs_tests::{artifacts, run, CSpec, ToolOutput, Work};
+use libpulp_rs_tests::{program, run, CSpec, ToolOutput, Work};
 
 fn build(work: &Work, compiler: &str) -> PathBuf {
     let include = format!("-I{}/runtime/include", env!("CARGO_MANIFEST_DIR"));
@@ -17,15 +16,8 @@ fn build(work: &Work, compiler: &str) -> PathBuf {
     work.executable(&format!("shadow_stress_{compiler}"), &spec)
 }
 
-fn stress(exe: &PathBuf, preload: bool, args: &[&str]) -> ToolOutput {
-    let mut cmd = Command::new(exe);
-    cmd.args(args);
-    if preload {
-        cmd.env("LD_PRELOAD", &artifacts().runtime);
-    } else {
-        cmd.env_remove("LD_PRELOAD");
-    }
-    run(&mut cmd)
+fn stress(exe: &Path, preload: bool, args: &[&str]) -> ToolOutput {
+    run(&mut program(exe, preload, args))
 }
 
 /// The number after `key=` in the program's output.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use libpulp_rs_tests::{apply, revert, App, CSpec, Work};
+use libpulp_rs_tests::{apply, revert, App, CSpec, Calc, Work};
 
 fn queue_signal(pid: u32, value: i32) {
     let v = libc::sigval { sival_ptr: value as usize as *mut libc::c_void };
@@ -20,10 +20,9 @@ fn queue_signal(pid: u32, value: i32) {
 #[test]
 fn signals_during_apply_are_delivered_afterwards() {
     let work = Work::new();
-    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+    let calc = Calc::build(&work);
     let app = work.executable("sig_app", &CSpec::plain(&["sig_app.c"]).link("calc"));
-    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let meta = calc.patch(&work);
 
     let mut app = App::start(&app);
     let pid = app.pid();

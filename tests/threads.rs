@@ -1,7 +1,7 @@
 //! A multi-threaded process keeps running while patches are applied and reverted, and
 //! after each change every thread's next call gets the new result.
 
-use libpulp_rs_tests::{apply, revert, App, CSpec, Work};
+use libpulp_rs_tests::{apply, revert, App, CSpec, Calc, Work};
 
 /// `iters=I old=O new=N bad=B` -> (I, O, N, B)
 fn stats(app: &mut App) -> (u64, u64, u64, u64) {
@@ -14,10 +14,9 @@ fn stats(app: &mut App) -> (u64, u64, u64, u64) {
 #[test]
 fn threads() {
     let work = Work::new();
-    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+    let calc = Calc::build(&work);
     let app = work.executable("threads_app", &CSpec::plain(&["threads_app.c"]).link("calc").threads());
-    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let meta = calc.patch(&work);
 
     let mut app = App::start(&app);
     let pid = app.pid();

@@ -3,15 +3,14 @@
 //! refuses with a clear message and the process goes on unharmed; once the child has
 //! exited, the patch applies.
 
-use libpulp_rs_tests::{apply, App, CSpec, Work};
+use libpulp_rs_tests::{apply, App, CSpec, Calc, Work};
 
 #[test]
 fn vfork_parent_is_not_borrowed() {
     let work = Work::new();
-    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
-    let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+    let calc = Calc::build(&work);
     let app = work.executable("vfork_app", &CSpec::plain(&["vfork_app.c"]).link("calc"));
-    let meta = work.patch("calc", &fix, &[(&lib, &[("calc", "calc_fixed")])]);
+    let meta = calc.patch(&work);
 
     let mut app = App::start(&app);
     let pid = app.pid();

@@ -367,6 +367,18 @@ pub struct App {
     name: String,
 }
 
+/// `exe args` with the runtime preloaded when `preload`, and without any preload otherwise.
+pub fn program(exe: &Path, preload: bool, args: &[&str]) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    if preload {
+        cmd.env("LD_PRELOAD", &artifacts().runtime);
+    } else {
+        cmd.env_remove("LD_PRELOAD");
+    }
+    cmd
+}
+
 impl App {
     /// Starts `exe` with the runtime preloaded and waits for its `ready` line.
     pub fn start(exe: &Path) -> App {
@@ -375,14 +387,7 @@ impl App {
 
     /// Starts `exe` (with the runtime preloaded when `preload`) and waits for `ready`.
     pub fn start_with(exe: &Path, preload: bool, args: &[&str]) -> App {
-        let mut cmd = Command::new(exe);
-        cmd.args(args);
-        if preload {
-            cmd.env("LD_PRELOAD", &artifacts().runtime);
-        } else {
-            cmd.env_remove("LD_PRELOAD");
-        }
-        Self::start_command(cmd, &exe.file_name().unwrap().to_string_lossy())
+        Self::start_command(program(exe, preload, args), &exe.file_name().unwrap().to_string_lossy())
     }
 
     /// Starts `cmd` as it is (a wrapper such as `unshare` or `chroot` that ends by
@@ -500,6 +505,32 @@ impl Drop for App {
 /// The functions the universe tests replace in `uni_lib.c` (with `uni_fix.c`).
 pub const UNI_FUNCS: &[(&str, &str)] =
     &[("value", "value_new"), ("a", "a_new"), ("b", "b_new"), ("wait_and_get", "wait_and_get_new")];
+
+/// The calc fixture: the live-patchable `libcalc.so` (`calc.c`: `calc(x) = 2x`) and its
+/// patch object (`calc_fix.c`: `calc_fixed(x) = 2x + 1000`). Applications link it with
+/// `.link("calc")`.
+pub struct Calc {
+    pub lib: PathBuf,
+    pub fix: PathBuf,
+}
+
+impl Calc {
+    pub fn build(work: &Work) -> Calc {
+        let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]));
+        let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
+        Calc { lib, fix }
+    }
+
+    /// The application `calc_app.c` linked with it (`call N` answers `calc(N)=…`).
+    pub fn app(&self, work: &Work) -> PathBuf {
+        work.executable("calc_app", &CSpec::plain(&["calc_app.c"]).link("calc"))
+    }
+
+    /// The patch (transition) replacing `calc` with `calc_fixed`.
+    pub fn patch(&self, work: &Work) -> PathBuf {
+        work.patch("calc", &self.fix, &[(&self.lib, &[("calc", "calc_fixed")])])
+    }
+}
 
 /// The universe fixture: the live-patchable `libuni.so` (`uni_lib.c`, which may call
 /// `pulp_quiescent()`), its patch object (`uni_fix.c`) and the application that drives
