@@ -212,3 +212,67 @@ fn patch_object_is_a_directory() {
 fn patch_object_is_dev_zero() {
     not_a_regular_file("/dev/zero", |_| Some(PathBuf::from("/dev/zero")));
 }
+
+/// A transition refused after the patch's pre-patch callback accepted it (here: 300
+/// functions of the main executable are 300 code ranges, more than the runtime tracks):
+/// the post-unpatch callback undoes what the pre-patch one prepared, the process runs on
+/// unchanged, and the same request is refused again, not answered "already applied" for a
+/// patch that never was.
+#[test]
+fn refusal_after_the_pre_patch_callback_leaves_nothing_behind() {
+    const N: usize = 300;
+    let work = Work::new();
+    let dir = work.path();
+    let mut app_c = String::from("#include <stdio.h>\n");
+    let mut fix_c = String::from("#include <stdio.h>\n");
+    for i in 0..N {
+        app_c += &format!("int f{i}(int x) {{ return x + {i}; }}\n");
+        fix_c += &format!("int f{i}_new(int x) {{ return x + {i} + 1000; }}\n");
+    }
+    let table: Vec<String> = (0..N).map(|i| format!("f{i}")).collect();
+    app_c += &format!(
+        "static int (*const all[])(int) = {{ {} }};\n\
+         int main(void) {{\n  char line[64];\n  setvbuf(stdout, NULL, _IOLBF, 0);\n  puts(\"ready\");\n\
+           while (fgets(line, sizeof line, stdin)) {{\n    long s = 0;\n\
+             for (unsigned i = 0; i < sizeof all / sizeof *all; i++) s += all[i](0);\n\
+             printf(\"sum=%ld\\n\", s);\n  }}\n  return 0;\n}}\n",
+        table.join(", ")
+    );
+    let events = dir.join("events");
+    fix_c += &format!(
+        "static void event(const char *what) {{ FILE *f = fopen(\"{}\", \"a\"); if (f) {{ fprintf(f, \"%s\\n\", what); fclose(f); }} }}\n\
+         int pulp_pre_patch(char *why, unsigned long size) {{ (void)why; (void)size; event(\"pre_patch\"); return 0; }}\n\
+         void pulp_post_unpatch(void) {{ event(\"post_unpatch\"); }}\n",
+        events.display()
+    );
+    std::fs::write(dir.join("wide_app.c"), app_c).unwrap();
+    std::fs::write(dir.join("wide_fix.c"), fix_c).unwrap();
+    let exe = work
+        .executable("wide_app", &CSpec { files: vec![dir.join("wide_app.c")], patchable: true, ..CSpec::default() });
+    let fix = work.shared("wide_fix", &CSpec { files: vec![dir.join("wide_fix.c")], ..CSpec::default() });
+    let names: Vec<(String, String)> = (0..N).map(|i| (format!("f{i}"), format!("f{i}_new"))).collect();
+    let funcs: Vec<(&str, &str)> = names.iter().map(|(o, n)| (o.as_str(), n.as_str())).collect();
+    let meta = work.patch("wide", &fix, &[(&exe, &funcs)]);
+
+    let mut app = App::start(&exe);
+    let unpatched = format!("sum={}", (0..N).sum::<usize>());
+    assert_eq!(app.ask("sum"), unpatched);
+    let pid = app.pid().to_string();
+    for attempt in 1..=2 {
+        let l = trigger_args(&["-p", &pid, meta.to_str().unwrap()]);
+        assert_eq!(l.out.code, Some(1), "attempt {attempt}: {:#?}", l.out);
+        assert!(said(&l).contains("code ranges"), "attempt {attempt} says why: {:#?}", l.out);
+        assert_eq!(app.ask("sum"), unpatched, "attempt {attempt}: nothing of the patch runs");
+        let log = std::fs::read_to_string(&events).unwrap();
+        assert_eq!(log, "pre_patch\npost_unpatch\n".repeat(attempt), "attempt {attempt}: callbacks");
+    }
+    let listed = pulp(&["patches", "-p", &pid]);
+    listed.assert_ok("pulp patches");
+    assert!(!listed.stdout.contains(&meta_id(&meta)), "no patch listed: {listed:#?}");
+    app.assert_alive();
+}
+
+/// The short id `pulp patches` lists a patch by.
+fn meta_id(meta: &Path) -> String {
+    PatchMeta::decode(&std::fs::read(meta).unwrap()).unwrap().short_id()
+}

@@ -236,7 +236,7 @@ impl Registry {
     /// any thread.
     fn start(&mut self, plan: Plan) -> Result<Vec<FuncReply>, String> {
         let Plan { kind, patches, replaced, immediate, changes, gates, ranges } = plan;
-        transition::prepare(&ranges)?;
+        transition::prepare(&ranges, immediate)?;
         // This transition uses the view of its id's parity; the other view may still be
         // read by a thread preempted in the dispatcher during the previous transition.
         let id = self.last_id + 1;
@@ -548,12 +548,34 @@ pub fn apply(
         return Err(e);
     }
 
-    // Commit.
-    let funcs: Vec<(usize, u64)> = funcs_planned
-        .iter()
-        .zip(&news)
-        .map(|(p, &new)| reg.descs.desc_for(p).map(|d| (d, new)))
-        .collect::<Result<_, _>>()?;
+    // Commit. A refusal from here on (no descriptor left, too many code ranges for a
+    // transition) comes after the pre-patch callback: as for a rolled-back transition, the
+    // post-unpatch callback undoes what it prepared, and the patch leaves the list.
+    let replies = match start_apply(reg, &id, &funcs_planned, &news, &gate_plan, inside, immediate) {
+        Ok(replies) => replies,
+        Err(e) => {
+            let _ = reg.run_callback(&id, Callback::PostUnpatch);
+            reg.patches.pop();
+            return Err(e);
+        }
+    };
+    write_reply(&replies, buf)?;
+    Ok(EntryStatus::Transition)
+}
+
+/// Start the transition of the patch `id`, the last of the list, whose functions
+/// `planned` get the versions `news`.
+fn start_apply(
+    reg: &mut Registry,
+    id: &str,
+    planned: &[Planned],
+    news: &[u64],
+    gate_plan: &[Planned],
+    inside: &[(u64, u64)],
+    immediate: bool,
+) -> Result<Vec<FuncReply>, String> {
+    let funcs: Vec<(usize, u64)> =
+        planned.iter().zip(news).map(|(p, &new)| reg.descs.desc_for(p).map(|d| (d, new))).collect::<Result<_, _>>()?;
     let gates: Vec<usize> = gate_plan.iter().map(|g| reg.descs.desc_for(g)).collect::<Result<_, _>>()?;
     let last = reg.patches.len() - 1;
     reg.patches[last].funcs = funcs.clone();
@@ -564,12 +586,12 @@ pub fn apply(
         Vec::new()
     };
     // What each changing descriptor runs once the transition is through.
-    let mut plan: Vec<(usize, u64)> = funcs.iter().map(|&(d, new)| (d, new)).collect();
+    let mut plan = funcs.clone();
     reg.plan_removal(&replaced, &mut plan);
     let ranges = reg.ranges(inside, None);
     let replies = reg.start(Plan {
         kind: Kind::Apply,
-        patches: vec![id.clone()],
+        patches: vec![id.to_string()],
         replaced,
         immediate,
         changes: plan,
@@ -582,8 +604,7 @@ pub fn apply(
         funcs.len(),
         reg.last_id
     ));
-    write_reply(&replies, buf)?;
-    Ok(EntryStatus::Transition)
+    Ok(replies)
 }
 
 /// Start reverting patches `ids` (already checked to be applied).

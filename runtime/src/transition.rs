@@ -57,8 +57,9 @@ pub static TOOL_LOG: ThreadLog = ThreadLog::new();
 /// they can read and set any thread's word, and the one new threads start with.
 pub static CLEARED_OFFSETS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
-/// Set what counts as inside, and empty the logs, before a transition starts.
-pub fn prepare(ranges: &[(u64, u64)]) -> Result<(), String> {
+/// Set what counts as inside, and empty the logs, before a transition starts
+/// (`immediate`: one that switches every thread at once, with no gate).
+pub fn prepare(ranges: &[(u64, u64)], immediate: bool) -> Result<(), String> {
     if ranges.len() > MAX_RANGES {
         return Err(format!(
             "the targets and patch objects have {} code ranges, the runtime tracks {MAX_RANGES}",
@@ -72,8 +73,12 @@ pub fn prepare(ranges: &[(u64, u64)]) -> Result<(), String> {
     RANGE_COUNT.store(ranges.len(), Ordering::Release);
     GATE_LOG.clear();
     TOOL_LOG.clear();
-    let size = xsave_size().ok_or("this CPU has no XSAVE: transitions are not supported (mark the patch immediate)")?;
-    pulp_trm::xsave_size().store(size, Ordering::Relaxed);
+    // Only gates save the extended state, and an immediate switch has none.
+    if !immediate {
+        let size =
+            xsave_size().ok_or("this CPU has no XSAVE: transitions are not supported (mark the patch immediate)")?;
+        pulp_trm::xsave_size().store(size, Ordering::Relaxed);
+    }
     pulp_trm::set_gate_hook(gate_clear);
     let (tpoff, dtpoff) = pulp_trm::cleared_offsets();
     let image = crate::loader::own_tls_image().ok_or("cannot find the runtime's own TLS image")?;
