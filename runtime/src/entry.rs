@@ -107,7 +107,8 @@ extern "C" fn constructor() {
         unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_REGISTER_SYNC_CORE, 0, 0) };
     }
     map_entry_stack();
-    crate::patchdir::at_load();
+    // No panic may leave a constructor: it would abort the process before `main`.
+    let _ = catch_unwind(crate::patchdir::at_load);
 }
 
 /// Map the entry stack with a guard page below it; without it (mmap refused), entries run

@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 
 /// Apply `meta_bytes` (a `patch.meta`) with `object`, immediately.
 pub fn apply(reg: &mut Registry, meta_bytes: &[u8], object: Object<'_>) -> Result<EntryStatus, String> {
-    let writer = CodeWriter::open().ok_or("this process cannot write its own code (a seccomp filter, or no /proc)")?;
+    let writer = CodeWriter::require()?;
     // Room for a reply naming every descriptor the runtime has.
     let mut buf = vec![0u8; 4 + pulp_trm::DESC_COUNT * abi::FUNC_REPLY_SIZE];
     let status = registry::apply(reg, meta_bytes, &[], &[], object, &mut buf)?;
@@ -43,37 +43,39 @@ impl CodeWriter {
         std::fs::OpenOptions::new().read(true).write(true).open("/proc/self/mem").ok().map(Self)
     }
 
-    /// Write the code the reply in `buf` asks for.
-    pub fn write_reply(&self, buf: &[u8]) -> Result<(), String> {
-        write_code(&self.0, buf)
+    /// As `open`, with the reason as an error.
+    pub fn require() -> Result<Self, String> {
+        Self::open().ok_or_else(|| "this process cannot write its own code (a seccomp filter, or no /proc)".into())
     }
-}
 
-/// Write the code a reply in `buf` asks for (see `prologue::code_writes`).
-fn write_code(mem: &std::fs::File, buf: &[u8]) -> Result<(), String> {
-    let replies = abi::decode_reply(buf).ok_or("the runtime's own reply is malformed")?;
-    let tables = Tables {
-        descs: pulp_trm::descriptors().as_ptr() as u64,
-        desc_size: std::mem::size_of::<abi::Descriptor>() as u64,
-        far_stubs: pulp_trm::far_stub(0) as u64,
-    };
-    let writes = prologue::code_writes(&replies, tables, |addr, len| {
-        let mut b = vec![0u8; len];
-        mem.read_exact_at(&mut b, addr).ok().map(|_| b)
-    })?;
-    let write = |addr: u64, bytes: &[u8]| {
-        mem.write_all_at(bytes, addr).map_err(|e| format!("cannot write code at {addr:#x}: {e}"))
-    };
-    for (addr, bytes) in &writes.pads {
-        write(*addr, bytes)?;
+    /// Write `bytes` at `addr`.
+    pub fn write(&self, addr: u64, bytes: &[u8]) -> Result<(), String> {
+        self.0.write_all_at(bytes, addr).map_err(|e| format!("cannot write code at {addr:#x}: {e}"))
     }
-    if !writes.pads.is_empty() {
-        crate::entry::sync_core();
-    }
-    for (at, plan) in &writes.entries {
-        for (offset, byte) in plan {
-            write(at + offset, &[*byte])?;
+
+    /// Write the code the reply in `buf` asks for (see `prologue::code_writes`).
+    pub fn write_reply(&self, buf: &[u8]) -> Result<(), String> {
+        let replies = abi::decode_reply(buf).ok_or("the runtime's own reply is malformed")?;
+        let tables = Tables {
+            descs: pulp_trm::descriptors().as_ptr() as u64,
+            desc_size: std::mem::size_of::<abi::Descriptor>() as u64,
+            far_stubs: pulp_trm::far_stub(0) as u64,
+        };
+        let writes = prologue::code_writes(&replies, tables, |addr, len| {
+            let mut b = vec![0u8; len];
+            self.0.read_exact_at(&mut b, addr).ok().map(|_| b)
+        })?;
+        for (addr, bytes) in &writes.pads {
+            self.write(*addr, bytes)?;
         }
+        if !writes.pads.is_empty() {
+            crate::entry::sync_core();
+        }
+        for (at, plan) in &writes.entries {
+            for (offset, byte) in plan {
+                self.write(at + offset, &[*byte])?;
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -224,7 +224,6 @@ fn r_debug() -> Option<RDebug> {
 /// and its opcode last (one byte: a thread calling it meanwhile runs either `ret` or the
 /// whole jump).
 fn hook_linker() -> Result<(), String> {
-    use std::os::unix::fs::FileExt;
     let brk = r_debug().ok_or("the dynamic linker has no r_debug")?.brk;
     if brk == 0 {
         return Err("the dynamic linker's r_brk is not set".into());
@@ -245,14 +244,10 @@ fn hook_linker() -> Result<(), String> {
     let target = on_linker_change as *const () as u64;
     let rel =
         i32::try_from(target as i64 - (at as i64 + 5)).map_err(|_| "the runtime is out of reach of the linker")?;
-    let mem = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/proc/self/mem")
-        .map_err(|e| format!("cannot open /proc/self/mem: {e}"))?;
-    mem.write_all_at(&rel.to_le_bytes(), at + 1).map_err(|e| e.to_string())?;
+    let writer = local::CodeWriter::require()?;
+    writer.write(at + 1, &rel.to_le_bytes())?;
     crate::entry::sync_core();
-    mem.write_all_at(&[0xe9], at).map_err(|e| e.to_string())?;
-    Ok(())
+    writer.write(at, &[0xe9])
 }
 
 /// Bytes compilers pad functions with (multi-byte NOPs, `int3`).
