@@ -36,7 +36,8 @@ void pulp_quiescent(void) __attribute__((weak));
  *   pulp_post_patch   once every thread runs the patch (after --force too).
  *   pulp_pre_unpatch  before a revert starts (cannot refuse).
  *   pulp_post_unpatch once no thread runs the patch any more; also after an apply that
- *                     was rolled back (--reverse), since pre_patch ran.
+ *                     was rolled back (--reverse) or refused after pre_patch returned 0
+ *                     (e.g. too many code ranges for a transition), since pre_patch ran.
  * A revert rolled back runs pulp_post_patch again. The callbacks of patches a cumulative
  * (%replace) patch replaces are not run: the cumulative patch's take over.            */
 int pulp_pre_patch(char *why, unsigned long size);
