@@ -149,16 +149,8 @@ pub fn move_stopped(
     if regs.fs_base == 0 || run.is_inside(regs.rip) {
         return Ok(false);
     }
-    let mut d = Driver {
-        proc,
-        run: &run,
-        unwinder: None,
-        maps: maps.to_vec(),
-        known: HashMap::new(),
-        progress: Progress::default(),
-    };
-    if !run.done(d.word(regs.fs_base)) {
-        if d.stack_mentions_inside(regs.rsp)? {
+    if !run.done(run.word(proc, regs.fs_base)) {
+        if unwind::stack_mentions(proc, maps, regs.rsp, &run.inside) {
             return Ok(false);
         }
         proc.write(regs.fs_base.wrapping_add(run.tpoff as u64), &run.moved_value().to_le_bytes())?;
@@ -229,10 +221,7 @@ impl Driver<'_> {
     }
 
     fn word(&self, fs_base: u64) -> u64 {
-        self.proc
-            .read_array::<8>(fs_base.wrapping_add(self.run.tpoff as u64))
-            .map(u64::from_le_bytes)
-            .unwrap_or(u64::MAX)
+        self.run.word(self.proc, fs_base)
     }
 
     /// Stop one thread, move it if nothing of it is inside, resume it.
@@ -253,30 +242,13 @@ impl Driver<'_> {
         result
     }
 
-    /// Whether any 8-byte word of the thread's stack, from `rsp` to the end of its
-    /// mapping (at most 8 MiB), points inside (an end address included: the return
-    /// address of a call that ends a function). A frame inside would have left its
-    /// return address there (an interrupted one, its `rip` in a signal frame), so a stack
-    /// that mentions nothing inside has no frame inside; one that does may only hold a
-    /// stale word or a pointer, which a walk tells apart.
+    /// Whether the thread's stack mentions the inside (`unwind::stack_mentions`); a
+    /// thread born since the maps were read has its stack in a mapping not seen yet.
     fn stack_mentions_inside(&mut self, rsp: u64) -> Result<bool> {
-        let find = |maps: &[crate::process::Mapping]| maps.iter().find(|m| (m.start..m.end).contains(&rsp)).cloned();
-        let mapping = match find(&self.maps) {
-            Some(m) => Some(m),
-            None => {
-                self.maps = self.proc.mappings()?;
-                find(&self.maps)
-            }
-        };
-        let Some(m) = mapping else { return Ok(true) };
-        let start = rsp & !7;
-        let end = m.end.min(start + (8 << 20));
-        let Ok(bytes) = self.proc.read(start, (end - start) as usize) else { return Ok(true) };
-        let inside = &self.run.inside;
-        Ok(bytes.chunks_exact(8).any(|w| {
-            let v = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-            inside.iter().any(|&(s, e)| (s..=e).contains(&v))
-        }))
+        if !self.maps.iter().any(|m| (m.start..m.end).contains(&rsp)) {
+            self.maps = self.proc.mappings()?;
+        }
+        Ok(unwind::stack_mentions(self.proc, &self.maps, rsp, &self.run.inside))
     }
 
     fn judge(&mut self, tid: i32, regs: &libc::user_regs_struct) -> Result<Sample> {
@@ -298,10 +270,9 @@ impl Driver<'_> {
         }
         let Some(unwinder) = self.unwinder.as_mut() else { return Ok(Sample::NeedsWalk) };
         let walk = unwinder.walk(proc, regs);
-        let mut inside = walk.frames.iter().any(|&a| run.is_inside(a) || run.is_inside(a.wrapping_sub(1)));
-        if !inside && !walk.complete {
-            inside = unwind::stack_mentions(proc, &proc.mappings()?, regs.rsp, &run.inside);
-        }
+        // The stack mentions the inside (above): only a complete walk can clear the thread.
+        let inside =
+            !walk.complete || walk.frames.iter().any(|&a| run.is_inside(a) || run.is_inside(a.wrapping_sub(1)));
         if inside {
             return Ok(Sample::Inside);
         }

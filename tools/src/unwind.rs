@@ -256,17 +256,21 @@ impl Unwinder {
     }
 }
 
-/// Whether any 8-byte word of the thread's stack, from `rsp` to the end of the
-/// mapping holding it (at most 8 MiB), points into `ranges`: the conservative answer
-/// when unwinding fails.
+/// Whether any 8-byte word of the thread's stack, from `rsp` to the end of the mapping
+/// holding it (at most 8 MiB), points into `ranges` (an end address included: the return
+/// address of a call that ends a function). A frame inside would have left its return
+/// address there (an interrupted one, its `rip` in a signal frame), so a stack that
+/// mentions nothing inside has no frame inside; one that does may only hold a stale word
+/// or a pointer, which a walk tells apart. An unknown or unreadable stack counts as
+/// mentioning.
 pub fn stack_mentions(proc: &Process, maps: &[Mapping], rsp: u64, ranges: &[(u64, u64)]) -> bool {
     let Some(m) = maps.iter().find(|m| (m.start..m.end).contains(&rsp)) else { return true };
-    let end = m.end.min(rsp + (8 << 20));
     let start = rsp & !7;
+    let end = m.end.min(start + (8 << 20));
     match proc.read(start, (end - start) as usize) {
         Ok(bytes) => bytes.chunks_exact(8).any(|w| {
-            let v = u64::from_le_bytes(w.try_into().unwrap());
-            ranges.iter().any(|&(s, e)| (s..e).contains(&v))
+            let v = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            ranges.iter().any(|&(s, e)| (s..=e).contains(&v))
         }),
         Err(_) => true,
     }
