@@ -355,7 +355,7 @@ pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
         .map(|p| &p.meta)
         .collect();
     let immediate = !pending.is_empty() && pending.iter().all(|m| m.flags & FLAG_IMMEDIATE != 0);
-    if read_u64(&proc, info.armed)? == 1 && !immediate {
+    if proc.read_u64(info.armed)? == 1 && !immediate {
         // Armed: every entry was written; just move the rest of the threads.
         return complete(&proc, &objects, &info, opts, false).map(Some);
     }
@@ -392,15 +392,11 @@ pub(crate) fn call(proc: &Process, thread: &mut Hijacked, info: &RuntimeInfo, re
             Err(TriggerError::Refused { pid, message })
         }
         EntryStatus::Busy => {
-            let owner = read_u64(proc, info.entry_owner).unwrap_or(0);
+            let owner = proc.read_u64(info.entry_owner).unwrap_or(0);
             Err(TriggerError::Busy { pid, tid: owner as i32 })
         }
         _ => Ok(status),
     }
-}
-
-fn read_u64(proc: &Process, addr: u64) -> Result<u64> {
-    Ok(u64::from_le_bytes(proc.read_array::<8>(addr)?))
 }
 
 /// Move every thread, then finish the transition (or force, or reverse it). `held_moved`:

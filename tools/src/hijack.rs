@@ -230,8 +230,8 @@ impl Hijacked {
                     self.tracee.interrupt()?;
                     match self.tracee.wait(Some(Duration::from_secs(5)))? {
                         Stop::Gone => return Err(self.exited()),
-                        _ if self.recover(0)? => continue,
-                        _ => return Err(self.unguarded(format!("did not return within {:?}", self.limit))),
+                        _ if self.recover(proc, 0)? => continue,
+                        _ => return Err(self.unguarded(proc, format!("did not return within {:?}", self.limit))),
                     }
                 }
             };
@@ -246,9 +246,9 @@ impl Hijacked {
                     self.tracee.resume()?;
                 }
                 Stop::Signal(sig) if FAULT_SIGNALS.contains(&sig) => {
-                    if !self.recover(sig)? {
+                    if !self.recover(proc, sig)? {
                         let at = self.tracee.regs().map(|r| r.rip).unwrap_or(0);
-                        return Err(self.unguarded(format!("signal {sig} at {at:#x}")));
+                        return Err(self.unguarded(proc, format!("signal {sig} at {at:#x}")));
                     }
                 }
                 Stop::Signal(sig) => {
@@ -267,9 +267,8 @@ impl Hijacked {
     /// time). Inside a guarded call, send it to the runtime's recovery point, which
     /// returns from that call as abandoned; the signal is not delivered. `false` when no
     /// guarded call is in progress.
-    fn recover(&mut self, sig: i32) -> Result<bool> {
-        let proc_pid = self.tracee.pid;
-        let depth = read_word(proc_pid, self.info.guard_depth).unwrap_or(0);
+    fn recover(&mut self, proc: &Process, sig: i32) -> Result<bool> {
+        let depth = proc.read_u64(self.info.guard_depth).unwrap_or(0);
         if depth == 0 {
             return Ok(false);
         }
@@ -296,13 +295,9 @@ impl Hijacked {
     /// The thread faulted or hung outside any guarded call (a defect of the runtime): it
     /// is put back where it was, and the entry-stack claim it held is released so that
     /// later requests are served.
-    fn unguarded(&self, what: String) -> TriggerError {
-        let pid = self.tracee.pid;
-        let tid = self.tracee.tid as u64;
-        if let Ok(proc) = Process::open(pid) {
-            if read_word(pid, self.info.entry_owner).unwrap_or(0) == tid {
-                let _ = proc.write(self.info.entry_owner, &0u64.to_le_bytes());
-            }
+    fn unguarded(&self, proc: &Process, what: String) -> TriggerError {
+        if proc.read_u64(self.info.entry_owner).unwrap_or(0) == self.tracee.tid as u64 {
+            let _ = proc.write(self.info.entry_owner, &0u64.to_le_bytes());
         }
         self.crashed(what)
     }
@@ -328,21 +323,12 @@ pub fn proc_name(pid: i32) -> String {
     crate::process::read_proc_file(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-/// Read a `u64` of the target.
-fn read_word(pid: i32, addr: u64) -> Option<u64> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, addr).ok()?;
-    Some(u64::from_le_bytes(b))
-}
-
 /// Refuse at once when another thread holds the runtime's entry stack (a request of an
 /// earlier tool still running, e.g. a patch's constructor that sleeps); a claim left by a
 /// thread that no longer exists (the process forked while a request ran, so the child
 /// inherited it) is cleared.
 fn check_not_busy(proc: &Process, info: &RuntimeInfo) -> Result<()> {
-    let owner = u64::from_le_bytes(proc.read_array::<8>(info.entry_owner)?);
+    let owner = proc.read_u64(info.entry_owner)?;
     if owner == 0 {
         return Ok(());
     }

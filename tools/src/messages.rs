@@ -28,13 +28,13 @@ pub fn read(pid: i32) -> Result<Vec<Message>> {
     // The runtime makes the counter odd while it writes a line: read until a copy is
     // taken between two equal even counts.
     for _ in 0..1000 {
-        let seq = proc.read_array::<8>(info.messages).map(u64::from_le_bytes)?;
+        let seq = proc.read_u64(info.messages)?;
         if seq % 2 == 1 {
             std::thread::yield_now();
             continue;
         }
         let area = proc.read(info.messages, info.messages_len as usize)?;
-        if proc.read_array::<8>(info.messages).map(u64::from_le_bytes)? == seq {
+        if proc.read_u64(info.messages)? == seq {
             return Ok(MessageRing::decode(&area).iter().map(|l| parse(l)).collect());
         }
     }

@@ -174,6 +174,11 @@ impl Process {
         Ok(self.read(addr, N)?.try_into().expect("read returns N bytes"))
     }
 
+    /// Read a `u64` of the target.
+    pub fn read_u64(&self, addr: u64) -> Result<u64> {
+        self.read_array::<8>(addr).map(u64::from_le_bytes)
+    }
+
     /// Write bytes through `/proc/PID/mem`: this works on read-only code pages without
     /// changing their protection. It is NOT one atomic store: callers that write code
     /// that may be running write one byte at a time in a safe order.

@@ -40,7 +40,7 @@ impl Running {
 
     /// A thread's `cleared` word, read without stopping it (`u64::MAX` if unreadable).
     pub fn word(&self, proc: &Process, fs_base: u64) -> u64 {
-        proc.read_array::<8>(fs_base.wrapping_add(self.tpoff as u64)).map(u64::from_le_bytes).unwrap_or(u64::MAX)
+        proc.read_u64(fs_base.wrapping_add(self.tpoff as u64)).unwrap_or(u64::MAX)
     }
 
     fn moved_value(&self) -> u64 {
@@ -86,15 +86,11 @@ pub enum Driven {
     Stuck(Progress, Vec<Holder>),
 }
 
-fn read_u64(proc: &Process, addr: u64) -> Result<u64> {
-    Ok(u64::from_le_bytes(proc.read_array::<8>(addr)?))
-}
-
 /// The runtime's published status (retried while the runtime rewrites it).
 pub fn read_status(proc: &Process, info: &RuntimeInfo) -> Result<Status> {
     let bad = |what: String| TriggerError::Target { pid: proc.pid, what: format!("unreadable runtime status: {what}") };
     for _ in 0..1000 {
-        let seq = read_u64(proc, info.status)?;
+        let seq = proc.read_u64(info.status)?;
         if seq % 2 == 1 {
             std::thread::yield_now();
             continue;
@@ -107,7 +103,7 @@ pub fn read_status(proc: &Process, info: &RuntimeInfo) -> Result<Status> {
             return Ok(Status::default());
         }
         let data = proc.read(info.status + 12, len as usize)?;
-        if read_u64(proc, info.status)? == seq {
+        if proc.read_u64(info.status)? == seq {
             return Status::decode(&data).map_err(|e| bad(e.to_string()));
         }
     }
@@ -116,7 +112,7 @@ pub fn read_status(proc: &Process, info: &RuntimeInfo) -> Result<Status> {
 
 /// The transition in progress, if any.
 pub fn running(proc: &Process, info: &RuntimeInfo, runtime_code: &[(u64, u64)]) -> Result<Option<Running>> {
-    let id = read_u64(proc, info.transition)?;
+    let id = proc.read_u64(info.transition)?;
     if id == 0 {
         return Ok(None);
     }
@@ -125,9 +121,9 @@ pub fn running(proc: &Process, info: &RuntimeInfo, runtime_code: &[(u64, u64)]) 
     inside.extend_from_slice(runtime_code);
     Ok(Some(Running {
         id,
-        goal: read_u64(proc, info.goal)?,
-        tpoff: read_u64(proc, info.cleared_offsets)? as i64,
-        image: read_u64(proc, info.cleared_offsets + 8)?,
+        goal: proc.read_u64(info.goal)?,
+        tpoff: proc.read_u64(info.cleared_offsets)? as i64,
+        image: proc.read_u64(info.cleared_offsets + 8)?,
         inside,
     }))
 }
@@ -157,7 +153,7 @@ pub fn move_stopped(
     }
     // Keep what an earlier tool logged (`--continue`), add this thread.
     let cap = info.log_cap as usize;
-    let count = (read_u64(proc, info.tool_log)? as usize).min(cap);
+    let count = (proc.read_u64(info.tool_log)? as usize).min(cap);
     let mut entries = ThreadLog::decode(&proc.read(info.tool_log, 8 + count * 16)?, cap);
     entries.retain(|&(t, _)| t != tid);
     entries.push((tid, regs.fs_base));
@@ -175,7 +171,7 @@ pub fn logged(proc: &Process, info: &RuntimeInfo) -> Result<Vec<(i32, u64)>> {
     let cap = info.log_cap as usize;
     let mut out = Vec::new();
     for log in [info.gate_log, info.tool_log] {
-        let count = (read_u64(proc, log)? as usize).min(cap);
+        let count = (proc.read_u64(log)? as usize).min(cap);
         let bytes = proc.read(log, 8 + count * 16)?;
         out.extend(ThreadLog::decode(&bytes, cap));
     }
