@@ -119,13 +119,9 @@ pub struct Outcome {
     pub transition: Option<Ended>,
 }
 
-/// Apply or revert `meta` (whose encoded form is `bytes`) in process `pid`.
-pub fn run(pid: i32, meta: &PatchMeta, bytes: &[u8], mode: Mode, opts: Options) -> Result<Outcome> {
-    run_shared(pid, meta, bytes, mode, opts, &PatchObjects::default())
-}
-
-/// `run`, taking the patch object from `objects` (one operation on many processes).
-pub fn run_shared(
+/// Apply or revert `meta` (whose encoded form is `bytes`) in process `pid`, taking the
+/// patch object from `objects` (shared by the processes of one operation).
+pub fn run(
     pid: i32,
     meta: &PatchMeta,
     bytes: &[u8],
@@ -152,13 +148,13 @@ pub fn run_shared(
     let listed = status.patches.iter().find(|p| p.meta.id() == id).map(|p| p.state);
     let quiet = status.transition == 0;
     let nothing = |status| Ok(Outcome { status, functions, stopped: None, total: t0.elapsed(), transition: None });
-    match (mode, listed) {
-        // Nothing to do, and nothing needs a thread stopped to know it.
-        (Mode::Revert, None | Some(PatchState::Replaced)) if quiet => return nothing(EntryStatus::NothingToDo),
-        (Mode::Apply, Some(PatchState::Applied)) if quiet && entries_intact(&proc, &objects, &info, meta) => {
-            return nothing(EntryStatus::NothingToDo)
-        }
-        _ => {}
+    let already = match mode {
+        Mode::Apply => listed == Some(PatchState::Applied),
+        Mode::Revert => matches!(listed, None | Some(PatchState::Replaced)),
+    };
+    // Nothing to do, and nothing needs a thread stopped to know it.
+    if quiet && already && (mode == Mode::Revert || entries_intact(&proc, &objects, &info, meta)) {
+        return nothing(EntryStatus::NothingToDo);
     }
     let known = KnownEntries::read(&proc, &info)?;
     check_functions(&proc, &objects, &info, &known, meta, mode)?;
@@ -170,10 +166,6 @@ pub fn run_shared(
     };
     phases::mark("object");
     if opts.dry_run {
-        let already = match mode {
-            Mode::Apply => listed == Some(PatchState::Applied),
-            Mode::Revert => matches!(listed, None | Some(PatchState::Replaced)),
-        };
         return nothing(if already { EntryStatus::NothingToDo } else { EntryStatus::Done });
     }
     let immediate = meta.flags & FLAG_IMMEDIATE != 0;
@@ -244,11 +236,7 @@ pub fn revert_all(pid: i32, target: &str, opts: Options) -> Result<Outcome> {
     let objects = proc.objects()?;
     let info = runtime_info(&proc, &objects)?;
     let status = transition::read_status(&proc, &info)?;
-    let name = |p: &str| p.rsplit('/').next().unwrap_or(p).trim_end_matches(" (deleted)").to_string();
-    let obj = objects
-        .iter()
-        .find(|o| o.path == target || hex(&o.build_id) == target)
-        .or_else(|| objects.iter().find(|o| name(&o.path) == name(target)))
+    let obj = crate::select::find_object(&objects, target)
         .ok_or_else(|| TriggerError::TargetNotMapped { pid, path: target.to_string() })?;
     let patches: Vec<&PatchMeta> = status
         .patches
@@ -691,10 +679,10 @@ fn read_reply(proc: &Process, info: &RuntimeInfo) -> Result<Vec<FuncReply>> {
     abi::decode_reply(&proc.read(info.buffer, len)?).ok_or_else(malformed)
 }
 
-/// Bring each entry's code to what the runtime asked for (`prologue::code_writes`);
-/// returns how many entries changed. With `held`, the thread the tool holds runs the
+/// Bring each entry's code to what the runtime asked for (`prologue::code_writes`).
+/// With `held`, the thread the tool holds runs the
 /// membarrier after new pads; without it, one is borrowed for that moment.
-fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply], held: Option<&mut Hijacked>) -> Result<usize> {
+fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply], held: Option<&mut Hijacked>) -> Result<()> {
     let tables = prologue::Tables { descs: info.descs, desc_size: info.desc_size(), far_stubs: info.far_stubs };
     let writes = prologue::code_writes(replies, tables, |addr, len| proc.read(addr, len).ok())
         .map_err(|what| TriggerError::Target { pid: proc.pid, what })?;
@@ -725,5 +713,5 @@ fn write_code(proc: &Process, info: &RuntimeInfo, replies: &[FuncReply], held: O
             proc.write(at + offset, &[*byte])?;
         }
     }
-    Ok(writes.entries.len())
+    Ok(())
 }

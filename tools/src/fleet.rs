@@ -272,7 +272,7 @@ pub fn perform(
 ) -> ProcessResult {
     phases::start();
     let result = match *op {
-        Operation::Patch { meta, bytes, mode } => apply::run_shared(pid, meta, bytes, mode, opts, objects).map(|o| {
+        Operation::Patch { meta, bytes, mode } => apply::run(pid, meta, bytes, mode, opts, objects).map(|o| {
             let kind = match (mode, o.status) {
                 (_, _) if rolled_back(&o.transition) => Kind::RolledBack,
                 (Mode::Apply, EntryStatus::NothingToDo) => Kind::AlreadyApplied,

@@ -216,22 +216,6 @@ pub fn user_id(user: &str) -> Result<u32, String> {
     }
 }
 
-/// The name of user `uid` (the number when the password database does not know it).
-pub fn user_name(uid: u32) -> String {
-    // SAFETY: as in `user_id`: `pwd` and `buf` outlive the call; `pw_name` points into
-    // `buf` and is read before `buf` is dropped.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 16 << 10];
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
-        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return uid.to_string();
-        }
-        std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,7 +234,6 @@ mod tests {
         assert_eq!(user_id("root"), Ok(0));
         assert_eq!(user_id("1234"), Ok(1234));
         assert!(user_id("no-such-user-here").unwrap_err().contains("no-such-user-here"));
-        assert_eq!(user_name(0), "root");
     }
 
     #[test]

@@ -273,11 +273,15 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 .map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
             let functions: usize = meta.targets.iter().map(|t| t.functions.len()).sum();
             let references: usize = meta.targets.iter().map(|t| t.references.len()).sum();
-            let refs = if references == 0 { String::new() } else { format!(" and {}", count(references, "reference")) };
+            let refs = if references == 0 {
+                String::new()
+            } else {
+                format!(" and {}", text::count(references, "reference", "references"))
+            };
             println!(
                 "packed {}{refs} in {} into {}",
-                count(functions, "function"),
-                count(meta.targets.len(), "target"),
+                text::count(functions, "function", "functions"),
+                text::count(meta.targets.len(), "target", "targets"),
                 output.display()
             );
         }
@@ -440,14 +444,6 @@ fn patches_all(json: bool) -> Result<ExitCode, String> {
 }
 
 /// "1 function", "2 functions".
-fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
 /// Write `data` to `path` through a temporary file in the same folder, so that a reader
 /// never sees a half-written patch.meta.
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
