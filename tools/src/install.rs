@@ -15,23 +15,15 @@ pub fn patch_dir(dir: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/etc/pulp/patches.d"))
 }
 
-/// The owners a file of the directory may have: root and the user running this.
-fn owners() -> Vec<u32> {
-    // SAFETY: geteuid has no arguments and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    let mut o = vec![0, me];
-    o.dedup();
-    o
-}
-
 /// Read a `.meta` and its patch object, checked as `pulp-trigger` checks them.
 fn read_patch(meta_path: &Path) -> Result<(PatchMeta, Vec<u8>), String> {
     let abs = std::path::absolute(meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let bytes = pulp_meta::trust::read_trusted(&abs, &owners(), "the patch.meta")
+    let bytes = pulp_meta::trust::read_trusted(&abs, &crate::patchfile::tool_owners(), "the patch.meta")
         .map_err(|e| format!("{}: {e}", meta_path.display()))?;
     let meta = PatchMeta::decode(&bytes).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let object = pulp_meta::trust::read_trusted(Path::new(&meta.patch_so), &owners(), "the patch object")
-        .map_err(|e| format!("{}: {e}", meta.patch_so))?;
+    let object =
+        pulp_meta::trust::read_trusted(Path::new(&meta.patch_so), &crate::patchfile::tool_owners(), "the patch object")
+            .map_err(|e| format!("{}: {e}", meta.patch_so))?;
     if pulp_meta::sha256::sha256(&object) != meta.patch_sha256 {
         return Err(format!("{}: its content is not what `pulp pack` recorded (pack the patch again)", meta.patch_so));
     }
@@ -58,24 +50,9 @@ pub fn is_installed(meta_path: &Path, dir: &Path) -> Result<Option<PathBuf>, Str
     Ok(installed(dir, &meta.id()))
 }
 
-/// Write `data` to `path` through a temporary file in the same folder (readers never see
-/// half a file), mode 0644.
+/// Write a file of the directory (mode 0644, never half-written).
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::patchfile::write_atomically(path, data, 0o644).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Put the patch into `dir`: `NAME.so`, then `NAME.meta` pointing at it (a process

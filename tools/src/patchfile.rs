@@ -64,15 +64,47 @@ pub fn patch_object(meta: &PatchMeta, owners: &[u32]) -> Result<Vec<u8>, Trigger
 /// owner, and the user running this tool.
 pub fn trusted_owners(pid: i32) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
-    let mut owners = vec![0];
+    let mut owners = tool_owners();
     if let Ok(md) = std::fs::metadata(format!("/proc/{pid}")) {
         owners.push(md.uid());
     }
-    // SAFETY: geteuid has no arguments and cannot fail.
-    owners.push(unsafe { libc::geteuid() });
     owners.sort_unstable();
     owners.dedup();
     owners
+}
+
+/// Owners trusted when no one process is concerned: root and the user running this tool.
+pub fn tool_owners() -> Vec<u32> {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mut owners = vec![0, me];
+    owners.dedup();
+    owners
+}
+
+/// Write `data` to `path` with `mode` through a temporary file in the same folder, so that
+/// a reader never sees half a file (a `.meta`, a patch object).
+pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    // A leftover of an earlier run with this process id is replaced, never followed.
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// The GNU build-id of an ELF object held in memory.

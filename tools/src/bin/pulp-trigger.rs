@@ -115,13 +115,7 @@ fn load(path: &Path, owners: &[u32]) -> Result<(PatchMeta, Vec<u8>), TriggerErro
 fn meta_owners(cli: &Cli) -> Vec<u32> {
     match cli.pids.as_slice() {
         [pid] if cli.name.is_none() && cli.user.is_none() => patchfile::trusted_owners(*pid),
-        _ => {
-            // SAFETY: geteuid has no arguments and cannot fail.
-            let me = unsafe { libc::geteuid() };
-            let mut owners = vec![0, me];
-            owners.dedup();
-            owners
-        }
+        _ => patchfile::tool_owners(),
     }
 }
 

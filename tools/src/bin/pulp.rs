@@ -1,6 +1,6 @@
 //! `pulp`: pack and inspect live patches, and look at what running processes have applied.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -269,7 +269,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             for w in warnings {
                 eprintln!("pulp: warning: {w}");
             }
-            write_atomically(&output, &meta.encode())
+            pulp_tools::patchfile::write_atomically(&output, &meta.encode(), 0o666)
                 .map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
             let functions: usize = meta.targets.iter().map(|t| t.functions.len()).sum();
             let references: usize = meta.targets.iter().map(|t| t.references.len()).sum();
@@ -441,27 +441,4 @@ fn patches_all(json: bool) -> Result<ExitCode, String> {
         println!("{text}");
     }
     Ok(ExitCode::from(u8::from(failed)))
-}
-
-/// "1 function", "2 functions".
-/// Write `data` to `path` through a temporary file in the same folder, so that a reader
-/// never sees a half-written patch.meta.
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
