@@ -9,6 +9,7 @@ use crate::error::TriggerError;
 use crate::phases;
 use crate::report::{self, EXIT_EXITED, EXIT_LEFT_RUNNING, EXIT_OK, EXIT_REFUSED};
 use crate::select::{self, Candidate, Fit, Wanted};
+use crate::signals::BlockedSignals;
 use crate::text::{count, printable};
 use pulp_meta::abi::EntryStatus;
 use pulp_meta::format::hex;
@@ -560,8 +561,7 @@ impl Summary {
 /// hand are finished, and the run ends with the summary; a second one ends the tool at
 /// once (a process it is working on stays correct: see docs/architecture.md).
 pub struct Interruptions {
-    set: libc::sigset_t,
-    old: libc::sigset_t,
+    blocked: BlockedSignals,
     pub received: Option<i32>,
 }
 
@@ -571,47 +571,28 @@ impl Interruptions {
     /// Block the signals in the calling thread, before any worker is started (workers
     /// inherit the mask).
     pub fn hold() -> Self {
-        // SAFETY: sigset_t is plain data; the calls only write the sets passed to them,
-        // which live in `Self`.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for sig in ENDING_SIGNALS {
-                libc::sigaddset(&mut set, sig);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            Self { set, old, received: None }
-        }
+        Self { blocked: BlockedSignals::new(&ENDING_SIGNALS), received: None }
     }
 
     /// Take a pending signal, if any: the first sets `stop`; a second ends the tool.
     pub fn poll(&mut self, stop: &AtomicBool) {
         let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `set` is a valid signal set; no siginfo is asked for.
-        let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &zero) };
+        // SAFETY: the set is a valid signal set; no siginfo is asked for.
+        let sig = unsafe { libc::sigtimedwait(self.blocked.set(), std::ptr::null_mut(), &zero) };
         if sig <= 0 {
             return;
         }
         if self.received.is_some() {
             // SAFETY: restoring the default action and raising the signal ends the tool
             // the way that signal ends it; no memory is involved.
-            unsafe {
-                libc::signal(sig, libc::SIG_DFL);
-                libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
-                libc::raise(sig);
-            }
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            self.blocked.restore();
+            // SAFETY: as above.
+            unsafe { libc::raise(sig) };
         }
         eprintln!("pulp-trigger: signal {sig}: finishing the processes in hand, starting no other (again to stop now)");
         self.received = Some(sig);
         stop.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Interruptions {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved in `hold`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
     }
 }
 

@@ -19,6 +19,7 @@ use crate::error::{Result, TriggerError};
 use crate::process::Process;
 use crate::ptrace::{Stop, Tracee};
 use crate::sigframe;
+use crate::signals::BlockedSignals;
 use pulp_meta::abi::{self, RuntimeInfo};
 use std::time::{Duration, Instant};
 
@@ -63,37 +64,13 @@ const FIND_TIMEOUT: Duration = Duration::from_secs(5);
 /// (Ctrl-C, SIGTERM, a closed terminal) are held back until the thread is restored, so
 /// that the tool finishes its step (the thread would survive anyway: it returns through
 /// its signal frame, but the step would be left for the next run).
-struct HoldSignals(libc::sigset_t);
-
-impl HoldSignals {
-    fn new() -> Self {
-        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset/pthread_sigmask only
-        // write the sets passed to them, which live on this stack frame or in `Self`.
-        unsafe {
-            let mut hold: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut hold);
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE, libc::SIGTSTP] {
-                libc::sigaddset(&mut hold, sig);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &hold, &mut old);
-            Self(old)
-        }
-    }
-}
-
-impl Drop for HoldSignals {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved in `new`; pending signals are delivered now.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
-    }
-}
+const HELD_SIGNALS: [i32; 6] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE, libc::SIGTSTP];
 
 /// A stopped thread ready to run runtime entry points.
 pub struct Hijacked {
     // Field order matters: the tracee is restored before the signals are let through.
     tracee: Tracee,
-    _hold: HoldSignals,
+    _hold: BlockedSignals,
     info: RuntimeInfo,
     /// When the thread was stopped, for the summary.
     pub stopped_at: Instant,
@@ -126,7 +103,7 @@ impl Hijacked {
             .filter(|m| crate::runtime::is_runtime(&m.path) && m.perms.contains('x'))
             .map(|m| (m.start, m.end))
             .collect();
-        let hold = HoldSignals::new();
+        let hold = BlockedSignals::new(&HELD_SIGNALS);
         let start = Instant::now();
         let mut nap = Duration::from_micros(100);
         let mut last_reason = String::from("no thread found");

@@ -14,7 +14,8 @@
 //! - `unwind`: walking a stopped thread's stack from outside (framehop); `elffile`: the
 //!   few parts of an object file read while a process waits,
 //! - `transition`: moving threads one at a time until a transition is complete,
-//! - `sigframe`: the frame a borrowed thread returns through should the tool die,
+//! - `sigframe`: the frame a borrowed thread returns through should the tool die;
+//!   `signals`: the tool's own ending signals held back while it finishes a step,
 //! - `patchfile`: reading a patch's files so that the bytes that run are the bytes checked,
 //! - `apply`: the phases of applying and reverting a patch (`phases`: where their time
 //!   goes); `control`: `set-patchable`,
@@ -44,6 +45,7 @@ pub mod report;
 pub mod runtime;
 pub mod select;
 pub mod sigframe;
+pub mod signals;
 pub mod text;
 pub mod transition;
 pub mod unwind;
