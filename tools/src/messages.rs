@@ -25,20 +25,11 @@ pub fn read(pid: i32) -> Result<Vec<Message>> {
     if info.messages == 0 || info.messages_len < MessageRing::HEADER as u64 || info.messages_len > 16 << 20 {
         return Err(bad("no ring"));
     }
-    // The runtime makes the counter odd while it writes a line: read until a copy is
-    // taken between two equal even counts.
-    for _ in 0..1000 {
-        let seq = proc.read_u64(info.messages)?;
-        if seq % 2 == 1 {
-            std::thread::yield_now();
-            continue;
-        }
-        let area = proc.read(info.messages, info.messages_len as usize)?;
-        if proc.read_u64(info.messages)? == seq {
-            return Ok(MessageRing::decode(&area).iter().map(|l| parse(l)).collect());
-        }
-    }
-    Err(bad("it kept changing"))
+    // The runtime makes the counter odd while it writes a line.
+    let area = proc
+        .read_consistent(info.messages, || proc.read(info.messages, info.messages_len as usize))?
+        .ok_or_else(|| bad("it kept changing"))?;
+    Ok(MessageRing::decode(&area).iter().map(|l| parse(l)).collect())
 }
 
 fn parse(line: &str) -> Message {

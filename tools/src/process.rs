@@ -179,6 +179,24 @@ impl Process {
         self.read_array::<8>(addr).map(u64::from_le_bytes)
     }
 
+    /// Take with `read` a copy of what the runtime publishes under the sequence counter
+    /// at `seq` (odd while it rewrites it): retried until the copy lies between two equal
+    /// even counts; `None` when it kept changing.
+    pub fn read_consistent<T>(&self, seq: u64, mut read: impl FnMut() -> Result<T>) -> Result<Option<T>> {
+        for _ in 0..1000 {
+            let before = self.read_u64(seq)?;
+            if before % 2 == 1 {
+                std::thread::yield_now();
+                continue;
+            }
+            let copy = read()?;
+            if self.read_u64(seq)? == before {
+                return Ok(Some(copy));
+            }
+        }
+        Ok(None)
+    }
+
     /// Write bytes through `/proc/PID/mem`: this works on read-only code pages without
     /// changing their protection. It is NOT one atomic store: callers that write code
     /// that may be running write one byte at a time in a safe order.

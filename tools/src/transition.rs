@@ -89,25 +89,19 @@ pub enum Driven {
 /// The runtime's published status (retried while the runtime rewrites it).
 pub fn read_status(proc: &Process, info: &RuntimeInfo) -> Result<Status> {
     let bad = |what: String| TriggerError::Target { pid: proc.pid, what: format!("unreadable runtime status: {what}") };
-    for _ in 0..1000 {
-        let seq = proc.read_u64(info.status)?;
-        if seq % 2 == 1 {
-            std::thread::yield_now();
-            continue;
-        }
-        let len = u32::from_le_bytes(proc.read_array::<4>(info.status + 8)?) as u64;
-        if len + 12 > info.status_len {
-            return Err(bad(format!("length {len}")));
-        }
-        if len == 0 {
-            return Ok(Status::default());
-        }
-        let data = proc.read(info.status + 12, len as usize)?;
-        if proc.read_u64(info.status)? == seq {
-            return Status::decode(&data).map_err(|e| bad(e.to_string()));
-        }
+    let data = proc
+        .read_consistent(info.status, || {
+            let len = u32::from_le_bytes(proc.read_array::<4>(info.status + 8)?) as u64;
+            if len + 12 > info.status_len {
+                return Err(bad(format!("length {len}")));
+            }
+            proc.read(info.status + 12, len as usize)
+        })?
+        .ok_or_else(|| bad("it kept changing".into()))?;
+    if data.is_empty() {
+        return Ok(Status::default());
     }
-    Err(bad("it kept changing".into()))
+    Status::decode(&data).map_err(|e| bad(e.to_string()))
 }
 
 /// The transition in progress, if any.
