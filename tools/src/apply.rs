@@ -21,6 +21,7 @@
 //! run (apply or revert again, or `--continue`) recognises every state a write left and
 //! takes it up.
 
+use crate::elffile::{identity, FileCache, FileIdentity};
 use crate::error::{Result, TriggerError};
 use crate::hijack::Hijacked;
 use crate::process::{MappedObject, Process};
@@ -527,20 +528,9 @@ pub fn transition_scope(
 /// size, modification time): the processes of one `--all` map the same target, which is
 /// then read and parsed once.
 fn functions_of(path: &std::path::Path) -> std::result::Result<Arc<Vec<pulp_elf::FunctionInfo>>, String> {
-    use std::os::unix::fs::MetadataExt;
-    type Key = (u64, u64, u64, i64);
-    static KNOWN: Mutex<Vec<(Key, Arc<Vec<pulp_elf::FunctionInfo>>)>> = Mutex::new(Vec::new());
-    let md = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    let key = (md.dev(), md.ino(), md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec());
-    if let Some((_, f)) = KNOWN.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key) {
-        return Ok(Arc::clone(f));
-    }
-    let funcs = Arc::new(pulp_elf::functions(path).map_err(|e| e.to_string())?);
-    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
-    if known.len() < 64 {
-        known.push((key, Arc::clone(&funcs)));
-    }
-    Ok(funcs)
+    static KNOWN: FileCache<FileIdentity, Arc<Vec<pulp_elf::FunctionInfo>>> = FileCache::new(64);
+    let key = identity(&std::fs::metadata(path).map_err(|e| e.to_string())?);
+    KNOWN.get_or_read(key, || pulp_elf::functions(path).map(Arc::new).map_err(|e| e.to_string()))
 }
 
 /// The object of the process a target names: same build-id, else report what is mapped

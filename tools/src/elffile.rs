@@ -6,6 +6,46 @@
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
+/// Device, inode, size and modification time (ns) of a file: a changed or replaced file
+/// is another file.
+pub type FileIdentity = (u64, u64, u64, i64);
+
+/// The identity of the file `md` describes.
+pub fn identity(md: &std::fs::Metadata) -> FileIdentity {
+    use std::os::unix::fs::MetadataExt;
+    (md.dev(), md.ino(), md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec())
+}
+
+/// What was read from files, by a key naming the file (its identity, and what was asked
+/// of it): the processes of one `--all` map the same files, which are then read once. At
+/// most `limit` entries are kept (a run over processes that all map different files
+/// reads each of them, and keeps no more).
+pub struct FileCache<K, T> {
+    entries: Mutex<Vec<(K, T)>>,
+    limit: usize,
+}
+
+impl<K: PartialEq, T: Clone> FileCache<K, T> {
+    pub const fn new(limit: usize) -> Self {
+        Self { entries: Mutex::new(Vec::new()), limit }
+    }
+
+    /// The value kept for `key`, else what `read` gives (kept if there is room).
+    pub fn get_or_read<E>(&self, key: K, read: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let lock = || self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, v)) = lock().iter().find(|(k, _)| *k == key) {
+            return Ok(v.clone());
+        }
+        let value = read()?;
+        let mut entries = lock();
+        if entries.len() < self.limit {
+            entries.push((key, value.clone()));
+        }
+        Ok(value)
+    }
+}
 
 /// Largest section read (unwind tables and dynamic symbol tables are far smaller).
 const MAX_SECTION: u64 = 64 << 20;

@@ -1,12 +1,11 @@
 //! Finding the libpulp-rs runtime in a target process: its `pulp_rs_info` (read from
 //! memory, located through the mapped file's dynamic symbols) and its code ranges.
 
-use crate::elffile::ElfFile;
+use crate::elffile::{identity, ElfFile, FileCache, FileIdentity};
 use crate::error::{Result, TriggerError};
 use crate::process::{MappedObject, Mapping, Process};
 use pulp_meta::abi::{self, RuntimeInfo};
 use std::path::Path;
-use std::sync::Mutex;
 
 /// Find `libpulp_rs.so` in the process and read its `pulp_rs_info`.
 pub fn runtime_info(proc: &Process, objects: &[MappedObject]) -> Result<RuntimeInfo> {
@@ -36,22 +35,10 @@ pub fn runtime_info(proc: &Process, objects: &[MappedObject]) -> Result<RuntimeI
 /// The value of the dynamic symbol `name` of the object file at `path`; kept per file
 /// identity, since the processes of one `--all` load the same runtime.
 fn symbol_value(path: &Path, name: &str) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    /// Device, inode, modification time (ns) and symbol name.
-    type Key = (u64, u64, i64, String);
-    static VALUES: Mutex<Vec<(Key, u64)>> = Mutex::new(Vec::new());
+    static VALUES: FileCache<(FileIdentity, String), u64> = FileCache::new(64);
     let file = std::fs::File::open(path).ok()?;
-    let md = file.metadata().ok()?;
-    let key = (md.dev(), md.ino(), md.mtime() * 1_000_000_000 + md.mtime_nsec(), name.to_string());
-    if let Some((_, v)) = VALUES.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key) {
-        return Some(*v);
-    }
-    let value = ElfFile::read(&file)?.dynamic_symbol(name)?;
-    let mut values = VALUES.lock().unwrap_or_else(|e| e.into_inner());
-    if values.len() < 64 {
-        values.push((key, value));
-    }
-    Some(value)
+    let key = (identity(&file.metadata().ok()?), name.to_string());
+    VALUES.get_or_read(key, || ElfFile::read(&file).and_then(|elf| elf.dynamic_symbol(name)).ok_or(())).ok()
 }
 
 pub fn is_runtime(path: &str) -> bool {

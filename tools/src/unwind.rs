@@ -5,14 +5,14 @@
 //! CFI says "no return address") through frames that all lie in known objects; anything
 //! else is reported as incomplete and the caller falls back to a conservative scan.
 
-use crate::elffile::ElfFile;
+use crate::elffile::{identity, ElfFile, FileCache, FileIdentity};
 use crate::process::{Mapping, Process};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder as _};
 use object::{Object, ObjectSection, ObjectSymbol};
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Most frames we follow before calling a stack incomplete.
 const MAX_FRAMES: usize = 1024;
@@ -58,17 +58,9 @@ struct UnwindSections {
     eh_frame_hdr: Option<(Range<u64>, Arc<[u8]>)>,
 }
 
-/// The unwind sections of files already read, by file identity (device, inode, size,
-/// modification time): the processes of one `--all` map the same libraries, whose
-/// tables are then read once.
-static SECTIONS: Mutex<Vec<(FileIdentity, Arc<UnwindSections>)>> = Mutex::new(Vec::new());
-
-/// Files whose sections are kept (a machine runs a few libraries many times; this bounds
-/// the memory of a run over processes that all map different ones).
-const MAX_CACHED_FILES: usize = 256;
-
-/// Device, inode, size and modification time (ns) of a file.
-type FileIdentity = (u64, u64, i64, i64);
+/// The unwind sections of files already read (a machine runs a few libraries many times;
+/// the limit bounds the memory of a run over processes that all map different ones).
+static SECTIONS: FileCache<FileIdentity, Arc<UnwindSections>> = FileCache::new(256);
 
 /// Read the unwind sections of an ELF file: its section table and the two unwind
 /// sections, a handful of `pread`s.
@@ -88,22 +80,8 @@ fn read_unwind_sections(file: &std::fs::File) -> Option<UnwindSections> {
 /// The unwind sections of an opened object file, from the cache when this file was read
 /// before.
 fn unwind_sections(file: &std::fs::File) -> Option<Arc<UnwindSections>> {
-    use std::os::unix::fs::MetadataExt;
-    let md = file.metadata().ok()?;
-    let key = (md.dev(), md.ino(), md.size() as i64, md.mtime() * 1_000_000_000 + md.mtime_nsec());
-    let cached = |key: &FileIdentity| {
-        let cache = SECTIONS.lock().unwrap_or_else(|e| e.into_inner());
-        cache.iter().find(|(k, _)| k == key).map(|(_, s)| Arc::clone(s))
-    };
-    if let Some(hit) = cached(&key) {
-        return Some(hit);
-    }
-    let sections = Arc::new(read_unwind_sections(file)?);
-    let mut cache = SECTIONS.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() < MAX_CACHED_FILES {
-        cache.push((key, Arc::clone(&sections)));
-    }
-    Some(sections)
+    let key = identity(&file.metadata().ok()?);
+    SECTIONS.get_or_read(key, || read_unwind_sections(file).map(Arc::new).ok_or(())).ok()
 }
 
 /// The unwind sections of the vDSO, parsed from its bytes in memory.
