@@ -8,7 +8,7 @@
 //! the target has TLS) and writes nothing unless all of them resolve.
 
 use crate::loader::{self, PatchObject};
-use pulp_meta::{prologue, PatchMeta, RefKind};
+use pulp_meta::{PatchMeta, RefKind};
 
 /// glibc's `RTLD_DL_SYMENT`: `dladdr1` returns the matching `ElfW(Sym)`.
 const RTLD_DL_SYMENT: libc::c_int = 1;
@@ -18,14 +18,15 @@ const RTLD_DL_SYMENT: libc::c_int = 1;
 pub const GOT_FUNCTION: &str = "__pulp_got";
 
 /// Resolve every reference of `meta` (whose targets are `targets`, in order) and write
-/// them into `patch`'s variables. `body_of(entry)` gives the original code of a function
-/// that already has a descriptor. Nothing is written unless everything resolves; the
-/// error names the target, the symbol and the variable.
+/// them into `patch`'s variables. `original_code(target, entry)` gives where the original
+/// code of the function at `entry` goes on, past any redirect (`None`: not code of the
+/// target). Nothing is written unless everything resolves; the error names the target,
+/// the symbol and the variable.
 pub fn write_references(
     meta: &PatchMeta,
     targets: &[loader::Loaded],
     patch: &PatchObject,
-    body_of: &dyn Fn(u64) -> Option<u64>,
+    original_code: &dyn Fn(&loader::Loaded, u64) -> Option<u64>,
 ) -> Result<(), String> {
     let mut writes: Vec<(usize, [u8; 16], usize)> = Vec::new();
     let mut got: Option<u64> = None;
@@ -55,11 +56,8 @@ pub fn write_references(
                     bytes[..8].copy_from_slice(&addr.to_le_bytes());
                 }
                 RefKind::Original => {
-                    let body = match body_of(addr) {
-                        Some(b) => b,
-                        None => original_code(obj, addr)
-                            .ok_or_else(|| format!("{}: address {addr:#x} is not inside the target's code", what()))?,
-                    };
+                    let body = original_code(obj, addr)
+                        .ok_or_else(|| format!("{}: address {addr:#x} is not inside the target's code", what()))?;
                     bytes[..8].copy_from_slice(&body.to_le_bytes());
                 }
                 RefKind::TlsIndex => {
@@ -88,31 +86,6 @@ pub fn write_references(
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), var as *mut u8, size) };
     }
     Ok(())
-}
-
-/// Where the original code of the function whose entry is `entry` goes on, past any
-/// redirect: after the 2 entry NOPs (after `endbr64` + 2 NOPs), after the call to
-/// `__fentry__`; a function without patchable prologue is its entry. `None` when `entry`
-/// is not code of `obj`.
-fn original_code(obj: &loader::Loaded, entry: u64) -> Option<u64> {
-    let pad = prologue::PAD_BEFORE as u64;
-    if !obj.is_code(entry, entry + 10) {
-        return None;
-    }
-    let before_start = entry.checked_sub(pad).filter(|&s| obj.is_code(s, entry)).unwrap_or(entry);
-    let len = (entry - before_start) as usize;
-    // SAFETY: [before_start, entry + 10) is mapped code of the target (checked above).
-    let (before, at) = unsafe {
-        (std::slice::from_raw_parts(before_start as *const u8, len), std::ptr::read_volatile(entry as *const [u8; 10]))
-    };
-    Some(match prologue::classify(before, &at) {
-        Some(k) => match (k.jump_offset(), prologue::fentry_call(&at)) {
-            (Some(off), _) => entry + off + 2,
-            (None, Some((off, len))) => entry + off + len,
-            (None, None) => entry,
-        },
-        None => entry,
-    })
 }
 
 /// Call the patch's `__pulp_got()`.

@@ -529,9 +529,7 @@ pub fn apply(
     };
     let news: Vec<u64> =
         planned.iter().map(|(_, new)| object.symbol(new).map(|a| a as u64)).collect::<Result<_, _>>()?;
-    crate::references::write_references(&meta, &objs, &object, &|entry| {
-        objs.iter().find(|o| o.is_code(entry, entry + 1)).and_then(|o| reg.descs.original_code(o, entry))
-    })?;
+    crate::references::write_references(&meta, &objs, &object, &|obj, entry| reg.descs.original_code(obj, entry))?;
 
     // The patch is loaded and can be called: its pre-patch callback may still refuse it.
     let funcs_planned: Vec<Planned> = planned.into_iter().map(|(p, _)| p).collect();
