@@ -48,7 +48,7 @@ unsafe fn build_id(info: &libc::dl_phdr_info) -> Vec<u8> {
 }
 
 /// Every object the dynamic linker has loaded.
-fn loaded_objects() -> Vec<Loaded> {
+pub fn all() -> Vec<Loaded> {
     unsafe extern "C" fn collect(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
@@ -115,19 +115,14 @@ pub fn own_tls_image() -> Option<u64> {
     out
 }
 
-/// Every loaded object.
-pub fn all() -> Vec<Loaded> {
-    loaded_objects()
-}
-
 /// The loaded object whose load base is `base`.
 pub fn loaded_at(base: usize) -> Option<Loaded> {
-    loaded_objects().into_iter().find(|o| o.base == base)
+    all().into_iter().find(|o| o.base == base)
 }
 
 /// The loaded object with this build-id.
 pub fn find(build_id: &[u8]) -> Option<Loaded> {
-    loaded_objects().into_iter().find(|o| !o.build_id.is_empty() && o.build_id == build_id)
+    all().into_iter().find(|o| !o.build_id.is_empty() && o.build_id == build_id)
 }
 
 fn dlerror() -> String {
@@ -253,7 +248,7 @@ impl PatchObject {
         }
         // SAFETY: `l_addr`, the load base, is the first field of glibc's `struct link_map`.
         let base = unsafe { *(map as *const usize) };
-        let actual = loaded_objects().into_iter().find(|o| o.base == base).map(|o| o.build_id).unwrap_or_default();
+        let actual = loaded_at(base).map(|o| o.build_id).unwrap_or_default();
         if actual != expected_build_id {
             return Err(refuse(format!(
                 "the patch object has build-id {} but the metadata records {}",

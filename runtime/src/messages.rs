@@ -39,8 +39,9 @@ pub fn log(line: &str) {
     // SAFETY: `WRITING` is held, so this is the only writer of the ring.
     let ring = unsafe { &mut *MESSAGES.ring.get() };
     let mut total = MESSAGES.total.load(Ordering::Relaxed);
-    for &b in text.as_bytes().iter().rev().take(RING_LEN).collect::<Vec<_>>().iter().rev() {
-        ring[(total % RING_LEN as u64) as usize] = *b;
+    let bytes = text.as_bytes();
+    for &b in &bytes[bytes.len().saturating_sub(RING_LEN)..] {
+        ring[(total % RING_LEN as u64) as usize] = b;
         total += 1;
     }
     MESSAGES.total.store(total, Ordering::Release);
