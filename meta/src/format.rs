@@ -254,7 +254,7 @@ impl PatchMeta {
 
     /// The first 12 hex digits of [`PatchMeta::id`], for messages.
     pub fn short_id(&self) -> String {
-        self.id()[..12].to_string()
+        short_id(&self.id()).to_string()
     }
 
     /// Every function of every target.
@@ -577,6 +577,11 @@ pub fn crc32(data: &[u8]) -> u32 {
         crc = TABLE[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
     }
     !crc
+}
+
+/// The first 12 hex digits of a patch id, as messages name a patch.
+pub fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }
 
 /// Lower-case hex of a byte string (build-ids).

@@ -29,10 +29,9 @@ impl DescState {
         self.versions.last().map(|v| v.1).unwrap_or(self.body)
     }
 
-    /// What would run with the versions of the patches in `without` removed and `with`
-    /// pushed on top.
-    pub fn after(&self, without: &[String], with: Option<u64>) -> u64 {
-        with.or_else(|| self.versions.iter().rev().find(|v| !without.contains(&v.0)).map(|v| v.1)).unwrap_or(self.body)
+    /// What would run with the versions of the patches in `without` removed.
+    pub fn after(&self, without: &[String]) -> u64 {
+        self.versions.iter().rev().find(|v| !without.contains(&v.0)).map_or(self.body, |v| v.1)
     }
 }
 

@@ -22,7 +22,7 @@ use crate::descriptors::{table, Descriptors, Planned};
 use crate::loader::{self, LoadError, PatchObject};
 use crate::{messages, status, transition};
 use pulp_meta::abi::{self, EntryAction, EntryStatus, FuncReply, Request};
-use pulp_meta::format::{hex, FLAG_IMMEDIATE, FLAG_REPLACE};
+use pulp_meta::format::{hex, short_id, FLAG_IMMEDIATE, FLAG_REPLACE};
 use pulp_meta::status::{PatchState, PatchStatus, Status};
 use pulp_meta::PatchMeta;
 use std::cell::UnsafeCell;
@@ -193,7 +193,7 @@ impl Registry {
 
     fn busy_error(&self, t: &Transition) -> String {
         let what = if t.kind == Kind::Apply { "applying" } else { "reverting" };
-        let short: Vec<&str> = t.patches.iter().map(|p| &p[..p.len().min(12)]).collect();
+        let short: Vec<&str> = t.patches.iter().map(|p| short_id(p)).collect();
         format!(
             "a transition ({what} patch {}) is in progress: complete it with `pulp-trigger --continue`",
             short.join(", ")
@@ -207,9 +207,9 @@ impl Registry {
 
     /// Code ranges that count as inside: the targets' (as the tool computed them) and
     /// every patch object's.
-    fn ranges(&self, targets: &[(u64, u64)], extra: Option<&PatchObject>) -> Vec<(u64, u64)> {
+    fn ranges(&self, targets: &[(u64, u64)]) -> Vec<(u64, u64)> {
         let mut r: Vec<(u64, u64)> = targets.to_vec();
-        for p in self.patches.iter().map(|p| &p.object).chain(extra) {
+        for p in self.patches.iter().map(|p| &p.object) {
             if let Some(l) = p.loaded() {
                 r.extend(l.exec.iter().map(|&(s, e)| (s as u64, e as u64)));
             }
@@ -344,7 +344,7 @@ impl Registry {
             let i = self.index(id).expect("the patches of a plan are in the list");
             for &(d, _) in &self.patches[i].funcs {
                 if !plan.iter().any(|(q, _)| *q == d) {
-                    plan.push((d, self.descs.states[d].after(ids, None)));
+                    plan.push((d, self.descs.states[d].after(ids)));
                 }
             }
         }
@@ -355,7 +355,7 @@ impl Registry {
         let result = callbacks::run(&self.patches[i].object, cb, self.states_except(Some(i)));
         callbacks::set_states(self.states_except(None));
         if let Err(e) = &result {
-            messages::log(&format!("patch {}: {e}", &id[..id.len().min(12)]));
+            messages::log(&format!("patch {}: {e}", short_id(id)));
         }
         result
     }
@@ -467,7 +467,7 @@ pub fn apply(
     }
     if let Some(p) = reg.patches.iter().find(|p| p.id == id) {
         if p.state == PatchState::Replaced {
-            return Err(format!("patch {} was replaced by a cumulative patch; revert that one first", meta.short_id()));
+            return Err(format!("patch {} was replaced by a cumulative patch; revert that one first", short_id(&id)));
         }
         let replies: Vec<_> = p.funcs.iter().map(|&(d, _)| reg.descs.reply(d, EntryAction::Redirect)).collect();
         write_reply(&replies, buf)?;
@@ -516,7 +516,7 @@ pub fn apply(
             let loaded = PatchObject::load(&name, bytes, &meta.patch_build_id).map_err(|e| {
                 let abandoned = matches!(e, LoadError::Abandoned(_));
                 let msg = String::from(e);
-                messages::log(&format!("patch {}: {msg}", meta.short_id()));
+                messages::log(&format!("patch {}: {msg}", short_id(&id)));
                 if abandoned {
                     format!("{msg}; the process runs on unpatched and later requests are served")
                 } else {
@@ -586,7 +586,7 @@ fn start_apply(
     // What each changing descriptor runs once the transition is through.
     let mut plan = funcs.clone();
     reg.plan_removal(&replaced, &mut plan);
-    let ranges = reg.ranges(inside, None);
+    let ranges = reg.ranges(inside);
     let replies = reg.start(Plan {
         kind: Kind::Apply,
         patches: vec![id.to_string()],
@@ -598,7 +598,7 @@ fn start_apply(
     })?;
     messages::log(&format!(
         "patch {}: loaded, {} function(s); transition {} started",
-        &id[..12],
+        short_id(id),
         funcs.len(),
         reg.last_id
     ));
@@ -630,7 +630,7 @@ fn start_revert(
     let gates: Vec<usize> = gate_plan.iter().map(|g| reg.descs.desc_for(g)).collect::<Result<_, _>>()?;
     let mut plan: Vec<(usize, u64)> = Vec::new();
     reg.plan_removal(&ids, &mut plan);
-    let ranges = reg.ranges(inside, None);
+    let ranges = reg.ranges(inside);
     let replies = reg.start(Plan {
         kind: Kind::Revert,
         patches: ids.clone(),

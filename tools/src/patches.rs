@@ -8,7 +8,7 @@ use crate::runtime::{runtime_code, runtime_info};
 use crate::select;
 use crate::text::{count, printable};
 use crate::transition;
-use pulp_meta::format::hex;
+use pulp_meta::format::{hex, short_id};
 use pulp_meta::status::{PatchState, Status};
 use pulp_meta::PatchMeta;
 use serde_json::{json, Value};
@@ -96,10 +96,6 @@ fn ago(since: u64) -> String {
     format!("{} s ago (unix time {since})", now.saturating_sub(since))
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
-
 pub fn to_text(r: &Report) -> String {
     let s = &r.status;
     let mut out = format!("PID {} ({}): {}\n", r.pid, printable(&r.name), count(s.patches.len(), "patch", "patches"));
@@ -109,8 +105,13 @@ pub fn to_text(r: &Report) -> String {
     for p in &s.patches {
         let id = p.meta.id();
         let level = if p.meta.level == 0 { String::new() } else { format!(" level {}", p.meta.level) };
-        out +=
-            &format!("  {}{level} {} since {}{}\n", short(&id), p.state.name(), ago(p.since), labels(&p.meta.labels));
+        out += &format!(
+            "  {}{level} {} since {}{}\n",
+            short_id(&id),
+            p.state.name(),
+            ago(p.since),
+            labels(&p.meta.labels)
+        );
         for st in &p.meta.states {
             out += &format!("    state {} version {}\n", st.id, st.version);
         }
@@ -132,7 +133,7 @@ pub fn to_text(r: &Report) -> String {
         out += "no transition in progress\n";
     } else {
         let moving = s.patches.iter().find(|p| p.state != PatchState::Applied);
-        let what = moving.map(|p| format!("{} patch {}", p.state.name(), short(&p.meta.id()))).unwrap_or_default();
+        let what = moving.map(|p| format!("{} patch {}", p.state.name(), p.meta.short_id())).unwrap_or_default();
         let holders: Vec<&ThreadState> = r.threads.iter().filter(|t| t.moved != Some(true)).collect();
         out += &format!(
             "transition {} in progress ({what}{}): {} of {} threads still hold it\n",

@@ -160,12 +160,6 @@ pub fn guarded<F: FnOnce() -> R, R>(f: F) -> Result<R, Abandoned> {
     call.result.ok_or(Abandoned { signal: -1, address: 0 })
 }
 
-/// Address of the number of guarded calls in progress (the tool reads it).
-pub fn guard_depth() -> &'static AtomicU64 {
-    // SAFETY: as for `transition` (defined in guard.S).
-    unsafe { &*core::ptr::addr_of!(pulp_rs_guard_depth) }
-}
-
 /// Bytes the gate slow path reserves for XSAVE; must be set before a transition.
 pub fn xsave_size() -> &'static AtomicU64 {
     // SAFETY: as for `transition`.
