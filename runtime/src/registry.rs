@@ -350,6 +350,15 @@ impl Registry {
         }
     }
 
+    /// Take the versions of patch `id` off the descriptors of its functions (the only
+    /// ones it pushed versions on).
+    fn drop_versions(&mut self, id: &str) {
+        let Some(i) = self.index(id) else { return };
+        for &(d, _) in &self.patches[i].funcs {
+            self.descs.states[d].versions.retain(|(p, _)| p != id);
+        }
+    }
+
     fn run_callback(&mut self, id: &str, cb: Callback) -> Result<(), String> {
         let Some(i) = self.index(id) else { return Ok(()) };
         let result = callbacks::run(&self.patches[i].object, cb, self.states_except(Some(i)));
@@ -707,16 +716,12 @@ pub fn finish(reg: &mut Registry, force: bool, buf: &mut [u8]) -> Result<EntrySt
     match (t.kind, forward) {
         (Kind::Apply, true) => {
             let i = reg.index(&t.patches[0]).ok_or("the patch of the transition is missing from the registry")?;
-            for &(d, new) in &reg.patches[i].funcs.clone() {
-                let st = &mut reg.descs.states[d];
-                st.versions.retain(|(p, _)| !t.replaced.contains(p));
-                st.versions.push((t.patches[0].clone(), new));
+            for &(d, new) in &reg.patches[i].funcs {
+                reg.descs.states[d].versions.push((t.patches[0].clone(), new));
             }
             for r in &t.replaced {
+                reg.drop_versions(r);
                 if let Some(j) = reg.index(r) {
-                    for &(d, _) in &reg.patches[j].funcs.clone() {
-                        reg.descs.states[d].versions.retain(|(p, _)| p != r);
-                    }
                     reg.patches[j].state = PatchState::Replaced;
                     reg.patches[j].since = now;
                 }
@@ -736,9 +741,7 @@ pub fn finish(reg: &mut Registry, force: bool, buf: &mut [u8]) -> Result<EntrySt
         }
         (Kind::Apply, false) | (Kind::Revert, true) => {
             for id in &t.patches {
-                for st in reg.descs.states.iter_mut() {
-                    st.versions.retain(|(p, _)| p != id);
-                }
+                reg.drop_versions(id);
                 after.push((id.clone(), Callback::PostUnpatch));
             }
         }
