@@ -5,14 +5,20 @@ use std::ffi::{CStr, CString};
 
 /// A loaded object: load base, build-id and executable segments.
 pub struct Loaded {
+    /// Its name as the dynamic linker knows it (empty for the main program).
+    pub name: Vec<u8>,
     pub base: usize,
     pub build_id: Vec<u8>,
     /// Executable segments, `[start, end)`.
     pub exec: Vec<(usize, usize)>,
     /// All loaded segments, `[start, end)`.
     pub segments: Vec<(usize, usize)>,
+    /// Writable memory: writable segments minus `PT_GNU_RELRO` (read-only once relocated).
+    pub writable: Vec<(usize, usize)>,
     /// Its TLS module id (0 when it has no thread-local storage).
     pub tls_modid: usize,
+    /// Address of its TLS initialisation image (its `PT_TLS` segment).
+    pub tls_image: Option<usize>,
 }
 
 impl Loaded {
@@ -61,18 +67,33 @@ pub fn all() -> Vec<Loaded> {
         let build_id = unsafe { build_id(info) };
         // SAFETY: dl_iterate_phdr guarantees `dlpi_phdr` points at `dlpi_phnum` headers.
         let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let name = if info.dlpi_name.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: dlpi_name is a NUL-terminated string owned by the dynamic linker.
+            unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes().to_vec()
+        };
         let base = info.dlpi_addr as usize;
-        let exec = phdrs
-            .iter()
-            .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
-            .map(|p| (base + p.p_vaddr as usize, base + (p.p_vaddr + p.p_memsz) as usize))
-            .collect();
-        let segments = phdrs
-            .iter()
-            .filter(|p| p.p_type == libc::PT_LOAD)
-            .map(|p| (base + p.p_vaddr as usize, base + (p.p_vaddr + p.p_memsz) as usize))
-            .collect();
-        out.push(Loaded { base, build_id, exec, segments, tls_modid: info.dlpi_tls_modid });
+        let range = |p: &libc::Elf64_Phdr| (base + p.p_vaddr as usize, base + (p.p_vaddr + p.p_memsz) as usize);
+        let load = |flag: u32| phdrs.iter().filter(move |p| p.p_type == libc::PT_LOAD && p.p_flags & flag == flag);
+        let mut writable: Vec<(usize, usize)> = load(libc::PF_W).map(range).collect();
+        for relro in phdrs.iter().filter(|p| p.p_type == libc::PT_GNU_RELRO).map(range) {
+            writable = writable
+                .into_iter()
+                .flat_map(|(s, e)| [(s, e.min(relro.0)), (s.max(relro.1), e)])
+                .filter(|(s, e)| s < e)
+                .collect();
+        }
+        out.push(Loaded {
+            name,
+            base,
+            build_id,
+            exec: load(libc::PF_X).map(range).collect(),
+            segments: load(0).map(range).collect(),
+            writable,
+            tls_modid: info.dlpi_tls_modid,
+            tls_image: phdrs.iter().find(|p| p.p_type == libc::PT_TLS).map(|p| base + p.p_vaddr as usize),
+        });
         0
     }
     let mut out: Vec<Loaded> = Vec::new();
@@ -85,34 +106,8 @@ pub fn all() -> Vec<Loaded> {
 
 /// Address of this runtime's TLS initialisation image (its `PT_TLS` segment).
 pub fn own_tls_image() -> Option<u64> {
-    unsafe extern "C" fn find(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `data` is the `&mut Option<u64>` passed below and `info` is valid for
-        // this call (dl_iterate_phdr's contract).
-        let (out, info) = unsafe { (&mut *(data as *mut Option<u64>), &*info) };
-        // SAFETY: dl_iterate_phdr guarantees `dlpi_phdr` points at `dlpi_phnum` headers.
-        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-        let base = info.dlpi_addr;
-        let me = own_tls_image as *const () as usize as u64;
-        let mine = phdrs.iter().any(|p| {
-            p.p_type == libc::PT_LOAD
-                && p.p_flags & libc::PF_X != 0
-                && (base + p.p_vaddr..base + p.p_vaddr + p.p_memsz).contains(&me)
-        });
-        if mine {
-            *out = phdrs.iter().find(|p| p.p_type == libc::PT_TLS).map(|p| base + p.p_vaddr);
-            return 1;
-        }
-        0
-    }
-    let mut out: Option<u64> = None;
-    // SAFETY: the callback only reads `info` and writes the Option passed as `data`,
-    // which outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(find), &mut out as *mut Option<u64> as *mut libc::c_void) };
-    out
+    let me = own_tls_image as *const () as usize as u64;
+    all().into_iter().find(|o| o.is_code(me, me + 1)).and_then(|o| o.tls_image).map(|a| a as u64)
 }
 
 /// The loaded object whose load base is `base`.
@@ -134,27 +129,6 @@ fn dlerror() -> String {
         // SAFETY: non-NULL, NUL-terminated (see above).
         unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
     }
-}
-
-/// The name of every loaded object, as the dynamic linker knows it.
-fn loaded_names() -> Vec<Vec<u8>> {
-    unsafe extern "C" fn collect(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `data` is the Vec passed below; `info` is valid for this call.
-        let (out, info) = unsafe { (&mut *(data as *mut Vec<Vec<u8>>), &*info) };
-        if !info.dlpi_name.is_null() {
-            // SAFETY: dlpi_name is a NUL-terminated string owned by the dynamic linker.
-            out.push(unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes().to_vec());
-        }
-        0
-    }
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    // SAFETY: the callback only reads `info` and pushes to the Vec passed as `data`.
-    unsafe { libc::dl_iterate_phdr(Some(collect), &mut out as *mut Vec<Vec<u8>> as *mut libc::c_void) };
-    out
 }
 
 /// Why loading a patch object failed.
@@ -357,7 +331,7 @@ impl SealedFile {
         if let Some((_, file)) = &self.fallback {
             return Ok(file.to_string_lossy().into_owned());
         }
-        let names = loaded_names();
+        let names: Vec<Vec<u8>> = all().into_iter().map(|o| o.name).collect();
         // A name the linker already knows would make dlopen return that object instead.
         (0..64)
             .map(|k| format!("/proc/self/fd/{}{}", "./".repeat(k), self.fd))

@@ -30,7 +30,7 @@ pub fn write_references(
 ) -> Result<(), String> {
     let mut writes: Vec<(usize, [u8; 16], usize)> = Vec::new();
     let mut got: Option<u64> = None;
-    let writable = writable_ranges(patch.base);
+    let writable = loader::loaded_at(patch.base).map(|o| o.writable).unwrap_or_default();
     for (t, obj) in meta.targets.iter().zip(targets) {
         for r in &t.references {
             let what = || format!("reference `{}` of {} into `{}`", r.symbol, t.path, r.var);
@@ -129,45 +129,4 @@ fn check_variable(var: usize, size: usize, writable: &[(usize, usize)]) -> Resul
         return Err("it lies in read-only memory (make it a non-const variable)".into());
     }
     Ok(())
-}
-
-/// The writable memory of the object loaded at `base`: writable `PT_LOAD` segments minus
-/// `PT_GNU_RELRO` (read-only once relocated).
-fn writable_ranges(base: usize) -> Vec<(usize, usize)> {
-    struct Search {
-        base: usize,
-        out: Vec<(usize, usize)>,
-    }
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `data` is the `&mut Search` passed below and `info` is valid for this
-        // call (dl_iterate_phdr's contract).
-        let (search, info) = unsafe { (&mut *(data as *mut Search), &*info) };
-        if info.dlpi_addr as usize != search.base {
-            return 0;
-        }
-        // SAFETY: dl_iterate_phdr guarantees `dlpi_phdr` points at `dlpi_phnum` headers.
-        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-        let base = search.base;
-        let range = |p: &libc::Elf64_Phdr| (base + p.p_vaddr as usize, base + (p.p_vaddr + p.p_memsz) as usize);
-        let mut out: Vec<(usize, usize)> =
-            phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_W != 0).map(range).collect();
-        for relro in phdrs.iter().filter(|p| p.p_type == libc::PT_GNU_RELRO).map(range) {
-            out = out
-                .into_iter()
-                .flat_map(|(s, e)| [(s, e.min(relro.0)), (s.max(relro.1), e)])
-                .filter(|(s, e)| s < e)
-                .collect();
-        }
-        search.out = out;
-        1
-    }
-    let mut search = Search { base, out: Vec::new() };
-    // SAFETY: the callback only reads `info` and writes the Search passed as `data`,
-    // which outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), &mut search as *mut Search as *mut libc::c_void) };
-    search.out
 }
