@@ -79,7 +79,7 @@ fn the_runtime_refuses_references_that_do_not_fit_and_changes_nothing() {
     let mut app = App::start(&app);
     let pid = app.pid();
     type Case = (&'static str, fn(&mut PatchMeta), &'static str);
-    let cases: [Case; 3] = [
+    let cases: [Case; 4] = [
         (
             "missing",
             |m| m.targets[0].references[0].var = "no_such_var".into(),
@@ -94,6 +94,11 @@ fn the_runtime_refuses_references_that_do_not_fit_and_changes_nothing() {
             "function",
             |m| m.targets[0].references[0].var = "refs_value_new".into(),
             "reference `helper` of {lib} into `refs_value_new`: it is not a data object",
+        ),
+        (
+            "read-only",
+            |m| m.targets[0].references[0].var = "ref_readonly".into(),
+            "reference `helper` of {lib} into `ref_readonly`: it lies in read-only memory",
         ),
     ];
     let lib = work.path().join("librefs.so").canonicalize().unwrap();
