@@ -198,7 +198,7 @@ pub fn run(
     let replies = read_reply(&proc, &info)?;
     phases::mark("load");
     let stopped = Some((thread.tid(), thread.stopped_at.elapsed()));
-    let transition = settle(&proc, &objects, &info, thread, status, &replies, immediate, opts)
+    let transition = settle(&proc, &info, thread, status, &replies, immediate, opts)
         .map_err(|e| during(e, "while the patch was being applied"))?;
     Ok(Outcome { status, functions, stopped, total: t0.elapsed(), transition })
 }
@@ -207,10 +207,8 @@ pub fn run(
 /// patch is where it should be: repair any entry a killed tool left half-written),
 /// `Done` (the runtime wrote the code and finished an immediate patch itself), or
 /// `Transition` (take it up).
-#[allow(clippy::too_many_arguments)]
 fn settle(
     proc: &Process,
-    objects: &[MappedObject],
     info: &RuntimeInfo,
     thread: Hijacked,
     status: EntryStatus,
@@ -219,7 +217,7 @@ fn settle(
     opts: Options,
 ) -> Result<Option<Ended>> {
     match status {
-        EntryStatus::Transition => take_up(proc, objects, info, thread, replies, immediate, opts).map(Some),
+        EntryStatus::Transition => take_up(proc, info, thread, replies, immediate, opts).map(Some),
         _ => {
             thread.release()?;
             write_code(proc, info, replies, None)?;
@@ -267,7 +265,7 @@ pub fn revert_all(pid: i32, target: &str, opts: Options) -> Result<Outcome> {
     let st = call(&proc, &mut thread, &info, &request)?;
     let replies = read_reply(&proc, &info)?;
     let stopped = Some((thread.tid(), thread.stopped_at.elapsed()));
-    let transition = settle(&proc, &objects, &info, thread, st, &replies, immediate, opts)
+    let transition = settle(&proc, &info, thread, st, &replies, immediate, opts)
         .map_err(|e| exited_or(&proc, e, "while the patches were being reverted"))?;
     Ok(Outcome { status: st, functions, stopped, total: t0.elapsed(), transition })
 }
@@ -277,7 +275,6 @@ pub fn revert_all(pid: i32, target: &str, opts: Options) -> Result<Outcome> {
 /// the threads. The borrowed thread is judged before it is let go, as sampling would.
 fn take_up(
     proc: &Process,
-    objects: &[MappedObject],
     info: &RuntimeInfo,
     mut thread: Hijacked,
     replies: &[FuncReply],
@@ -301,11 +298,11 @@ fn take_up(
     // Every entry is redirected: only now may a thread move.
     proc.write(info.armed, &1u64.to_le_bytes())?;
     // The borrowed thread is still stopped: decide it now instead of stopping it again.
-    let code = runtime_code_in(&thread.maps, objects);
+    let code = runtime_code_in(&thread.maps);
     let held_moved = transition::move_stopped(proc, info, &code, &thread.maps, thread.tid(), thread.saved_regs())?;
     thread.release()?;
     phases::mark("release");
-    complete(proc, objects, info, opts, held_moved)
+    complete(proc, info, &code, opts, held_moved)
 }
 
 fn finish_request(force: bool) -> Vec<u8> {
@@ -346,13 +343,13 @@ pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
     let immediate = !pending.is_empty() && pending.iter().all(|m| m.flags & FLAG_IMMEDIATE != 0);
     if proc.read_u64(info.armed)? == 1 && !immediate {
         // Armed: every entry was written; just move the rest of the threads.
-        return complete(&proc, &objects, &info, opts, false).map(Some);
+        return complete(&proc, &info, &runtime_code(&proc)?, opts, false).map(Some);
     }
     // A tool died before it armed the transition: some entries may be half-written.
     let mut thread = Hijacked::attach(&proc, info, opts.call_limit())?;
     let st = call(&proc, &mut thread, &info, &Request::new(Op::Resume).encode())?;
     let replies = read_reply(&proc, &info)?;
-    settle(&proc, &objects, &info, thread, st, &replies, immediate, opts)
+    settle(&proc, &info, thread, st, &replies, immediate, opts)
         .map_err(|e| exited_or(&proc, e, "while the transition was being completed"))
 }
 
@@ -388,18 +385,12 @@ pub(crate) fn call(proc: &Process, thread: &mut Hijacked, info: &RuntimeInfo, re
     }
 }
 
-/// Move every thread, then finish the transition (or force, or reverse it). `held_moved`:
-/// the borrowed thread was moved before it was let go (it counts as sampled).
-fn complete(
-    proc: &Process,
-    objects: &[MappedObject],
-    info: &RuntimeInfo,
-    opts: Options,
-    held_moved: bool,
-) -> Result<Ended> {
-    let code = runtime_code(proc, objects)?;
+/// Move every thread, then finish the transition (or force, or reverse it). `code`: the
+/// runtime's own code (`runtime_code`); `held_moved`: the borrowed thread was moved
+/// before it was let go (it counts as sampled).
+fn complete(proc: &Process, info: &RuntimeInfo, code: &[(u64, u64)], opts: Options, held_moved: bool) -> Result<Ended> {
     let step = |proc: &Process| -> Result<(transition::Running, Driven)> {
-        let run = transition::running(proc, info, &code)?
+        let run = transition::running(proc, info, code)?
             .ok_or_else(|| TriggerError::Target { pid: proc.pid, what: "the transition ended under us".into() })?;
         transition::set_newborn_state(proc, &run)?;
         let driven = transition::drive(proc, info, &run, opts.timeout)?;

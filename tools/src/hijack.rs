@@ -98,11 +98,7 @@ impl Hijacked {
         // only around `calloc`, where the thread is in the C library and is not taken
         // either, unless waiting in a system call; a callback waiting for such a lock is
         // abandoned at the call limit rather than waiting forever.)
-        let runtime: Vec<(u64, u64)> = maps
-            .iter()
-            .filter(|m| crate::runtime::is_runtime(&m.path) && m.perms.contains('x'))
-            .map(|m| (m.start, m.end))
-            .collect();
+        let runtime = crate::runtime::runtime_code_in(&maps);
         let hold = BlockedSignals::new(&HELD_SIGNALS);
         let start = Instant::now();
         let mut nap = Duration::from_micros(100);

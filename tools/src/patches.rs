@@ -47,7 +47,7 @@ pub fn read(pid: i32) -> Result<Report> {
     let info = runtime_info(&proc, &objects)?;
     let status = transition::read_status(&proc, &info)?;
     let mut threads = Vec::new();
-    if let Some(run) = transition::running(&proc, &info, &runtime_code(&proc, &objects)?)? {
+    if let Some(run) = transition::running(&proc, &info, &runtime_code(&proc)?)? {
         let logged = transition::logged(&proc, &info)?;
         for tid in proc.threads()? {
             let name = crate::process::read_proc_file(format!("/proc/{pid}/task/{tid}/comm"))

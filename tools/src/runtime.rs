@@ -46,12 +46,11 @@ pub fn is_runtime(path: &str) -> bool {
 }
 
 /// Executable ranges of the runtime itself: a thread there counts as inside.
-pub fn runtime_code(proc: &Process, objects: &[MappedObject]) -> Result<Vec<(u64, u64)>> {
-    Ok(runtime_code_in(&proc.mappings()?, objects))
+pub fn runtime_code(proc: &Process) -> Result<Vec<(u64, u64)>> {
+    Ok(runtime_code_in(&proc.mappings()?))
 }
 
 /// `runtime_code`, from mappings already read.
-pub fn runtime_code_in(maps: &[Mapping], objects: &[MappedObject]) -> Vec<(u64, u64)> {
-    let path = objects.iter().find(|o| is_runtime(&o.path)).map(|o| o.path.clone()).unwrap_or_default();
-    maps.iter().filter(|m| m.path == path && m.perms.contains('x')).map(|m| (m.start, m.end)).collect()
+pub fn runtime_code_in(maps: &[Mapping]) -> Vec<(u64, u64)> {
+    maps.iter().filter(|m| is_runtime(&m.path) && m.perms.contains('x')).map(|m| (m.start, m.end)).collect()
 }
