@@ -14,8 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
+use pulp_meta::format::hex;
+
 use crate::symbols::ObjectInfo;
-use crate::{hex, InspectError};
+use crate::InspectError;
 
 /// Where to look for debug files.
 #[derive(Clone, Debug)]

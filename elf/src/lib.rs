@@ -63,8 +63,3 @@ pub(crate) fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<object::File<'a>,
     }
     Ok(file)
 }
-
-/// Lower-case hex of a byte string (build-ids).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
