@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use pulp_meta::format::hex;
 
 use crate::symbols::ObjectInfo;
-use crate::InspectError;
 
 /// Where to look for debug files.
 #[derive(Clone, Debug)]
@@ -116,20 +115,4 @@ fn check(path: &Path, want: Option<&[u8]>, crc: Option<u32>) -> Result<ObjectInf
         return Err("no symbol table".into());
     }
     Ok(info)
-}
-
-/// Check an explicit debug file against the object it is meant for.
-pub fn check_explicit(debug: &Path, object: &Path, info: &ObjectInfo) -> Result<ObjectInfo, InspectError> {
-    let found = ObjectInfo::read(debug)?;
-    if let (Some(w), f) = (&info.build_id, &found.build_id) {
-        if f.as_ref() != Some(w) {
-            return Err(InspectError::DebugBuildId {
-                debug: debug.into(),
-                object: object.into(),
-                found: f.as_deref().map(hex).unwrap_or_else(|| "none".into()),
-                expected: hex(w),
-            });
-        }
-    }
-    Ok(found)
 }

@@ -42,12 +42,6 @@ pub enum InspectError {
     NoBuildId { path: PathBuf },
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
-    #[error(
-        "debug file {} has build-id {found}, but {} has {expected}: it belongs to another build",
-        debug.display(),
-        object.display()
-    )]
-    DebugBuildId { debug: PathBuf, object: PathBuf, found: String, expected: String },
     #[error("{}: debug info: {reason}", path.display())]
     Dwarf { path: PathBuf, reason: String },
 }

@@ -70,10 +70,6 @@ impl Section {
         self.flags.contains('w')
     }
 
-    pub fn is_tls(&self) -> bool {
-        self.flags.contains('T')
-    }
-
     /// Data that never changes once loaded: read-only, or relocated then read-only
     /// (`.data.rel.ro`).
     pub fn is_constant(&self) -> bool {
@@ -96,12 +92,6 @@ pub struct SymAttrs {
     pub kind: Option<String>,
     /// Attribute statements as written (`.globl X`, `.type X,@function`, `.size X, 4`).
     pub stmts: Vec<String>,
-}
-
-impl SymAttrs {
-    pub fn is_function(&self) -> bool {
-        matches!(self.kind.as_deref(), Some("function") | Some("gnu_indirect_function"))
-    }
 }
 
 /// One translation unit's assembly.

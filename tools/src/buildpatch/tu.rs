@@ -195,9 +195,10 @@ impl Tu {
         out
     }
 
-    /// Whether `name` is a function or data object defined here.
+    /// Whether `name` is a function or data object defined here (every function is a
+    /// chunk label; commons are data without one).
     pub fn defines(&self, name: &str) -> bool {
-        self.functions.contains(name) || self.data.contains(name) || self.by_label.contains_key(name)
+        self.data.contains(name) || self.by_label.contains_key(name)
     }
 
     /// Whether `name` is defined in a code section.
