@@ -241,15 +241,13 @@ impl Diff {
 
 /// Pair each symbol of `after` with its counterpart in `before`: the same name, or for a
 /// numbered name (`calls.1`, `f.isra.0`) the one with the same canonical name and the same
-/// referrers.
+/// referrers (`ref_b`, `ref_a`: [`Tu::referrers`] of each side).
 fn correlate(
-    before: &Tu,
-    after: &Tu,
     names_b: &BTreeSet<String>,
     names_a: &BTreeSet<String>,
+    ref_b: &HashMap<String, BTreeSet<String>>,
+    ref_a: &HashMap<String, BTreeSet<String>>,
 ) -> HashMap<String, String> {
-    let ref_b = before.referrers();
-    let ref_a = after.referrers();
     let numbered = |n: &str| canon(n) != n;
     let mut out = HashMap::new();
     let mut used: BTreeSet<&String> = BTreeSet::new();
@@ -281,9 +279,10 @@ fn correlate(
 /// Compare a unit before and after the fix.
 pub fn diff(before: &Tu, after: &Tu) -> Diff {
     let mut d = Diff::default();
+    let (ref_b, ref_a) = (before.referrers(), after.referrers());
     let fb = &before.functions;
     let fa = &after.functions;
-    let func_map = correlate(before, after, fb, fa);
+    let func_map = correlate(fb, fa, &ref_b, &ref_a);
     for a in fa {
         match func_map.get(a) {
             Some(b) => {
@@ -296,7 +295,7 @@ pub fn diff(before: &Tu, after: &Tu) -> Diff {
             }
         }
     }
-    let data_map = correlate(before, after, &before.data, &after.data);
+    let data_map = correlate(&before.data, &after.data, &ref_b, &ref_a);
     for a in &after.data {
         match data_map.get(a) {
             Some(b) => {
