@@ -317,5 +317,40 @@ pub fn has_compiler_abi(name: &str) -> bool {
 /// Whether `name` is the cold part of a function (`foo.cold`, `foo.cold.3`): a piece of
 /// its body placed elsewhere, jumped to from it, never called.
 pub fn is_cold_part(name: &str) -> bool {
-    name.split('.').skip(1).any(|part| part == "cold")
+    cold_parent(name).is_some()
+}
+
+/// The function whose cold part `name` is: the name before its first `.cold` component
+/// (`f.cold` / `f.cold.3` -> `f`, `f.part.0.cold` -> `f.part.0`); `None` when no
+/// component after the first is `cold`.
+pub fn cold_parent(name: &str) -> Option<&str> {
+    name.match_indices(".cold")
+        .map(|(i, _)| i)
+        .find(|&i| name[i + ".cold".len()..].is_empty() || name[i + ".cold".len()..].starts_with('.'))
+        .map(|i| &name[..i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cold_parts() {
+        for (name, parent) in [
+            ("f.cold", Some("f")),
+            ("f.cold.3", Some("f")),
+            ("f.part.0.cold", Some("f.part.0")),
+            ("f.cold.cold", Some("f")),
+            // The first `.cold` that is a whole component counts.
+            ("f.coldx.cold", Some("f.coldx")),
+            ("f.coldness", None),
+            ("f.xcold", None),
+            ("cold", None),
+            ("f", None),
+        ] {
+            assert_eq!(cold_parent(name), parent, "{name}");
+            // The rule `is_cold_part` had on its own: a component after the first is `cold`.
+            assert_eq!(is_cold_part(name), name.split('.').skip(1).any(|part| part == "cold"), "{name}");
+        }
+    }
 }

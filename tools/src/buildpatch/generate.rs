@@ -25,12 +25,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
+use pulp_elf::symbols::cold_parent;
 use pulp_elf::{Symbol, SymbolKind};
 use pulp_meta::RefKind;
 
 use super::asm::{self, is_local_label, Stmt, StmtKind};
 use super::target::TargetIndex;
-use super::tu::{cold_parent, Diff, Tu};
+use super::tu::{Diff, Tu};
 
 /// A reference the runtime fills: the `.dsc` line `#symbol@value+addend:var [kind]`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,6 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use pulp_elf::symbols::cold_parent;
+
 use super::asm::{self, is_local_label, Chunk, Stmt, StmtKind, Unit};
 
 /// A unit's assembly, read.
@@ -39,13 +41,6 @@ pub fn canon(name: &str) -> String {
         .map(|(i, part)| if i > 0 && !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) { "#" } else { part })
         .collect::<Vec<_>>()
         .join(".")
-}
-
-/// `f.cold` / `f.cold.3` -> `f`.
-pub fn cold_parent(name: &str) -> Option<&str> {
-    let i = name.find(".cold")?;
-    let rest = &name[i + 5..];
-    (rest.is_empty() || rest.starts_with('.')).then(|| &name[..i])
 }
 
 impl Tu {

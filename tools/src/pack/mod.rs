@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use dsc::{DscOption, Item, RefForm, SymbolName};
 use pulp_elf::inspect::SymbolSource;
-use pulp_elf::symbols::{has_compiler_abi, is_clone_of, is_cold_part};
+use pulp_elf::symbols::{cold_parent, has_compiler_abi, is_clone_of};
 use pulp_elf::{DebugSearch, FunctionInfo, InspectError, Inspected, Symbol, SymbolKind};
 use pulp_meta::format::{FLAG_IMMEDIATE, FLAG_REPLACE};
 use pulp_meta::{Function, MetaError, PatchMeta, Prologue, RefKind, Reference, State, Target};
@@ -515,10 +515,7 @@ fn reference(
             many[0]
         }
     };
-    if is_cold_part(name) {
-        let parent = name.split(".cold").next().unwrap_or(name).to_owned();
-        return Err(PackErrorKind::ColdPart { func: name.clone(), parent, target: tpath.clone() });
-    }
+    not_cold_part(name, tpath)?;
     let replaced = sym.kind == SymbolKind::Function && target.functions.iter().any(|f| f.offset == sym.value);
     let kind = match r.form {
         RefForm::Tls => RefKind::TlsIndex,
@@ -573,6 +570,14 @@ fn check_variable(patch: &Object, var: &str, kind: RefKind) -> Result<(), PackEr
     Ok(())
 }
 
+/// Cold parts (`f.cold`) are not entry points: neither replaced nor referred to.
+fn not_cold_part(name: &str, tpath: &str) -> Result<(), PackErrorKind> {
+    match cold_parent(name) {
+        Some(parent) => Err(PackErrorKind::ColdPart { func: name.into(), parent: parent.into(), target: tpath.into() }),
+        None => Ok(()),
+    }
+}
+
 /// Resolve one `old:new` line of `target`.
 fn replacement(target: &PendingTarget, patch: &Object, old: &SymbolName, new: &str) -> Result<Function, PackErrorKind> {
     let tpath = &target.object.path;
@@ -580,10 +585,7 @@ fn replacement(target: &PendingTarget, patch: &Object, old: &SymbolName, new: &s
     if let Some(&first_line) = target.lines.get(name) {
         return Err(PackErrorKind::DuplicateFunction { func: old.to_string(), target: tpath.clone(), first_line });
     }
-    if is_cold_part(name) {
-        let parent = name.split(".cold").next().unwrap_or(name).to_owned();
-        return Err(PackErrorKind::ColdPart { func: name.into(), parent, target: tpath.clone() });
-    }
+    not_cold_part(name, tpath)?;
     let candidates: Vec<&FunctionInfo> =
         target.object.functions().iter().filter(|f| f.name == name && old.at.is_none_or(|o| f.offset == o)).collect();
     let f = match candidates.as_slice() {
