@@ -11,7 +11,7 @@ use pulp_meta::prologue::{classify, PAD_BEFORE};
 use pulp_meta::Prologue;
 
 use crate::symbols::{Symbol, SymbolKind};
-use crate::{parse, read, InspectError};
+use crate::{note_build_id, parse, read, InspectError};
 
 /// A function defined in an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,9 +33,9 @@ pub struct FunctionInfo {
 pub fn build_id(path: &Path) -> Result<Vec<u8>, InspectError> {
     let data = read(path)?;
     let file = parse(path, &data)?;
-    match file.build_id() {
-        Ok(Some(id)) if !id.is_empty() => Ok(id.to_vec()),
-        Ok(_) => Err(InspectError::NoBuildId { path: path.into() }),
+    match note_build_id(&file) {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(InspectError::NoBuildId { path: path.into() }),
         Err(source) => Err(InspectError::Parse { path: path.into(), source }),
     }
 }

@@ -50,6 +50,11 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, InspectError> {
     std::fs::read(path).map_err(|source| InspectError::Read { path: path.into(), source })
 }
 
+/// The GNU build-id note of a parsed object; `None` when it has none or an empty one.
+pub(crate) fn note_build_id<'data>(file: &impl object::Object<'data>) -> object::Result<Option<Vec<u8>>> {
+    Ok(file.build_id()?.filter(|id| !id.is_empty()).map(<[u8]>::to_vec))
+}
+
 pub(crate) fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<object::File<'a>, InspectError> {
     let file = object::File::parse(data).map_err(|source| InspectError::Parse { path: path.into(), source })?;
     if file.format() != object::BinaryFormat::Elf {

@@ -249,7 +249,7 @@ impl ObjectInfo {
             _ => FileKind::Other,
         };
         let file = object::read::elf::ElfFile64::<Endianness>::parse(data).map_err(bad)?;
-        let build_id = object::Object::build_id(&file).ok().flatten().filter(|b| !b.is_empty()).map(<[u8]>::to_vec);
+        let build_id = crate::note_build_id(&file).ok().flatten();
         let debuglink = object::Object::gnu_debuglink(&file)
             .ok()
             .flatten()

@@ -153,10 +153,9 @@ pub struct PackOptions {
     pub generated: bool,
 }
 
-/// An object named by the `.dsc`, inspected once.
+/// An object named by the `.dsc`, inspected once; it has a build-id.
 struct Object {
     path: String,
-    build_id: Vec<u8>,
     elf: Inspected,
 }
 
@@ -166,17 +165,30 @@ impl Object {
         let path =
             joined.canonicalize().map_err(|source| PackErrorKind::Open { what, path: joined.clone(), source })?;
         let path_str = path.to_str().ok_or_else(|| PackErrorKind::NotUtf8 { path: path.clone() })?.to_owned();
-        let build_id = pulp_elf::build_id(&path)?;
         let elf = match opts.symbols_from.iter().find(|(t, _)| *t == path) {
             Some((_, from)) => {
+                // The object itself is not inspected: only its build-id is read.
+                let build_id = pulp_elf::build_id(&path)?;
                 let mut elf = pulp_elf::inspect(from, &DebugSearch::default())?;
                 elf.path = path.clone();
-                elf.info.build_id = Some(build_id.clone());
+                elf.info.build_id = Some(build_id);
                 elf
             }
-            None => pulp_elf::inspect(&path, &opts.debug)?,
+            None => {
+                let mut elf = pulp_elf::inspect(&path, &opts.debug)?;
+                if elf.info.build_id.is_none() {
+                    // None (or an unreadable note): `build_id` gives the error.
+                    elf.info.build_id = Some(pulp_elf::build_id(&path)?);
+                }
+                elf
+            }
         };
-        Ok(Self { build_id, elf, path: path_str })
+        Ok(Self { elf, path: path_str })
+    }
+
+    /// The object's build-id ([`Object::open`] refuses an object without one).
+    fn build_id(&self) -> &[u8] {
+        self.elf.info.build_id.as_deref().expect("Object::open checked the build-id")
     }
 
     fn functions(&self) -> &[FunctionInfo] {
@@ -328,7 +340,7 @@ pub fn pack_text(dsc_path: &Path, text: &str, opts: &PackOptions) -> Result<(Pat
     for f in &opts.debug.files {
         let used = done.iter().any(|(t, _)| matches!(&t.object.elf.source, SymbolSource::DebugFile(p) if p == f));
         if !used {
-            let ids: Vec<String> = done.iter().map(|(t, _)| pulp_meta::format::hex(&t.object.build_id)).collect();
+            let ids: Vec<String> = done.iter().map(|(t, _)| pulp_meta::format::hex(t.object.build_id())).collect();
             let reason = match pulp_elf::ObjectInfo::read(f) {
                 Ok(i) => format!(
                     "its build-id {} is no target's (targets: {})",
@@ -348,11 +360,12 @@ pub fn pack_text(dsc_path: &Path, text: &str, opts: &PackOptions) -> Result<(Pat
     let patch_sha256 = std::fs::read(&patch.path)
         .map(|bytes| pulp_meta::sha256::sha256(&bytes))
         .map_err(|source| whole(PackErrorKind::Open { what: "patch .so", path: patch.path.clone().into(), source }))?;
+    let patch_build_id = patch.build_id().to_vec();
     let meta = PatchMeta {
         flags,
         level,
         patch_so: patch.path,
-        patch_build_id: patch.build_id,
+        patch_build_id,
         patch_sha256,
         labels,
         states,
@@ -450,7 +463,7 @@ fn finish(
     }
     let target = Target {
         path: t.object.path.clone(),
-        build_id: t.object.build_id.clone(),
+        build_id: t.object.build_id().to_vec(),
         functions: t.functions.clone(),
         references,
     };
