@@ -31,7 +31,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::wrapper::{expand_response_files, Analysis, Mode, TAKES_VALUE};
+use crate::wrapper::{Analysis, Mode, TAKES_VALUE};
 
 /// Folder of the records and side compiles; its presence turns the mode on.
 pub const DIR_ENV: &str = "PULP_BUILDPATCH_DIR";
@@ -145,13 +145,13 @@ const DROPPED_WITH_VALUE: &[&str] = &["-o", "-MF", "-MT", "-MQ", "-l", "-L", "-X
 const DROPPED_PREFIXES: &[&str] =
     &["-fpatchable-function-entry", "-flto", "-mcmodel=", "-save-temps=", "-Wl,", "-Wa,", "-l", "-L", "-static-"];
 
-/// The side compiles of a compile or link command (`args` as the real compiler gets
-/// them, `a` their analysis, `cwd` where it runs).
-pub fn plan(mode: &BuildPatch, args: &[OsString], a: &Analysis, cwd: &Path) -> Vec<SideCompile> {
+/// The side compiles of a compile or link command (`a` the analysis of its arguments as
+/// the real compiler gets them, `cwd` where it runs).
+pub fn plan(mode: &BuildPatch, a: &Analysis, cwd: &Path) -> Vec<SideCompile> {
     if !matches!(a.mode, Mode::Compile | Mode::Link) || a.relocatable || !a.compiles_c {
         return Vec::new();
     }
-    let words = expand_response_files(args);
+    let words = &a.words;
     let lto = words.iter().fold(false, |on, w| match w.to_str() {
         Some(o) if o.starts_with("-flto") && o != "-flto=none" => true,
         Some("-fno-lto") => false,
@@ -177,7 +177,7 @@ pub fn plan(mode: &BuildPatch, args: &[OsString], a: &Analysis, cwd: &Path) -> V
             }
         };
         let asm = mode.dir.join("asm").join(format!("{:016x}-{n}.s", fnv(key.as_bytes())));
-        out.push(SideCompile { args: side_args(&words, source, &asm, mode), key, source: abs_source, asm, lto });
+        out.push(SideCompile { args: side_args(words, source, &asm, mode), key, source: abs_source, asm, lto });
     }
     out
 }
@@ -232,16 +232,16 @@ fn side_args(words: &[OsString], source: &Path, asm: &Path, mode: &BuildPatch) -
     out
 }
 
-/// The record of a link step: its output, inputs and library options.
-pub fn link_record(args: &[OsString], a: &Analysis, cwd: &Path) -> Option<String> {
+/// The record of a link step (`a` the analysis of its arguments): its output, inputs and
+/// library options.
+pub fn link_record(a: &Analysis, cwd: &Path) -> Option<String> {
     if a.mode != Mode::Link || a.relocatable {
         return None;
     }
     let output = cwd.join(a.output.clone().unwrap_or_else(|| PathBuf::from("a.out")));
     let inputs: Vec<String> = a.inputs.iter().map(|(p, _)| json_path(&cwd.join(p))).collect();
-    let words = expand_response_files(args);
     let mut libs = Vec::new();
-    let mut it = words.iter();
+    let mut it = a.words.iter();
     while let Some(w) = it.next() {
         let Some(opt) = w.to_str() else { continue };
         match opt {
@@ -312,7 +312,7 @@ mod tests {
     fn a_compile_gets_a_large_model_side_compile() {
         let a =
             args("-fpatchable-function-entry=16,14 -O2 -fPIC -Iinc -DX=1 -MD -MF foo.d -flto -c foo.c -o obj/foo.o");
-        let plan = plan(&mode(), &a, &analyse(&a), Path::new("/copy/src"));
+        let plan = plan(&mode(), &analyse(&a), Path::new("/copy/src"));
         assert_eq!(plan.len(), 1);
         let s = &plan[0];
         assert_eq!(s.key, "src/obj/foo.o");
@@ -339,25 +339,25 @@ mod tests {
         assert!(s.record(Path::new("/copy/src")).starts_with("{\"kind\":\"tu\",\"key\":\"src/obj/foo.o\","));
         assert!(s.lto && s.record(Path::new("/")).ends_with(",\"lto\":true}"), "the build's compile uses -flto");
         let a = args("-O2 -flto -fno-lto -c foo.c");
-        assert!(!super::plan(&mode(), &a, &analyse(&a), Path::new("/copy"))[0].lto);
+        assert!(!super::plan(&mode(), &analyse(&a), Path::new("/copy"))[0].lto);
     }
 
     #[test]
     fn several_sources_and_one_step_links() {
         let a = args("-O2 -c a.c b.cpp x.o");
-        let p = plan(&mode(), &a, &analyse(&a), Path::new("/copy"));
+        let p = plan(&mode(), &analyse(&a), Path::new("/copy"));
         assert_eq!(p.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["a.o", "b.o"]);
         assert!(strings(&p[1].args).contains(&"b.cpp".to_string()));
         assert!(!strings(&p[1].args).contains(&"a.c".to_string()));
         assert!(strings(&p[0].args).contains(&"-fPIE".to_string()), "no -fPIC: position-independent executable code");
 
         let a = args("-shared -fPIC lib.c -o libx.so -lm -L../lib -Wl,--as-needed");
-        let p = plan(&mode(), &a, &analyse(&a), Path::new("/copy/b"));
+        let p = plan(&mode(), &analyse(&a), Path::new("/copy/b"));
         assert_eq!(p[0].key, "b/libx.so#b/lib.c");
         assert!(!strings(&p[0].args)
             .iter()
             .any(|w| w.starts_with("-l") || w.starts_with("-L") || w.starts_with("-Wl")));
-        let rec = link_record(&a, &analyse(&a), Path::new("/copy/b")).unwrap();
+        let rec = link_record(&analyse(&a), Path::new("/copy/b")).unwrap();
         assert_eq!(
             rec,
             "{\"kind\":\"link\",\"output\":\"/copy/b/libx.so\",\"inputs\":[\"/copy/b/lib.c\"],\"libs\":[\"-lm\",\"-L/copy/b/../lib\"]}"
@@ -368,7 +368,7 @@ mod tests {
     fn nothing_for_preprocessing_assembly_or_objects() {
         for cmd in ["-E a.c", "-c start.S", "a.o b.o -o x", "-r a.c -o x.o"] {
             let a = args(cmd);
-            assert!(plan(&mode(), &a, &analyse(&a), Path::new("/copy")).is_empty(), "{cmd}");
+            assert!(plan(&mode(), &analyse(&a), Path::new("/copy")).is_empty(), "{cmd}");
         }
         assert_eq!(json("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
     }

@@ -61,6 +61,9 @@ pub struct Analysis {
     pub query: bool,
     /// The input files, in order, and whether each is C or C++ to compile.
     pub inputs: Vec<(PathBuf, bool)>,
+    /// The command line with its `@file` response files read: what the fields above
+    /// were read from.
+    pub words: Vec<OsString>,
 }
 
 /// What `pulp-cc` will do.
@@ -160,6 +163,7 @@ pub fn analyse(args: &[OsString]) -> Analysis {
         relocatable: false,
         query: false,
         inputs: Vec::new(),
+        words: Vec::new(),
     };
     let (mut e, mut s, mut c, mut m, mut md, mut syntax) = (false, false, false, false, false, false);
     let mut lang: Option<String> = None;
@@ -223,17 +227,17 @@ pub fn analyse(args: &[OsString]) -> Analysis {
     } else {
         Mode::Link
     };
+    a.words = words;
     a
 }
 
-/// Decide what to run for the user's `args` (without the program name).
-/// `disabled` is `PULP_CC_DISABLE`: pass everything on unchanged.
-pub fn plan(args: &[OsString], disabled: bool) -> Plan {
+/// Decide what to run for the user's `args` (without the program name), `a` their
+/// [`analyse`]. `disabled` is `PULP_CC_DISABLE`: pass everything on unchanged.
+pub fn plan(args: &[OsString], a: &Analysis, disabled: bool) -> Plan {
     let unchanged = Plan { args: args.to_vec(), added_flags: false, canonicalise: None };
     if disabled {
         return unchanged;
     }
-    let a = analyse(args);
     if a.query || !a.has_inputs {
         return unchanged;
     }
@@ -320,7 +324,8 @@ mod tests {
     }
 
     fn plan_of(s: &str) -> Plan {
-        plan(&args(s), false)
+        let a = args(s);
+        plan(&a, &analyse(&a), false)
     }
 
     const FLAG: &str = "-fpatchable-function-entry=16,14";
@@ -396,7 +401,7 @@ mod tests {
     #[test]
     fn disabled_passes_everything() {
         let a = args("-shared foo.c -o libfoo.so");
-        assert_eq!(plan(&a, true), Plan { args: a.clone(), added_flags: false, canonicalise: None });
+        assert_eq!(plan(&a, &analyse(&a), true), Plan { args: a.clone(), added_flags: false, canonicalise: None });
         assert!(disabled(Some(OsStr::new("1"))));
         assert!(!disabled(Some(OsStr::new("0"))));
         assert!(!disabled(Some(OsStr::new(""))));
@@ -430,7 +435,7 @@ mod tests {
         std::fs::write(&rsp, "-shared\n foo.c -o \"libfoo.so\"\n").unwrap();
         let mut a = OsString::from("@");
         a.push(&rsp);
-        let p = plan(&[a.clone()], false);
+        let p = plan(&[a.clone()], &analyse(&[a.clone()]), false);
         assert!(p.added_flags);
         assert_eq!(p.canonicalise, Some(PathBuf::from("libfoo.so")));
         assert_eq!(p.args[1..], [a]);

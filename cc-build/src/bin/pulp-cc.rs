@@ -44,10 +44,10 @@ fn main() -> ExitCode {
         None => (wrapper::real_compiler(std::env::var_os(wrapper::REAL_ENV).as_deref()), &args[..]),
     };
     let disabled = wrapper::disabled(std::env::var_os(wrapper::DISABLE_ENV).as_deref());
-    let plan = wrapper::plan(args, disabled);
+    let analysis = wrapper::analyse(args);
+    let plan = wrapper::plan(args, &analysis, disabled);
     let build_patch = side::BuildPatch::from_env().filter(|_| !disabled);
     let mut real_args = plan.args.clone();
-    let analysis = wrapper::analyse(args);
     if let (Some(bp), true) = (&build_patch, analysis.compiles_c && analysis.mode != wrapper::Mode::Preprocess) {
         real_args.extend(bp.prefix_map());
     }
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
         }
     }
     if let Some(bp) = &build_patch {
-        if let Err(e) = build_patch_records(bp, &compiler, args, &analysis) {
+        if let Err(e) = build_patch_records(bp, &compiler, &analysis) {
             eprintln!("pulp-cc: error: build-patch: {e}");
             return ExitCode::from(1);
         }
@@ -92,11 +92,10 @@ fn main() -> ExitCode {
 fn build_patch_records(
     bp: &side::BuildPatch,
     compiler: &[OsString],
-    args: &[OsString],
     analysis: &wrapper::Analysis,
 ) -> Result<(), String> {
     let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
-    for sc in side::plan(bp, args, analysis, &cwd) {
+    for sc in side::plan(bp, analysis, &cwd) {
         if let Some(parent) = sc.asm.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
@@ -116,7 +115,7 @@ fn build_patch_records(
         }
         bp.append(&sc.record(&cwd)).map_err(|e| format!("cannot write the records in {}: {e}", bp.dir.display()))?;
     }
-    if let Some(rec) = side::link_record(args, analysis, &cwd) {
+    if let Some(rec) = side::link_record(analysis, &cwd) {
         bp.append(&rec).map_err(|e| format!("cannot write the records in {}: {e}", bp.dir.display()))?;
     }
     Ok(())
