@@ -262,12 +262,19 @@ impl Generator<'_> {
         })
     }
 
-    /// The slot for (kind, symbol + addend); its index.
+    /// The slot for (kind, symbol + addend), shared by every use; its index.
     fn slot(&mut self, kind: RefKind, sym: &Symbol, addend: i64) -> usize {
         let key = (kind as u8, sym.value, addend as u64);
         if let Some(&k) = self.slots.get(&key) {
             return k;
         }
+        let k = self.push_slot(kind, sym, addend);
+        self.slots.insert(key, k);
+        k
+    }
+
+    /// A new slot for (kind, symbol + addend), its variable named after its index; its index.
+    fn push_slot(&mut self, kind: RefKind, sym: &Symbol, addend: i64) -> usize {
         let k = self.out.slots.len();
         self.out.slots.push(Slot {
             var: format!("__pulp_ref_{}_{k}", self.input.index),
@@ -276,7 +283,6 @@ impl Generator<'_> {
             value: sym.value,
             addend: addend as u64,
         });
-        self.slots.insert(key, k);
         k
     }
 
@@ -537,15 +543,8 @@ impl Generator<'_> {
             if !code && matches!(dir, "quad" | "8byte") && spec.is_none() {
                 let addend = addend_of(args, &st.text[r.start..r.end]);
                 // A slot of its own: it lives inside this object, not among the others.
-                let k = self.out.slots.len();
-                let v = format!("__pulp_ref_{}_{k}", self.input.index);
-                self.out.slots.push(Slot {
-                    var: v.clone(),
-                    kind: RefKind::Address,
-                    symbol: sym.name.clone(),
-                    value: sym.value,
-                    addend: addend as u64,
-                });
+                let k = self.push_slot(RefKind::Address, &sym, addend);
+                let v = self.out.slots[k].var.clone();
                 let _ = writeln!(out, "\t.globl\t{v}\n\t.type\t{v}, @object\n\t.size\t{v}, 8\n{v}:\n\t.quad\t0");
                 *needs_writable = true;
                 data_slots.push((v, k));
