@@ -21,12 +21,23 @@ pub struct Dwarf<'data> {
 impl<'data> Dwarf<'data> {
     /// Load the debug sections of `file` (empty when it has none).
     pub fn load(path: &Path, file: &object::File<'data>) -> Result<Self, InspectError> {
-        let sections = gimli::DwarfSections::load(|id| -> Result<Cow<'data, [u8]>, InspectError> {
-            let Some(s) = file.section_by_name(id.name()) else { return Ok(Cow::Borrowed(&[])) };
+        Self::load_with(file, |id, s| {
             s.uncompressed_data().map_err(|e| InspectError::Dwarf {
                 path: path.into(),
                 reason: format!("cannot read section {}: {e}", id.name()),
             })
+        })
+    }
+
+    /// Load the debug sections of `file`, each present one's data given by `read` (an
+    /// absent one is empty).
+    fn load_with(
+        file: &object::File<'data>,
+        read: impl Fn(gimli::SectionId, &object::Section<'data, '_>) -> Result<Cow<'data, [u8]>, InspectError>,
+    ) -> Result<Self, InspectError> {
+        let sections = gimli::DwarfSections::load(|id| -> Result<Cow<'data, [u8]>, InspectError> {
+            let Some(s) = file.section_by_name(id.name()) else { return Ok(Cow::Borrowed(&[])) };
+            read(id, &s)
         })?;
         let empty = file.section_by_name(".debug_info").is_none_or(|s| s.size() == 0);
         Ok(Self { sections, empty })
@@ -186,8 +197,7 @@ impl Layout {
 /// Debug sections of an object file (`ET_REL`) with their relocations applied, so that
 /// string and unit offsets read right.
 fn load_relocated<'data>(path: &Path, file: &object::File<'data>) -> Result<Dwarf<'data>, InspectError> {
-    let sections = gimli::DwarfSections::load(|id| -> Result<Cow<'data, [u8]>, InspectError> {
-        let Some(s) = file.section_by_name(id.name()) else { return Ok(Cow::Borrowed(&[])) };
+    Dwarf::load_with(file, |_, s| {
         let bad = |e: object::Error| InspectError::Dwarf { path: path.into(), reason: e.to_string() };
         let mut data = s.uncompressed_data().map_err(bad)?.into_owned();
         for (offset, rel) in s.relocations() {
@@ -202,9 +212,7 @@ fn load_relocated<'data>(path: &Path, file: &object::File<'data>) -> Result<Dwar
             }
         }
         Ok(Cow::Owned(data))
-    })?;
-    let empty = file.section_by_name(".debug_info").is_none_or(|s| s.size() == 0);
-    Ok(Dwarf { sections, empty })
+    })
 }
 
 /// The named structs, unions and classes the debug info of `path` (an object file or a
