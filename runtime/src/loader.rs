@@ -5,20 +5,14 @@ use std::ffi::{CStr, CString};
 
 /// A loaded object: load base, build-id and executable segments.
 pub struct Loaded {
-    /// Its name as the dynamic linker knows it (empty for the main program).
-    pub name: Vec<u8>,
     pub base: usize,
     pub build_id: Vec<u8>,
     /// Executable segments, `[start, end)`.
     pub exec: Vec<(usize, usize)>,
     /// All loaded segments, `[start, end)`.
     pub segments: Vec<(usize, usize)>,
-    /// Writable memory: writable segments minus `PT_GNU_RELRO` (read-only once relocated).
-    pub writable: Vec<(usize, usize)>,
     /// Its TLS module id (0 when it has no thread-local storage).
     pub tls_modid: usize,
-    /// Address of its TLS initialisation image (its `PT_TLS` segment).
-    pub tls_image: Option<usize>,
 }
 
 impl Loaded {
@@ -33,91 +27,160 @@ impl Loaded {
     }
 }
 
-/// The build-id in an object's `PT_NOTE` segments, read from memory.
-///
-/// # Safety
-/// `info` must come from `dl_iterate_phdr`, whose program headers and note segments are
-/// mapped for as long as the callback runs.
-unsafe fn build_id(info: &libc::dl_phdr_info) -> Vec<u8> {
-    // SAFETY: dl_iterate_phdr guarantees `dlpi_phdr` points at `dlpi_phnum` headers.
-    let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-    for ph in phdrs.iter().filter(|p| p.p_type == libc::PT_NOTE) {
-        let start = info.dlpi_addr as usize + ph.p_vaddr as usize;
-        // SAFETY: a PT_NOTE segment lies inside a PT_LOAD segment of a loaded object,
-        // so its p_memsz bytes are mapped and readable.
-        let notes = unsafe { std::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize) };
-        if let Some(id) = pulp_meta::note::gnu_build_id(notes) {
-            return id.to_vec();
-        }
-    }
-    Vec::new()
+/// One loaded object as `dl_iterate_phdr` shows it, for the length of a visit: what is
+/// asked of it is read then, and nothing more.
+struct Visited<'a> {
+    info: &'a libc::dl_phdr_info,
+    phdrs: &'a [libc::Elf64_Phdr],
 }
 
-/// Every object the dynamic linker has loaded.
-pub fn all() -> Vec<Loaded> {
-    unsafe extern "C" fn collect(
+impl Visited<'_> {
+    fn base(&self) -> usize {
+        self.info.dlpi_addr as usize
+    }
+
+    /// The `[start, end)` of its program headers of type `kind` with every bit of `flags`.
+    fn ranges(&self, kind: u32, flags: u32) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let base = self.base();
+        self.phdrs
+            .iter()
+            .filter(move |p| p.p_type == kind && p.p_flags & flags == flags)
+            .map(move |p| (base + p.p_vaddr as usize, base + (p.p_vaddr + p.p_memsz) as usize))
+    }
+
+    /// Its name as the dynamic linker knows it (empty for the main program).
+    fn name(&self) -> &[u8] {
+        if self.info.dlpi_name.is_null() {
+            return &[];
+        }
+        // SAFETY: dlpi_name is a NUL-terminated string owned by the dynamic linker, valid
+        // while the object is loaded (at least for this visit).
+        unsafe { CStr::from_ptr(self.info.dlpi_name) }.to_bytes()
+    }
+
+    /// The build-id in its `PT_NOTE` segments (empty: none).
+    fn build_id(&self) -> Vec<u8> {
+        for (start, end) in self.ranges(libc::PT_NOTE, 0) {
+            // SAFETY: a PT_NOTE segment lies inside a PT_LOAD segment of a loaded object,
+            // so its bytes are mapped and readable.
+            let notes = unsafe { std::slice::from_raw_parts(start as *const u8, end - start) };
+            if let Some(id) = pulp_meta::note::gnu_build_id(notes) {
+                return id.to_vec();
+            }
+        }
+        Vec::new()
+    }
+
+    fn loaded(&self, build_id: Vec<u8>) -> Loaded {
+        Loaded {
+            base: self.base(),
+            build_id,
+            exec: self.ranges(libc::PT_LOAD, libc::PF_X).collect(),
+            segments: self.ranges(libc::PT_LOAD, 0).collect(),
+            tls_modid: self.info.dlpi_tls_modid,
+        }
+    }
+}
+
+/// Visit every loaded object, in the dynamic linker's order, until `visit` says stop.
+fn each_object(mut visit: impl FnMut(&Visited<'_>) -> bool) {
+    type Visit<'v> = &'v mut dyn FnMut(&Visited<'_>) -> bool;
+    unsafe extern "C" fn trampoline(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
         data: *mut libc::c_void,
     ) -> libc::c_int {
-        // SAFETY: `data` is the `&mut Vec<Loaded>` passed below and `info` is valid for
-        // this call (dl_iterate_phdr's contract).
-        let (out, info) = unsafe { (&mut *(data as *mut Vec<Loaded>), &*info) };
-        // SAFETY: `info` comes from dl_iterate_phdr.
-        let build_id = unsafe { build_id(info) };
+        // SAFETY: `data` is the `&mut Visit` passed below, alive for the whole walk, and
+        // `info` is valid for this call (dl_iterate_phdr's contract).
+        let (visit, info) = unsafe { (&mut *(data as *mut Visit<'_>), &*info) };
         // SAFETY: dl_iterate_phdr guarantees `dlpi_phdr` points at `dlpi_phnum` headers.
         let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-        let name = if info.dlpi_name.is_null() {
-            Vec::new()
-        } else {
-            // SAFETY: dlpi_name is a NUL-terminated string owned by the dynamic linker.
-            unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes().to_vec()
-        };
-        let base = info.dlpi_addr as usize;
-        let range = |p: &libc::Elf64_Phdr| (base + p.p_vaddr as usize, base + (p.p_vaddr + p.p_memsz) as usize);
-        let load = |flag: u32| phdrs.iter().filter(move |p| p.p_type == libc::PT_LOAD && p.p_flags & flag == flag);
-        let mut writable: Vec<(usize, usize)> = load(libc::PF_W).map(range).collect();
-        for relro in phdrs.iter().filter(|p| p.p_type == libc::PT_GNU_RELRO).map(range) {
-            writable = writable
-                .into_iter()
-                .flat_map(|(s, e)| [(s, e.min(relro.0)), (s.max(relro.1), e)])
-                .filter(|(s, e)| s < e)
-                .collect();
-        }
-        out.push(Loaded {
-            name,
-            base,
-            build_id,
-            exec: load(libc::PF_X).map(range).collect(),
-            segments: load(0).map(range).collect(),
-            writable,
-            tls_modid: info.dlpi_tls_modid,
-            tls_image: phdrs.iter().find(|p| p.p_type == libc::PT_TLS).map(|p| base + p.p_vaddr as usize),
-        });
-        0
+        // No panic may unwind into the dynamic linker: one ends the walk.
+        let stop = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| visit(&Visited { info, phdrs })));
+        libc::c_int::from(stop.unwrap_or(true))
     }
-    let mut out: Vec<Loaded> = Vec::new();
-    // SAFETY: the callback only reads `info` and pushes to the Vec passed as `data`,
-    // which outlives the call; it does not unwind (no panicking operations but
-    // allocation failure, which aborts).
-    unsafe { libc::dl_iterate_phdr(Some(collect), &mut out as *mut Vec<Loaded> as *mut libc::c_void) };
+    let mut visit: Visit<'_> = &mut visit;
+    // SAFETY: the trampoline only reads `info` and calls `visit`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(trampoline), &mut visit as *mut Visit<'_> as *mut libc::c_void) };
+}
+
+/// The first loaded object `pick` takes (given its build-id), made a `Loaded`.
+fn first(mut pick: impl FnMut(&Visited<'_>, &[u8]) -> bool) -> Option<Loaded> {
+    let mut out = None;
+    each_object(|o| {
+        let id = o.build_id();
+        if !pick(o, &id) {
+            return false;
+        }
+        out = Some(o.loaded(id));
+        true
+    });
     out
 }
 
-/// Address of this runtime's TLS initialisation image (its `PT_TLS` segment).
-pub fn own_tls_image() -> Option<u64> {
-    let me = own_tls_image as *const () as usize as u64;
-    all().into_iter().find(|o| o.is_code(me, me + 1)).and_then(|o| o.tls_image).map(|a| a as u64)
+/// Every object the dynamic linker has loaded.
+pub fn all() -> Vec<Loaded> {
+    let mut out = Vec::new();
+    each_object(|o| {
+        out.push(o.loaded(o.build_id()));
+        false
+    });
+    out
 }
 
 /// The loaded object whose load base is `base`.
 pub fn loaded_at(base: usize) -> Option<Loaded> {
-    all().into_iter().find(|o| o.base == base)
+    first(|o, _| o.base() == base)
 }
 
 /// The loaded object with this build-id.
 pub fn find(build_id: &[u8]) -> Option<Loaded> {
-    all().into_iter().find(|o| !o.build_id.is_empty() && o.build_id == build_id)
+    first(|_, id| !id.is_empty() && id == build_id)
+}
+
+/// Address of this runtime's TLS initialisation image (its `PT_TLS` segment).
+pub fn own_tls_image() -> Option<u64> {
+    let me = own_tls_image as *const () as usize;
+    let mut out = None;
+    each_object(|o| {
+        if !o.ranges(libc::PT_LOAD, libc::PF_X).any(|(s, e)| (s..e).contains(&me)) {
+            return false;
+        }
+        out = o.ranges(libc::PT_TLS, 0).next().map(|(s, _)| s as u64);
+        true
+    });
+    out
+}
+
+/// The writable memory of the object loaded at `base`: writable `PT_LOAD` segments minus
+/// `PT_GNU_RELRO` (read-only once relocated).
+pub fn writable(base: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    each_object(|o| {
+        if o.base() != base {
+            return false;
+        }
+        out = o.ranges(libc::PT_LOAD, libc::PF_W).collect();
+        for relro in o.ranges(libc::PT_GNU_RELRO, 0) {
+            out = out
+                .iter()
+                .flat_map(|&(s, e)| [(s, e.min(relro.0)), (s.max(relro.1), e)])
+                .filter(|(s, e)| s < e)
+                .collect();
+        }
+        true
+    });
+    out
+}
+
+/// The name of every loaded object, as the dynamic linker knows it.
+fn loaded_names() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    each_object(|o| {
+        out.push(o.name().to_vec());
+        false
+    });
+    out
 }
 
 fn dlerror() -> String {
@@ -331,7 +394,7 @@ impl SealedFile {
         if let Some((_, file)) = &self.fallback {
             return Ok(file.to_string_lossy().into_owned());
         }
-        let names: Vec<Vec<u8>> = all().into_iter().map(|o| o.name).collect();
+        let names = loaded_names();
         // A name the linker already knows would make dlopen return that object instead.
         (0..64)
             .map(|k| format!("/proc/self/fd/{}{}", "./".repeat(k), self.fd))

@@ -30,7 +30,7 @@ pub fn write_references(
 ) -> Result<(), String> {
     let mut writes: Vec<(usize, [u8; 16], usize)> = Vec::new();
     let mut got: Option<u64> = None;
-    let writable = loader::loaded_at(patch.base).map(|o| o.writable).unwrap_or_default();
+    let writable = loader::writable(patch.base);
     for (t, obj) in meta.targets.iter().zip(targets) {
         for r in &t.references {
             let what = || format!("reference `{}` of {} into `{}`", r.symbol, t.path, r.var);
