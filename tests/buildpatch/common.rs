@@ -14,6 +14,8 @@ use libpulp_rs_tests::{artifacts, run, CSpec, ToolOutput, Work};
 pub enum Compiler {
     Gcc,
     Clang,
+    /// gcc named in two words, as `PULP_CC_REAL="ccache gcc"` would (`env gcc`).
+    GccInTwoWords,
 }
 
 impl Compiler {
@@ -21,6 +23,7 @@ impl Compiler {
         match self {
             Compiler::Gcc => [("PULP_CC_REAL", "gcc"), ("PULP_CXX_REAL", "g++")],
             Compiler::Clang => [("PULP_CC_REAL", "clang"), ("PULP_CXX_REAL", "clang++")],
+            Compiler::GccInTwoWords => [("PULP_CC_REAL", "env gcc"), ("PULP_CXX_REAL", "env g++")],
         }
     }
 

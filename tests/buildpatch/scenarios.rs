@@ -9,11 +9,11 @@ use super::common::{functions_of, Compiler, Project};
 /// bp_mix(3), bp_clone_user(4), bp_new_user(1), bp_cxx(2) + bp_cxx(-1) (which throws and
 /// catches), bp_table_sum(), how much the
 /// thread's bp_tls() grows per call, bp_checked(4, 1).
-const BEFORE: &str = "8 51 52 109 77 1 701 10 2 21";
+pub const BEFORE: &str = "8 51 52 109 77 1 701 10 2 21";
 
 /// (diff, results once applied, the changed functions `pulp build-patch` names, the
 /// functions the patch object holds besides `__pulp_got` and the aliases)
-const FIXES: &[(&str, &str, &[&str], &[&str])] = &[
+pub const FIXES: &[(&str, &str, &[&str], &[&str])] = &[
     ("exported", "1008 51 52 109 77 1 701 10 2 21", &["bp_exported"], &["bp_exported"]),
     // scale() is inlined into both callers: both are replaced.
     ("inlined", "8 101 102 109 77 1 701 10 2 21", &["bp_twice_a", "bp_twice_b"], &["bp_twice_a", "bp_twice_b"]),

@@ -556,8 +556,7 @@ fn refuse_data_and_layout_changes(units: &[Unit], work: &Path) -> Result<(), Bui
         let object = |asm: Option<&PathBuf>, side: &str| -> Option<PathBuf> {
             let o = dir.join(format!("{i}-{side}.o"));
             // Its warnings were the build's to give: keep them quiet.
-            let ok =
-                Command::new(assembler_driver()).arg("-c").arg(asm?).arg("-o").arg(&o).output().ok()?.status.success();
+            let ok = driver(false).arg("-c").arg(asm?).arg("-o").arg(&o).output().ok()?.status.success();
             ok.then_some(o)
         };
         let (Some(bo), Some(ao)) = (object(u.before_asm.as_ref(), "before"), object(Some(&u.after_asm), "after"))
@@ -591,35 +590,42 @@ fn refuse_data_and_layout_changes(units: &[Unit], work: &Path) -> Result<(), Bui
     }
 }
 
-/// The compiler driver that assembles and links the patch (`$PULP_CC_REAL`, else `cc`).
-fn assembler_driver() -> String {
-    std::env::var("PULP_CC_REAL")
-        .ok()
-        .and_then(|v| v.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "cc".into())
+/// The words of the compiler driver that assembles and links the patch: `$PULP_CC_REAL`
+/// (`$PULP_CXX_REAL` for C++), else `cc` (`c++`), as `pulp-cc` reads them (`ccache gcc` is
+/// two words).
+fn driver_words(cxx: bool) -> Vec<String> {
+    let (var, default) = if cxx { ("PULP_CXX_REAL", "c++") } else { ("PULP_CC_REAL", "cc") };
+    let words: Vec<String> =
+        std::env::var(var).map(|v| v.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+    if words.is_empty() {
+        vec![default.to_owned()]
+    } else {
+        words
+    }
+}
+
+/// A command running the compiler driver (`driver_words`).
+fn driver(cxx: bool) -> Command {
+    let words = driver_words(cxx);
+    let mut cmd = Command::new(&words[0]);
+    cmd.args(&words[1..]);
+    cmd
 }
 
 /// Assemble the patch's units and link them into `so`.
 fn link_patch(sources: &[PathBuf], so: &Path, link: &LinkRecord, cxx: bool) -> Result<(), BuildPatchError> {
-    let driver = if cxx {
-        std::env::var("PULP_CXX_REAL")
-            .ok()
-            .and_then(|v| v.split_whitespace().next().map(str::to_owned))
-            .unwrap_or_else(|| "c++".into())
-    } else {
-        assembler_driver()
-    };
+    let name = driver_words(cxx).join(" ");
     let tmp = so.with_extension("so.tmp");
-    let out = Command::new(&driver)
+    let out = driver(cxx)
         .args(["-shared", "-fPIC", "-Wl,--build-id=sha1", "-Wl,-z,now", "-Wl,-z,noexecstack", "-o"])
         .arg(&tmp)
         .args(sources)
         .args(link.libs.iter().filter(|l| l.starts_with("-l") || l.starts_with("-L") || *l == "-pthread"))
         .output()
-        .map_err(|e| BuildPatchError::Output(format!("cannot run {driver}: {e}")))?;
+        .map_err(|e| BuildPatchError::Output(format!("cannot run {name}: {e}")))?;
     if !out.status.success() {
         return Err(BuildPatchError::Output(format!(
-            "assembling and linking the patch failed ({driver}):\n{}",
+            "assembling and linking the patch failed ({name}):\n{}",
             String::from_utf8_lossy(&out.stderr).trim_end()
         )));
     }
