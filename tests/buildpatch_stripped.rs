@@ -8,14 +8,15 @@ mod common;
 use std::process::Command;
 
 use common::{Compiler, Project};
+use libpulp_rs_tests::tool;
 use libpulp_rs_tests::{apply, revert, run, App};
 
 #[test]
 fn a_stripped_library_is_patched_through_its_debug_file_or_the_rebuild() {
     let p = Project::new(Compiler::Gcc);
     let debug = p.work.path().join("libbp.so.debug");
-    run(Command::new("objcopy").arg("--only-keep-debug").arg(&p.running).arg(&debug)).assert_ok("objcopy");
-    run(Command::new("strip").arg("--strip-all").arg(&p.running)).assert_ok("strip");
+    run(tool("objcopy").arg("--only-keep-debug").arg(&p.running).arg(&debug)).assert_ok("objcopy");
+    run(tool("strip").arg("--strip-all").arg(&p.running)).assert_ok("strip");
     let no_debug_dir = p.work.path().join("no-debug");
 
     let mut app = App::start(&p.app);

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use libpulp_rs_tests::tool;
 use libpulp_rs_tests::{artifacts, trigger, unique, App, CSpec, ToolOutput, Work};
 use serde_json::Value;
 
@@ -213,7 +214,7 @@ fn can_be_nobody() -> bool {
     if unsafe { libc::geteuid() } == 65534 {
         return false;
     }
-    Command::new("setpriv")
+    tool("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
         .output()
         .is_ok_and(|o| o.status.success())
@@ -235,7 +236,7 @@ fn name_and_user_narrow_the_search() {
     let mut a_nobody = nobody.then(|| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(f.work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut cmd = Command::new("setpriv");
+        let mut cmd = tool("setpriv");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&alpha_exe)
             .env("LD_PRELOAD", &artifacts().runtime);

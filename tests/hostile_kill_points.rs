@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use libpulp_rs_tests::tool;
 use libpulp_rs_tests::{artifacts, mix_stats, run_limited, thread_statuses, App, Limited, Mix, Work, MIX_NEW, MIX_OLD};
 
 const WORKERS: usize = 2;
@@ -73,7 +74,7 @@ fn trigger(pid: u32, meta: &Path, op: Op, strace: Option<(&str, usize)>, log: Op
     }
     let mut cmd;
     if strace.is_some() || log.is_some() {
-        cmd = Command::new("strace");
+        cmd = tool("strace");
         cmd.arg("-f").arg("-o").arg(log.unwrap_or(Path::new("/dev/null")));
         cmd.args(["-e", "trace=ptrace,pwrite64"]);
         if let Some((syscall, n)) = strace {

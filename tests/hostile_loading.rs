@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use libpulp_rs_tests::tool;
 use libpulp_rs_tests::{
     artifacts, run_limited, trigger_command, App, CSpec, Limited, Mix, Work, MIX_FUNCS, MIX_NEW, MIX_OLD,
 };
@@ -221,7 +222,7 @@ fn impostor_with_the_same_build_id() {
             .define("FIX_DELTA", Some("7"))
             .flag(&format!("-Wl,--build-id=0x{id}")),
     );
-    let note = Command::new("readelf").arg("-n").arg(&impostor).output().unwrap();
+    let note = tool("readelf").arg("-n").arg(&impostor).output().unwrap();
     assert!(String::from_utf8_lossy(&note.stdout).contains(&id), "the impostor carries the same build-id");
     std::fs::copy(&impostor, &mix.fix).unwrap();
 
@@ -277,7 +278,7 @@ fn chrooted(copy: bool, proc: bool) {
     std::fs::create_dir_all(root.join("proc")).unwrap();
     let r = root.display();
     let inside = format!("exec env LD_PRELOAD={} {}", artifacts().runtime.display(), mix.app.display());
-    let mut cmd = Command::new("unshare");
+    let mut cmd = tool("unshare");
     if proc {
         cmd.args(["-m", "--propagation", "private", "sh", "-c"]);
         cmd.arg(format!("mount -t proc proc '{r}/proc' && exec chroot '{r}' sh -c '{inside}'"));

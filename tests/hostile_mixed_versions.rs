@@ -7,8 +7,8 @@
 //! first and the last entry); and the tool slowed down by strace.
 
 use std::path::Path;
-use std::process::Command;
 
+use libpulp_rs_tests::tool;
 use libpulp_rs_tests::{artifacts, mix_stats, revert, run, App, Mix, ToolOutput, Work, MIX_NEW, MIX_OLD};
 
 const WORKERS: usize = 4;
@@ -93,7 +93,7 @@ fn tool_slowed_down_by_strace() {
     // Every write of the tool into the process becomes a round trip through strace,
     // plus a millisecond.
     let slowed = |pid: u32, meta: &Path, revert_it: bool| {
-        let mut cmd = Command::new("strace");
+        let mut cmd = tool("strace");
         cmd.args(["-f", "-o", "/dev/null", "-e", "trace=pwrite64", "-e", "inject=pwrite64:delay_enter=1000"])
             .arg(&artifacts().trigger);
         if revert_it {

@@ -2,8 +2,9 @@
 //! what to do, with its own exit status. Each test checks the text and the status.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
+use libpulp_rs_tests::tool;
 use libpulp_rs_tests::{apply, revert, trigger, wait_in_syscall, App, CSpec, Calc, Work};
 
 const SYS_READ: u64 = 0;
@@ -148,12 +149,12 @@ fn traced_by_another_tracer() {
     let meta = c.meta();
     let mut app = App::start(&c.app);
     let pid = app.pid();
-    let mut tracer = Command::new("strace")
+    let mut tracer = tool("strace")
         .args(["-f", "-o", "/dev/null", "-p", &pid.to_string()])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("strace is installed (.ci/run installs it)");
+        .expect("strace is installed (./test.sh installs it)");
     // Wait until strace holds every thread.
     let start = std::time::Instant::now();
     while std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap().contains("TracerPid:\t0") {

@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+use libpulp_rs_tests::tool;
 use libpulp_rs_tests::{pack, pulp, run, CSpec, Work};
 
 #[test]
@@ -68,8 +69,8 @@ fn stripped_targets_are_read_through_their_debug_file() {
     let lib = work.shared("refs", &CSpec::patchable(&["refs/refs_lib.c"]));
     work.shared("reffix", &CSpec::plain(&["refs/refs_fix.c"]));
     let debug = w.join("librefs.debug");
-    run(Command::new("objcopy").arg("--only-keep-debug").arg(&lib).arg(&debug)).assert_ok("objcopy");
-    run(Command::new("strip").arg("--strip-all").arg(&lib)).assert_ok("strip");
+    run(tool("objcopy").arg("--only-keep-debug").arg(&lib).arg(&debug)).assert_ok("objcopy");
+    run(tool("strip").arg("--strip-all").arg(&lib)).assert_ok("strip");
     let dsc = w.join("s.dsc");
     std::fs::write(&dsc, "libreffix.so\n@librefs.so\nrefs_wrap:refs_wrap_new\n#helper:ref_helper\n").unwrap();
     let meta = w.join("s.meta");

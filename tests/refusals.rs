@@ -6,6 +6,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Command;
 
+use libpulp_rs_tests::tool;
 use libpulp_rs_tests::{apply, artifacts, pack, pid_exists, run, trigger_command, App, CSpec, Work};
 
 /// The calc library, its fix and the app, built into a fresh work folder.
@@ -182,21 +183,12 @@ fn corrupt_meta() {
 
 #[test]
 fn not_permitted_to_trace() {
-    let probe = Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"]).output();
-    match probe {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            println!(
-                "skipped: setpriv cannot switch to user nobody here: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            return;
-        }
-        Err(e) => {
-            println!("skipped: setpriv is not available: {e}");
-            return;
-        }
-    }
+    let probe = tool("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"]).output().unwrap();
+    assert!(
+        probe.status.success(),
+        "this test runs the trigger as user nobody: `setpriv --reuid=65534` must work here (run the tests as root): {}",
+        String::from_utf8_lossy(&probe.stderr).trim()
+    );
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 65534 {
         println!("skipped: the tests already run as user nobody");
@@ -208,7 +200,7 @@ fn not_permitted_to_trace() {
     fs::set_permissions(c.work.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let mut app = App::start(&c.app);
     let trigger = trigger_command(app.pid(), &meta, false);
-    let mut cmd = Command::new("setpriv");
+    let mut cmd = tool("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(trigger.get_program()).args(trigger.get_args());
     let out = run(&mut cmd);
     out.assert_refused(&["permission", "not permitted", "ptrace", "eperm", "denied"]);

@@ -28,6 +28,14 @@ fn cc(dir: &Path, args: &[&str]) -> Output {
     Command::new(real).args(args).current_dir(dir).output().unwrap()
 }
 
+/// `Command::new(name)`, failing the test with the program's name when it is not installed
+/// (`./test.sh` installs make and cmake).
+fn tool(name: &str) -> Command {
+    let on_path = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
+    assert!(on_path, "`{name}` is not installed (not on PATH): ./test.sh installs it (Debian package {name})");
+    Command::new(name)
+}
+
 fn kind(path: &Path, name: &str) -> Option<Prologue> {
     inspect::functions(path).unwrap().into_iter().find(|f| f.name == name).unwrap().prologue
 }
@@ -39,7 +47,7 @@ fn make_builds_live_patchable_objects() {
     std::fs::write(d.join("shape.c"), LIB).unwrap();
     std::fs::write(d.join("main.c"), APP).unwrap();
     std::fs::write(d.join("Makefile"), MAKEFILE).unwrap();
-    let out = Command::new("make").arg(format!("CC={PULP_CC}")).current_dir(d).output().unwrap();
+    let out = tool("make").arg(format!("CC={PULP_CC}")).current_dir(d).output().unwrap();
     assert!(out.status.success(), "make failed: {}", String::from_utf8_lossy(&out.stderr));
 
     let so = d.join("libshape.so");
@@ -135,17 +143,17 @@ fn cmake_builds_live_patchable_objects() {
     let run = |build: &str, configure: &mut Command| {
         let out = configure.args(["-S", ".", "-B", build]).current_dir(d).output().expect("cmake is installed");
         assert!(out.status.success(), "cmake configure: {}", String::from_utf8_lossy(&out.stderr));
-        let out = Command::new("cmake").args(["--build", build]).current_dir(d).output().unwrap();
+        let out = tool("cmake").args(["--build", build]).current_dir(d).output().unwrap();
         assert!(out.status.success(), "cmake --build: {}", String::from_utf8_lossy(&out.stderr));
         let so = d.join(build).join("libshape.so");
         for f in ["shape_area", "shape_perimeter", "twice"] {
             assert_eq!(kind(&so, f), Some(Prologue::NopPad66), "{f} in {}", so.display());
         }
     };
-    run("as-compiler", Command::new("cmake").env("CC", PULP_CC));
+    run("as-compiler", tool("cmake").env("CC", PULP_CC));
     run(
         "as-launcher",
-        Command::new("cmake")
+        tool("cmake")
             .arg(format!("-DCMAKE_C_COMPILER_LAUNCHER={PULP_CC}"))
             .arg(format!("-DCMAKE_C_LINKER_LAUNCHER={PULP_CC}")),
     );

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use libpulp_rs_tests::tool;
 use libpulp_rs_tests::{artifacts, run, CSpec, ToolOutput, Work};
 
 /// The compilers a project is built with.
@@ -80,7 +81,7 @@ impl Project {
         copy_dir(&fixtures().join("lib"), &src);
         let running_dir = w.join("running");
         copy_dir(&fixtures().join("lib"), &running_dir);
-        let mut make = Command::new("make");
+        let mut make = tool("make");
         make.arg("-s")
             .arg(format!("CC={}", artifacts().dir.join("pulp-cc").display()))
             .arg(format!("CXX={}", wrapper_cxx(&w).display()))
@@ -139,7 +140,7 @@ impl Project {
 pub fn functions_of(so: &Path) -> Vec<String> {
     const CRT: &[&str] =
         &["_init", "_fini", "deregister_tm_clones", "register_tm_clones", "__do_global_dtors_aux", "frame_dummy"];
-    let out = run(Command::new("readelf").arg("-sW").arg(so));
+    let out = run(tool("readelf").arg("-sW").arg(so));
     out.assert_ok("readelf");
     let mut names: Vec<String> = out
         .stdout
@@ -182,11 +183,11 @@ impl Upstream {
         copy_dir(sources, &src);
         std::fs::copy(fixtures().join("upstream").join(makefile), src.join("Makefile")).unwrap();
         let fix = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream").join(fix);
-        run(Command::new("patch").args(["-R", "-p1", "--batch", "-d"]).arg(&src).arg("-i").arg(&fix))
+        run(tool("patch").args(["-R", "-p1", "--batch", "-d"]).arg(&src).arg("-i").arg(&fix))
             .assert_ok("putting the bug back (patch -R)");
         let running_dir = work.path().join("running");
         copy_dir(&src, &running_dir);
-        let mut make = Command::new("make");
+        let mut make = tool("make");
         make.args(["-s", "-j2"])
             .arg(format!("CC={}", artifacts().dir.join("pulp-cc").display()))
             .current_dir(&running_dir)

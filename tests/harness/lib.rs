@@ -51,6 +51,46 @@ pub fn artifacts() -> &'static Artifacts {
     })
 }
 
+/// The Debian package that brings each external program the tests run (`./test.sh`
+/// installs them).
+const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("cc", "gcc"),
+    ("gcc", "gcc"),
+    ("c++", "g++"),
+    ("clang", "clang"),
+    ("make", "make"),
+    ("cmake", "cmake"),
+    ("patch", "patch"),
+    ("strace", "strace"),
+    ("setpriv", "util-linux"),
+    ("unshare", "util-linux"),
+    ("mount", "mount"),
+    ("readelf", "binutils"),
+    ("objcopy", "binutils"),
+    ("strip", "binutils"),
+];
+
+/// Panic, naming the program and its package, unless `name` is on `PATH` (or a path that
+/// exists): a test whose tool is missing fails saying so, it never skips.
+pub fn require_tool(name: &str) {
+    let found = if name.contains('/') {
+        Path::new(name).exists()
+    } else {
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(name).is_file()))
+    };
+    if !found {
+        let package = TOOL_PACKAGES.iter().find(|(t, _)| *t == name).map_or(name, |(_, p)| *p);
+        panic!("`{name}` is not installed (not on PATH): ./test.sh installs it (Debian package {package})");
+    }
+}
+
+/// A command running the external program `name`, which must be installed
+/// ([`require_tool`]).
+pub fn tool(name: &str) -> Command {
+    require_tool(name);
+    Command::new(name)
+}
+
 /// A C source under `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
@@ -129,6 +169,8 @@ impl CSpec {
 
     fn builder(&self, out: &Path) -> pulp_cc_build::Build {
         let mut b = pulp_cc_build::Build::new();
+        let cc = self.compiler.clone().or_else(|| std::env::var("CC").ok()).unwrap_or_else(|| "cc".into());
+        require_tool(cc.split_whitespace().next().unwrap_or("cc"));
         if let Some(cc) = &self.compiler {
             b.compiler(cc);
         }
