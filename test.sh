@@ -22,6 +22,7 @@ want cmake cmake
 want make make
 want patch patch
 want setpriv util-linux
+want setcap libcap2-bin
 want unshare util-linux
 want mount mount
 want strace strace

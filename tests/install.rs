@@ -130,10 +130,16 @@ fn bad_files_in_the_directory_are_reported_and_skipped() {
     let n = bytes.len();
     bytes[n - 1] ^= 0xff;
     std::fs::write(&swapped, &bytes).unwrap();
-    let mut m = pulp_meta::PatchMeta::decode(&std::fs::read(f.dir.join("calc.meta")).unwrap()).unwrap();
+    // `pulp install` names the `.meta` after its targets' build-ids.
+    let installed_meta = std::fs::read_dir(&f.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("calc+"))
+        .expect("the installed calc+BUILDID.meta");
+    let mut m = pulp_meta::PatchMeta::decode(&std::fs::read(&installed_meta).unwrap()).unwrap();
     m.patch_so = swapped.to_str().unwrap().into();
     std::fs::write(f.dir.join("01-swapped.meta"), m.encode()).unwrap();
-    std::fs::write(f.dir.join("02-writable.meta"), std::fs::read(f.dir.join("calc.meta")).unwrap()).unwrap();
+    std::fs::write(f.dir.join("02-writable.meta"), std::fs::read(&installed_meta).unwrap()).unwrap();
     std::fs::set_permissions(f.dir.join("02-writable.meta"), std::fs::Permissions::from_mode(0o666)).unwrap();
 
     let mut app = start(&f.app, &f.dir, &[]);

@@ -3,6 +3,7 @@
 //! - [`format`]: the `patch.meta` file (what `pulp pack` writes and `pulp-trigger` reads),
 //! - [`prologue`]: the function entry kinds that can be live-patched and how they are recognised,
 //! - [`note`]: the GNU build-id note,
+//! - [`patchdir`]: the patch directory's file names (which targets a `.meta` is for),
 //! - [`sha256`]: the content hash that ties a `patch.meta` to the exact bytes of its patch object,
 //! - [`status`]: what a running runtime says about itself (patches, transition),
 //! - [`trust`]: reading a patch's files through paths nobody untrusted could change,
@@ -13,6 +14,7 @@
 pub mod abi;
 pub mod format;
 pub mod note;
+pub mod patchdir;
 pub mod prologue;
 pub mod sha256;
 pub mod status;

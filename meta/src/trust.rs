@@ -19,6 +19,8 @@ use std::path::{Component, Path, PathBuf};
 
 /// Largest file read.
 pub const MAX_FILE: u64 = 256 << 20;
+/// Largest `patch.meta` read (one of 100,000 functions takes a few MiB).
+pub const MAX_META: u64 = 16 << 20;
 
 /// Why a file was not read.
 #[derive(Debug)]
@@ -84,6 +86,56 @@ fn check_owner(st: &libc::stat, owners: &[u32], what: &str) -> Result<(), TrustE
 /// file against `owners`; a regular file only, opened without blocking (a FIFO or a
 /// device is refused, never waited on). `what` names the file in messages.
 pub fn read_trusted(path: &Path, owners: &[u32], what: &str) -> Result<Vec<u8>, TrustError> {
+    read_trusted_at_most(path, owners, what, MAX_FILE)
+}
+
+/// [`read_trusted`] for a `patch.meta`: at most [`MAX_META`] bytes. The one reader of
+/// `.meta` files for the tools and the runtime.
+pub fn read_trusted_meta(path: &Path, owners: &[u32]) -> Result<Vec<u8>, TrustError> {
+    read_trusted_at_most(path, owners, "the patch.meta", MAX_META)
+}
+
+/// Read a `patch.meta` to look at it (`pulp dump`, `pulp check`), trusted or not, with the
+/// same checks of its kind: a regular file, opened without blocking, at most
+/// [`MAX_META`] bytes. Messages do not repeat the path.
+pub fn read_meta_file(path: &Path) -> Result<Vec<u8>, TrustError> {
+    let fd = open_at(None, path.as_os_str(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .or_else(|e| {
+            // Following a symbolic link is fine here: nothing is trusted because of it.
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::fs::File::open(path).map(OwnedFd::from)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| TrustError::Missing(format!("cannot read: {e}")))?;
+    let st = stat(&fd).map_err(|e| TrustError::Missing(format!("cannot examine: {e}")))?;
+    read_opened(fd, &st, "the patch.meta", MAX_META)
+}
+
+/// The content of the file open as `fd` (whose status is `st`): a regular file of at
+/// most `max` bytes.
+fn read_opened(fd: OwnedFd, st: &libc::stat, what: &str, max: u64) -> Result<Vec<u8>, TrustError> {
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(TrustError::Insecure(format!("{what} is not a regular file")));
+    }
+    if st.st_size as u64 > max {
+        return Err(TrustError::Insecure(format!("{what} is larger than {} MiB", max >> 20)));
+    }
+    let mut file = std::fs::File::from(fd);
+    let mut bytes = Vec::with_capacity(st.st_size as usize);
+    use std::io::Read;
+    (&mut file)
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| TrustError::Missing(format!("cannot read {what}: {e}")))?;
+    if bytes.len() as u64 > max {
+        return Err(TrustError::Insecure(format!("{what} grew beyond {} MiB while it was read", max >> 20)));
+    }
+    Ok(bytes)
+}
+
+fn read_trusted_at_most(path: &Path, owners: &[u32], what: &str, max: u64) -> Result<Vec<u8>, TrustError> {
     if !path.is_absolute() {
         return Err(TrustError::Insecure(format!("{what}: its path is not absolute")));
     }
@@ -119,17 +171,7 @@ pub fn read_trusted(path: &Path, owners: &[u32], what: &str) -> Result<Vec<u8>, 
                 return Err(TrustError::Insecure(format!("{what} is not a regular file")));
             }
             check_owner(&st, owners, what)?;
-            if st.st_size as u64 > MAX_FILE {
-                return Err(TrustError::Insecure(format!("{what} is larger than {} MiB", MAX_FILE >> 20)));
-            }
-            let mut file = std::fs::File::from(fd);
-            let mut bytes = Vec::with_capacity(st.st_size as usize);
-            use std::io::Read;
-            (&mut file)
-                .take(MAX_FILE + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| TrustError::Missing(format!("cannot read {what}: {e}")))?;
-            return Ok(bytes);
+            return read_opened(fd, &st, what, max);
         }
         check_owner(&st, owners, &format!("folder {}", at.display()))?;
         dir = Some(fd);

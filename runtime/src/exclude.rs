@@ -7,13 +7,16 @@
 //!   supplementary).
 //!
 //! An excluded process refuses every request, saying why (`pulp set-patchable -p PID on`
-//! lifts it), and applies nothing from the patch directory.
+//! lifts it), and applies nothing from the patch directory. A process in secure mode (a
+//! setuid or file-capability program) ignores these variables: the user who set them
+//! cannot switch off a fix in a program that runs with more privilege than theirs
+//! (`crate::environ`).
 
 use std::ffi::CString;
 
 /// Why this process is excluded, if it is.
 pub fn reason() -> Option<String> {
-    if let Ok(globs) = std::env::var("PULP_DISABLE_ON_PATH") {
+    if let Some(globs) = setting("PULP_DISABLE_ON_PATH") {
         let exe = std::fs::read_link("/proc/self/exe").ok()?.to_string_lossy().into_owned();
         for glob in globs.split(':').filter(|g| !g.is_empty()) {
             if matches(glob, &exe) {
@@ -21,7 +24,7 @@ pub fn reason() -> Option<String> {
             }
         }
     }
-    if let Ok(users) = std::env::var("PULP_DISABLE_ON_USERS") {
+    if let Some(users) = setting("PULP_DISABLE_ON_USERS") {
         // SAFETY: getuid/geteuid have no arguments and cannot fail.
         let ids = unsafe { [libc::getuid(), libc::geteuid()] };
         for u in users.split(',').map(str::trim).filter(|u| !u.is_empty()) {
@@ -30,7 +33,7 @@ pub fn reason() -> Option<String> {
             }
         }
     }
-    if let Ok(groups) = std::env::var("PULP_DISABLE_ON_GROUPS") {
+    if let Some(groups) = setting("PULP_DISABLE_ON_GROUPS") {
         let ids = my_groups();
         for g in groups.split(',').map(str::trim).filter(|g| !g.is_empty()) {
             if group_id(g).is_some_and(|id| ids.contains(&id)) {
@@ -39,6 +42,11 @@ pub fn reason() -> Option<String> {
         }
     }
     None
+}
+
+/// A variable of the environment, as text (`None` in secure mode).
+fn setting(name: &str) -> Option<String> {
+    crate::environ::var(name).map(|v| v.to_string_lossy().into_owned())
 }
 
 fn matches(glob: &str, path: &str) -> bool {

@@ -17,6 +17,8 @@
 //! - [`messages`]: the runtime's own log, a ring `pulp messages` reads;
 //! - [`patchdir`]: patches a process applies by itself, at start and as targets load
 //!   ([`local`]: applying without a tool), unless [`exclude`]d by the operator;
+//! - [`environ`]: what the environment may change (nothing in secure mode), whose files
+//!   are trusted;
 //! - [`transition`]: what threads read during a transition: the gate slow path,
 //!   `pulp_quiescent()`, the log of threads that moved themselves;
 //! - [`status`]: the status area `pulp patches` reads from outside;
@@ -29,6 +31,7 @@
 pub mod callbacks;
 pub mod descriptors;
 pub mod entry;
+pub mod environ;
 pub mod exclude;
 pub mod info;
 pub mod loader;

@@ -2,51 +2,52 @@
 //! machine (`pulp install`) also reaches processes started later and libraries loaded
 //! later.
 //!
-//! When the runtime loads it reads `$PULP_PATCH_DIR` (default `/etc/pulp/patches.d`):
-//! every `*.meta` in it, in name order, with its patch object, each read through a
-//! trusted path (owned by root or the process's user, writable by nobody else, every
-//! folder alike; `pulp_meta::trust`) and the object checked against the content hash the
-//! `.meta` records. A file that fails any check is reported in the runtime's log
-//! (`pulp messages`) and skipped; nothing here can stop the process.
+//! When the runtime loads it lists `$PULP_PATCH_DIR` (default `/etc/pulp/patches.d`; the
+//! variable is ignored in secure mode, `crate::environ`) once. An installed `.meta`'s name
+//! lists its targets' build-ids (`pulp_meta::patchdir`), so a process that maps none of
+//! them pays that one directory read and nothing else: no file is opened, no object
+//! hashed or loaded, no constructor of a patch runs. A patch concerning the process is
+//! read through a trusted path (owned by root or the process's user, root only in secure
+//! mode, writable by nobody else, every folder alike; `pulp_meta::trust`), its object
+//! checked against the content hash the `.meta` records, and loaded once per content hash
+//! (the registry keeps loaded objects by hash). A file that fails any check is reported in
+//! the runtime's log (`pulp messages`) and skipped; nothing here can stop the process.
 //!
 //! - A patch whose targets are all loaded is applied at once (at process start the only
 //!   thread is the one running this: nothing can be inside a target);
-//! - a patch none of whose targets is loaded yet gets its object loaded now, and is
-//!   applied when the dynamic linker maps its targets, before their relocation and their
-//!   constructors: the runtime hooks the linker's debugger interface (`r_debug.r_brk`,
-//!   the function the linker calls when its list of objects is consistent again), so not
-//!   one instruction of a target loaded later runs unpatched;
+//! - a patch none of whose targets is loaded yet is applied when the dynamic linker maps
+//!   its targets, before their relocation and their constructors: the runtime hooks the
+//!   linker's debugger interface (`r_debug.r_brk`, the function the linker calls when its
+//!   list of objects is consistent again), reads and loads the patch there, so not one
+//!   instruction of a target loaded later runs unpatched;
 //! - anything else (a process that already runs threads, targets loaded at different
 //!   times) is left for `pulp-trigger`, and the log says so.
 //!
 //! Targets loaded at process start may have run their own constructors before the
 //! runtime's (the dynamic linker initialises dependencies first): those run unpatched.
 
-use crate::loader::{self, PatchObject};
+use crate::loader;
 use crate::registry::{Claim, Object};
-use crate::{exclude, local, messages};
+use crate::{environ, exclude, local, messages};
+use pulp_meta::patchdir::{targets_in_name, DEFAULT_DIR, DIR_ENV};
 use pulp_meta::PatchMeta;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// The default patch directory.
-pub const DEFAULT_DIR: &str = "/etc/pulp/patches.d";
-/// The variable naming another one.
-pub const DIR_ENV: &str = "PULP_PATCH_DIR";
-
-/// A patch waiting for its targets, its object already loaded.
+/// A patch of the directory waiting for its targets: nothing of it read yet but its name
+/// (or, for a `.meta` not named as installed, its content).
 struct Waiting {
     file: PathBuf,
-    meta_bytes: Vec<u8>,
-    meta: PatchMeta,
-    object: Option<PatchObject>,
+    targets: Vec<Vec<u8>>,
+    meta: Option<(Vec<u8>, PatchMeta)>,
 }
 
 static WAITING: Mutex<Vec<Waiting>> = Mutex::new(Vec::new());
 /// Build-ids of the objects loaded when the linker last said its list was consistent.
 static SEEN: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-/// Set while the hook runs (the linker may call it again from inside).
+/// Set while the hook runs (the linker calls it again from inside, for the patch objects
+/// the hook loads).
 static IN_HOOK: AtomicBool = AtomicBool::new(false);
 
 fn short(file: &Path) -> String {
@@ -55,6 +56,11 @@ fn short(file: &Path) -> String {
 
 fn loaded_build_ids() -> Vec<Vec<u8>> {
     loader::all().into_iter().map(|o| o.build_id).filter(|b| !b.is_empty()).collect()
+}
+
+/// The patch directory this process reads.
+fn directory() -> PathBuf {
+    environ::var(DIR_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
 }
 
 /// At load: exclusions, then the patch directory.
@@ -68,62 +74,55 @@ pub fn at_load() {
         messages::log(&format!("this process refuses live patches: {why}"));
         return;
     }
-    let dir = std::env::var_os(DIR_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
-    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    // The one read every process pays: the directory's names.
+    let Ok(entries) = std::fs::read_dir(directory()) else { return };
     let mut files: Vec<PathBuf> =
         entries.filter_map(|e| Some(e.ok()?.path())).filter(|p| p.extension().is_some_and(|x| x == "meta")).collect();
     if files.is_empty() {
         return;
     }
     files.sort();
-    // SAFETY: geteuid has no arguments and cannot fail.
-    let owners = [0, unsafe { libc::geteuid() }];
-    let single = std::fs::read_dir("/proc/self/task").map(|d| d.count() == 1).unwrap_or(false);
+    let owners = environ::trusted_owners();
     let loaded = loaded_build_ids();
-    let Ok(mut claim) = Claim::get() else { return };
-    let reg = claim.registry();
     let mut waiting = Vec::new();
+    let mut apply_now = Vec::new();
     for file in files {
         let name = short(&file);
-        let (meta_bytes, meta, object) = match read_patch(&file, &owners) {
-            Ok(p) => p,
-            Err(e) => {
-                messages::log(&format!("patch directory: {name} skipped: {e}"));
-                continue;
-            }
-        };
-        let present = meta.targets.iter().filter(|t| loaded.contains(&t.build_id)).count();
-        if present == meta.targets.len() {
-            if !single {
-                messages::log(&format!(
-                    "patch directory: {name} not applied: the process already runs threads (apply it with pulp-trigger)"
-                ));
-                continue;
-            }
-            match local::apply(reg, &meta_bytes, Object::Bytes(&object)) {
-                Ok(_) => messages::log(&format!("patch directory: {name} applied at start")),
-                Err(e) => messages::log(&format!("patch directory: {name} not applied: {e}")),
-            }
-        } else if present == 0 {
-            let obj_name = meta.patch_so.rsplit('/').next().unwrap_or("patch").to_string();
-            match PatchObject::load(&obj_name, &object, &meta.patch_build_id) {
-                Ok(o) => {
-                    messages::log(&format!("patch directory: {name} waits for its targets to be loaded"));
-                    waiting.push(Waiting { file, meta_bytes, meta, object: Some(o) });
+        let (targets, meta) = match targets_in_name(&name) {
+            Some(targets) => (targets, None),
+            // Not named as installed: its content says what it is for.
+            None => match read_meta(&file, &owners) {
+                Ok((bytes, meta)) => (meta.targets.iter().map(|t| t.build_id.clone()).collect(), Some((bytes, meta))),
+                Err(e) => {
+                    messages::log(&format!("patch directory: {name} skipped: {e}"));
+                    continue;
                 }
-                Err(e) => messages::log(&format!(
-                    "patch directory: {name} cannot be loaded before its targets ({}); apply it with pulp-trigger once they are",
-                    String::from(e)
-                )),
-            }
+            },
+        };
+        let present = targets.iter().filter(|t| loaded.contains(t)).count();
+        if present == 0 {
+            waiting.push(Waiting { file, targets, meta });
+        } else if present == targets.len() {
+            apply_now.push(Waiting { file, targets, meta });
         } else {
             messages::log(&format!(
                 "patch directory: {name} not applied: only some of its targets are loaded (apply it with pulp-trigger)"
             ));
         }
     }
-    reg.publish();
-    drop(claim);
+    if !apply_now.is_empty() {
+        let single = std::fs::read_dir("/proc/self/task").map(|d| d.count() == 1).unwrap_or(false);
+        for w in apply_now {
+            if single {
+                apply_one(w, &owners, "applied at start");
+            } else {
+                messages::log(&format!(
+                    "patch directory: {} not applied: the process already runs threads (apply it with pulp-trigger)",
+                    short(&w.file)
+                ));
+            }
+        }
+    }
     if !waiting.is_empty() {
         *SEEN.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
         *WAITING.lock().unwrap_or_else(|p| p.into_inner()) = waiting;
@@ -133,16 +132,56 @@ pub fn at_load() {
     }
 }
 
-/// A `.meta` of the directory, decoded, and its checked object's bytes.
-fn read_patch(file: &Path, owners: &[u32]) -> Result<(Vec<u8>, PatchMeta, Vec<u8>), String> {
-    let meta_bytes = pulp_meta::trust::read_trusted(file, owners, "the patch.meta").map_err(|e| e.to_string())?;
-    let meta = PatchMeta::decode(&meta_bytes).map_err(|e| e.to_string())?;
+/// Read, check and apply one patch of the directory whose targets are all mapped and
+/// not yet run; `done` says when, for the log.
+fn apply_one(w: Waiting, owners: &[u32], done: &str) {
+    let name = short(&w.file);
+    let (meta_bytes, meta) = match w.meta.map_or_else(|| read_meta(&w.file, owners), Ok) {
+        Ok(m) => m,
+        Err(e) => return messages::log(&format!("patch directory: {name} skipped: {e}")),
+    };
+    let targets: Vec<&[u8]> = meta.targets.iter().map(|t| t.build_id.as_slice()).collect();
+    if targets != w.targets.iter().map(Vec::as_slice).collect::<Vec<_>>() {
+        return messages::log(&format!(
+            "patch directory: {name} skipped: its name lists other targets than its content (install it with pulp install)"
+        ));
+    }
+    let Ok(mut claim) = Claim::get() else {
+        return messages::log(&format!("patch directory: {name} not applied: the runtime is busy"));
+    };
+    let reg = claim.registry();
+    // Once per content hash: an object loaded before (by another `.meta`, or a tool) is
+    // used again without reading its file.
+    let result = match reg.loaded_object(&meta.patch_sha256, &meta.patch_build_id) {
+        Some(object) => local::apply(reg, &meta_bytes, Object::Loaded(object)),
+        None => match read_object(&meta, owners) {
+            Ok(bytes) => local::apply(reg, &meta_bytes, Object::Bytes(&bytes)),
+            Err(e) => return messages::log(&format!("patch directory: {name} skipped: {e}")),
+        },
+    };
+    match result {
+        Ok(_) => messages::log(&format!("patch directory: {name} {done}")),
+        Err(e) => messages::log(&format!("patch directory: {name} not applied: {e}")),
+    }
+    reg.publish();
+}
+
+/// A `.meta` of the directory, read through a trusted path and decoded.
+fn read_meta(file: &Path, owners: &[u32]) -> Result<(Vec<u8>, PatchMeta), String> {
+    let bytes = pulp_meta::trust::read_trusted_meta(file, owners).map_err(|e| e.to_string())?;
+    let meta = PatchMeta::decode(&bytes).map_err(|e| e.to_string())?;
+    Ok((bytes, meta))
+}
+
+/// The patch object of `meta`, read through a trusted path, with the content hash the
+/// `.meta` records.
+fn read_object(meta: &PatchMeta, owners: &[u32]) -> Result<Vec<u8>, String> {
     let object = pulp_meta::trust::read_trusted(Path::new(&meta.patch_so), owners, "the patch object")
         .map_err(|e| format!("{}: {e}", meta.patch_so))?;
     if pulp_meta::sha256::sha256(&object) != meta.patch_sha256 {
         return Err(format!("{}: its content is not what `pulp pack` recorded", meta.patch_so));
     }
-    Ok((meta_bytes, meta, object))
+    Ok(object)
 }
 
 /// Called by the dynamic linker (through the hook) whenever its list of objects changes.
@@ -163,34 +202,19 @@ fn apply_waiting() {
     let loaded = loaded_build_ids();
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let mut waiting = WAITING.lock().unwrap_or_else(|p| p.into_inner());
-    let mut i = 0;
-    while i < waiting.len() {
-        let w = &mut waiting[i];
-        let all = w.meta.targets.iter().all(|t| loaded.contains(&t.build_id));
-        if !all {
-            i += 1;
-            continue;
-        }
-        let name = short(&w.file);
-        if w.meta.targets.iter().any(|t| seen.contains(&t.build_id)) {
+    let ready: Vec<Waiting>;
+    (ready, *waiting) =
+        std::mem::take(&mut *waiting).into_iter().partition(|w| w.targets.iter().all(|t| loaded.contains(t)));
+    let owners = environ::trusted_owners();
+    for w in ready {
+        if w.targets.iter().any(|t| seen.contains(t)) {
             messages::log(&format!(
-                "patch directory: {name} not applied: its targets were loaded at different times (apply it with pulp-trigger)"
+                "patch directory: {} not applied: its targets were loaded at different times (apply it with pulp-trigger)",
+                short(&w.file)
             ));
         } else {
-            match Claim::get() {
-                Ok(mut claim) => {
-                    let reg = claim.registry();
-                    let object = w.object.take().expect("a waiting patch holds its object");
-                    match local::apply(reg, &w.meta_bytes, Object::Loaded(object)) {
-                        Ok(_) => messages::log(&format!("patch directory: {name} applied as its targets were loaded")),
-                        Err(e) => messages::log(&format!("patch directory: {name} not applied: {e}")),
-                    }
-                    reg.publish();
-                }
-                Err(e) => messages::log(&format!("patch directory: {name} not applied: {e}")),
-            }
+            apply_one(w, &owners, "applied as its targets were loaded");
         }
-        waiting.remove(i);
     }
     *seen = loaded;
 }

@@ -447,6 +447,13 @@ fn write_own_code(reg: &mut Registry, status: EntryStatus, buf: &mut [u8]) -> En
     status
 }
 
+impl Registry {
+    /// The patch object loaded before with this content hash and build-id, if any.
+    pub fn loaded_object(&self, sha256: &[u8; 32], build_id: &[u8]) -> Option<PatchObject> {
+        self.objects.iter().find(|(h, b, _)| h == sha256 && b == build_id).map(|(_, _, o)| o.clone())
+    }
+}
+
 /// Set why every request is refused (the operator's exclusion read at load time).
 pub fn set_refusing(reg: &mut Registry, why: String) {
     reg.refusing = why;
@@ -456,7 +463,7 @@ pub fn set_refusing(reg: &mut Registry, why: String) {
 pub enum Object<'a> {
     /// Its checked bytes, to load now.
     Bytes(&'a [u8]),
-    /// Already loaded (the patch directory loads objects ahead of their targets).
+    /// Already loaded, with the content hash its `.meta` records (`Registry::loaded_object`).
     Loaded(PatchObject),
 }
 
@@ -507,11 +514,7 @@ pub fn apply(
     reg.descs.ensure_room(&all)?;
 
     // The tool checked that the bytes hash to `patch_sha256`: same hash, same object.
-    let cached = reg
-        .objects
-        .iter()
-        .find(|(h, b, _)| *h == meta.patch_sha256 && *b == meta.patch_build_id)
-        .map(|(_, _, o)| o.clone());
+    let cached = reg.loaded_object(&meta.patch_sha256, &meta.patch_build_id);
     let object = match (object, cached) {
         (Object::Loaded(o), Some(_)) => o,
         // The patch directory checked the hash too: a later apply by a tool reuses it.

@@ -63,6 +63,7 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("patch", "patch"),
     ("strace", "strace"),
     ("setpriv", "util-linux"),
+    ("setcap", "libcap2-bin"),
     ("unshare", "util-linux"),
     ("mount", "mount"),
     ("readelf", "binutils"),

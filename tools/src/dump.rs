@@ -1,7 +1,6 @@
 //! `pulp dump`: show every field of a `patch.meta`, as text or JSON.
 
 use std::fmt::Write as _;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::text::printable;
@@ -12,15 +11,17 @@ use serde_json::{json, Value};
 /// A `patch.meta` that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("{}: cannot read: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {reason}", path.display())]
+    Checked { path: PathBuf, reason: String },
     #[error("{}: {source}", path.display())]
     Meta { path: PathBuf, source: MetaError },
 }
 
 /// Read and decode a `patch.meta` file.
 pub fn read_meta(path: &Path) -> Result<PatchMeta, ReadError> {
-    let bytes = std::fs::read(path).map_err(|source| ReadError::Io { path: path.into(), source })?;
+    // The checked reader of `.meta` files: a FIFO is refused at once, a huge file not read.
+    let bytes = pulp_meta::trust::read_meta_file(path)
+        .map_err(|e| ReadError::Checked { path: path.into(), reason: e.to_string() })?;
     PatchMeta::decode(&bytes).map_err(|source| ReadError::Meta { path: path.into(), source })
 }
 

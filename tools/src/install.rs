@@ -3,24 +3,32 @@
 //! directory (`$PULP_PATCH_DIR`, default `/etc/pulp/patches.d`), where every process that
 //! starts later, or loads a target later, applies it by itself (`runtime/src/patchdir.rs`);
 //! then it applies the patch to every running process, through `pulp-trigger --all`.
-//! Uninstalling reverts it everywhere and takes it out of the directory.
+//! Uninstalling reverts it everywhere and takes it out of the directory. The installed
+//! `.meta`'s name lists its targets' build-ids (`pulp_meta::patchdir`).
 
+use pulp_meta::patchdir::{meta_file_name, DEFAULT_DIR, DIR_ENV};
 use pulp_meta::PatchMeta;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The patch directory: `dir`, else `$PULP_PATCH_DIR`, else the default.
 pub fn patch_dir(dir: Option<PathBuf>) -> PathBuf {
-    dir.or_else(|| std::env::var_os("PULP_PATCH_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/etc/pulp/patches.d"))
+    dir.or_else(|| std::env::var_os(DIR_ENV).map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+}
+
+/// Read and decode a `.meta` with the runtime's checked reader: a regular file (a FIFO is
+/// refused at once, never waited on), at most `pulp_meta::trust::MAX_META` bytes, on a
+/// trusted path.
+fn read_meta(meta_path: &Path) -> Result<PatchMeta, String> {
+    let abs = std::path::absolute(meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let bytes = pulp_meta::trust::read_trusted_meta(&abs, &crate::patchfile::tool_owners())
+        .map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    PatchMeta::decode(&bytes).map_err(|e| format!("{}: {e}", meta_path.display()))
 }
 
 /// Read a `.meta` and its patch object, checked as `pulp-trigger` checks them.
 fn read_patch(meta_path: &Path) -> Result<(PatchMeta, Vec<u8>), String> {
-    let abs = std::path::absolute(meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let bytes = pulp_meta::trust::read_trusted(&abs, &crate::patchfile::tool_owners(), "the patch.meta")
-        .map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let meta = PatchMeta::decode(&bytes).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let meta = read_meta(meta_path)?;
     let object =
         pulp_meta::trust::read_trusted(Path::new(&meta.patch_so), &crate::patchfile::tool_owners(), "the patch object")
             .map_err(|e| format!("{}: {e}", meta.patch_so))?;
@@ -38,16 +46,14 @@ pub fn installed(dir: &Path, id: &str) -> Option<PathBuf> {
         .filter(|p| p.extension().is_some_and(|x| x == "meta"))
         .collect();
     metas.sort();
-    metas
-        .into_iter()
-        .find(|p| std::fs::read(p).ok().and_then(|b| PatchMeta::decode(&b).ok()).is_some_and(|m| m.id() == id))
+    // A file the runtime would not read (untrusted, not a regular file, too large) is
+    // not installed.
+    metas.into_iter().find(|p| read_meta(p).is_ok_and(|m| m.id() == id))
 }
 
 /// Whether the patch of `meta_path` is installed in `dir` (`pulp installed`).
 pub fn is_installed(meta_path: &Path, dir: &Path) -> Result<Option<PathBuf>, String> {
-    let bytes = std::fs::read(meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let meta = PatchMeta::decode(&bytes).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    Ok(installed(dir, &meta.id()))
+    Ok(installed(dir, &read_meta(meta_path)?.id()))
 }
 
 /// Write a file of the directory (mode 0644, never half-written).
@@ -82,13 +88,14 @@ pub fn install_files(meta_path: &Path, dir: &Path) -> Result<(PathBuf, bool), St
         .collect();
     let stem = if stem.is_empty() { meta.short_id() } else { stem };
     let taken = |p: &Path| p.exists();
-    let name = if taken(&dir.join(format!("{stem}.meta"))) || taken(&dir.join(format!("{stem}.so"))) {
+    let name = if taken(&dir.join(meta_file_name(&stem, &meta))) || taken(&dir.join(format!("{stem}.so"))) {
         format!("{stem}-{}", meta.short_id())
     } else {
         stem
     };
     let so = dir.join(format!("{name}.so"));
-    let installed_meta = dir.join(format!("{name}.meta"));
+    // The name lists the targets: a process that maps none of them reads nothing more.
+    let installed_meta = dir.join(meta_file_name(&name, &meta));
     write_atomically(&so, &object)?;
     meta.patch_so = so.to_str().ok_or("the patch directory's path is not UTF-8")?.to_string();
     if let Err(e) = write_atomically(&installed_meta, &meta.encode()) {
@@ -106,8 +113,7 @@ pub fn install_files(meta_path: &Path, dir: &Path) -> Result<(PathBuf, bool), St
 
 /// Take the installed copy of the patch out of `dir` (its `.meta`, then its object).
 pub fn remove_files(installed_meta: &Path) -> Result<(), String> {
-    let bytes = std::fs::read(installed_meta).map_err(|e| format!("{}: {e}", installed_meta.display()))?;
-    let meta = PatchMeta::decode(&bytes).map_err(|e| format!("{}: {e}", installed_meta.display()))?;
+    let meta = read_meta(installed_meta)?;
     std::fs::remove_file(installed_meta).map_err(|e| format!("cannot remove {}: {e}", installed_meta.display()))?;
     let so = Path::new(&meta.patch_so);
     if so.parent() == installed_meta.parent() {

@@ -25,10 +25,19 @@ fn insecure(path: &Path, reason: String) -> TriggerError {
 /// Read the file at `path` (absolute) through a walk that checks every folder and the
 /// file against `owners` (`pulp_meta::trust`); a regular file only, never waited on.
 pub fn read_trusted(path: &Path, owners: &[u32], what: &str) -> Result<Vec<u8>, TriggerError> {
-    pulp_meta::trust::read_trusted(path, owners, what).map_err(|e| match e {
+    pulp_meta::trust::read_trusted(path, owners, what).map_err(|e| trust_error(path, e))
+}
+
+/// [`read_trusted`] for a `patch.meta`, with the runtime's size limit for it.
+pub fn read_trusted_meta(path: &Path, owners: &[u32]) -> Result<Vec<u8>, TriggerError> {
+    pulp_meta::trust::read_trusted_meta(path, owners).map_err(|e| trust_error(path, e))
+}
+
+fn trust_error(path: &Path, e: TrustError) -> TriggerError {
+    match e {
         TrustError::Insecure(reason) => insecure(path, reason),
         TrustError::Missing(reason) => TriggerError::PatchMissing { path: path.display().to_string(), reason },
-    })
+    }
 }
 
 /// The patch object of `meta`, read and checked: a trusted path, the content hash `pulp

@@ -104,7 +104,7 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 /// since whoever can write it decides what is loaded. `owners`: who may own it.
 fn load(path: &Path, owners: &[u32]) -> Result<(PatchMeta, Vec<u8>), TriggerError> {
     let abs = std::path::absolute(path).map_err(|source| TriggerError::ReadFile { path: path.into(), source })?;
-    let bytes = patchfile::read_trusted(&abs, owners, "the patch.meta")?;
+    let bytes = patchfile::read_trusted_meta(&abs, owners)?;
     let meta = PatchMeta::decode(&bytes).map_err(|source| TriggerError::Meta { path: path.into(), source })?;
     Ok((meta, bytes))
 }

@@ -1,0 +1,68 @@
+//! The patch directory's file names, which `pulp install` writes and the runtime reads.
+//!
+//! An installed patch is `STEM+BUILDID[+BUILDID...].meta` beside its object `STEM.so`:
+//! the name lists the build-id of every target (lower-case hex), so that a process
+//! learns from one read of the directory which patches concern it, and reads, checks and
+//! loads only those whose targets it maps. A `.meta` named otherwise (put there by hand)
+//! is still applied, but every process reads it at its start to learn its targets.
+
+use crate::format::hex;
+use crate::PatchMeta;
+
+/// The folder used when none is named.
+pub const DEFAULT_DIR: &str = "/etc/pulp/patches.d";
+/// The environment variable naming another one (ignored in secure mode).
+pub const DIR_ENV: &str = "PULP_PATCH_DIR";
+
+/// The installed `.meta` file name for `meta`, from a stem made of `[A-Za-z0-9._-]`.
+pub fn meta_file_name(stem: &str, meta: &PatchMeta) -> String {
+    let mut name = stem.to_string();
+    for t in &meta.targets {
+        name.push('+');
+        name.push_str(&hex(&t.build_id));
+    }
+    name.push_str(".meta");
+    name
+}
+
+/// The targets' build-ids a `.meta` file name lists, if it is named as installed.
+pub fn targets_in_name(file_name: &str) -> Option<Vec<Vec<u8>>> {
+    let stem = file_name.strip_suffix(".meta")?;
+    let mut parts = stem.split('+');
+    parts.next()?;
+    let ids: Vec<Vec<u8>> = parts.map(unhex).collect::<Option<_>>()?;
+    (!ids.is_empty()).then_some(ids)
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            let byte = s.get(i..i + 2)?;
+            if byte.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                u8::from_str_radix(byte, 16).ok()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_list_the_targets() {
+        assert_eq!(targets_in_name("fix+0a1b+ff.meta"), Some(vec![vec![0x0a, 0x1b], vec![0xff]]));
+        assert_eq!(targets_in_name("fix.meta"), None);
+        assert_eq!(targets_in_name("fix+.meta"), None);
+        assert_eq!(targets_in_name("fix+0A1B.meta"), None, "upper case is not what install writes");
+        assert_eq!(targets_in_name("fix+0a1.meta"), None);
+        assert_eq!(targets_in_name("fix+zz.meta"), None);
+        assert_eq!(targets_in_name("fix+0a1b.so"), None);
+    }
+}

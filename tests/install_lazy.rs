@@ -1,0 +1,106 @@
+//! What installed patches cost a process (issue 20, item 3): a process reads the patch
+//! directory's names once and opens nothing more unless it maps a target; a patch object
+//! is read and loaded only when a target it patches is mapped (at start or at `dlopen`),
+//! once per content hash, however many installed `.meta` files share it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use libpulp_rs_tests::{artifacts, patch_object_copies, pulp, tool, App, CSpec, Work};
+
+const OLD: &str = "calc(5)=10";
+const NEW: &str = "calc(5)=1010";
+
+struct Fixture {
+    work: Work,
+    lib: PathBuf,
+    dir: PathBuf,
+}
+
+/// Five patches of one build of libcalc installed into a fresh patch directory: four
+/// share one small object (`small`), one has a 4 MiB object (`big`).
+fn fixture() -> Fixture {
+    let work = Work::new();
+    let tag = format!("{}{}", std::process::id(), line!());
+    let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]).define("CALC_VERSION", Some(&tag)));
+    let small = work.shared("small_fix", &CSpec::plain(&["marked_fix.c"]).define("MARK_NAME", Some("\"small\"")));
+    let big = work.shared(
+        "big_fix",
+        &CSpec::plain(&["marked_fix.c"]).define("MARK_NAME", Some("\"big\"")).define("BIG_BYTES", Some("(4 << 20)")),
+    );
+    let dir = work.path().join("patches.d");
+    // Four different patches (ids) of one object: options tell them apart.
+    let options: [&[&str]; 5] = [&[], &["immediate"], &["state 7 1"], &["state 8 1"], &[]];
+    for (i, object) in [&small, &small, &small, &small, &big].into_iter().enumerate() {
+        let meta = work.patch_with_options(&format!("p{i}"), object, &[(&lib, &[("calc", "calc_fixed")])], options[i]);
+        let out = pulp(&["install", "--dir", dir.to_str().unwrap(), meta.to_str().unwrap()]);
+        out.assert_ok("pulp install");
+    }
+    Fixture { work, lib, dir }
+}
+
+fn start(exe: &Path, dir: &Path) -> App {
+    let mut cmd = Command::new(exe);
+    cmd.env("LD_PRELOAD", &artifacts().runtime).env("PULP_PATCH_DIR", dir);
+    App::start_command(cmd, &exe.file_name().unwrap().to_string_lossy())
+}
+
+/// How many times each object's constructor ran, by its mark.
+fn constructors(stderr: &str, mark: &str) -> usize {
+    stderr.lines().filter(|l| *l == format!("constructor of {mark} ran")).count()
+}
+
+#[test]
+fn a_process_that_maps_no_target_reads_only_the_directory() {
+    let f = fixture();
+    let trace = f.work.path().join("strace.log");
+    let out = tool("strace")
+        .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"])
+        .arg(&trace)
+        .arg("-E")
+        .arg(format!("LD_PRELOAD={}", artifacts().runtime.display()))
+        .arg("-E")
+        .arg(format!("PULP_PATCH_DIR={}", f.dir.display()))
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("constructor of"), "no patch object may be loaded: {stderr}");
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let dir = f.dir.to_str().unwrap();
+    let opened: Vec<&str> = log.lines().filter(|l| l.contains(dir)).collect();
+    assert_eq!(opened.len(), 1, "one open, of the directory itself: {opened:#?}");
+    assert!(opened[0].contains("O_DIRECTORY") && !opened[0].contains(".meta"), "{opened:#?}");
+}
+
+#[test]
+fn objects_load_when_their_target_is_mapped_once_per_content() {
+    let f = fixture();
+    let dl_app = f.work.executable("calc_dlopen_app", &CSpec::plain(&["calc_dlopen_app.c"]).flag("-ldl"));
+
+    // Loaded later: nothing of the patches until the target is mapped.
+    let mut later = start(&dl_app, &f.dir);
+    assert_eq!(later.ask("call 5"), "not loaded");
+    assert_eq!(patch_object_copies(later.pid()), 0, "no patch object before its target");
+    assert_eq!(constructors(&later.stderr(), "small") + constructors(&later.stderr(), "big"), 0);
+    assert_eq!(later.ask(&format!("load {}", f.lib.display())), "loaded");
+    assert_eq!(later.ask("call 5"), NEW, "patched before its first call");
+    assert_eq!(patch_object_copies(later.pid()), 2, "one copy per content: small (4 patches) and big");
+    assert_eq!(constructors(&later.stderr(), "small"), 1, "{}", later.stderr());
+    assert_eq!(constructors(&later.stderr(), "big"), 1, "{}", later.stderr());
+
+    // Mapped at start: applied there, the same way.
+    let app = f.work.executable("calc_app", &CSpec::plain(&["calc_app.c"]).link("calc"));
+    let mut at_start = start(&app, &f.dir);
+    assert_eq!(at_start.ask("call 5"), NEW);
+    assert_eq!(patch_object_copies(at_start.pid()), 2);
+    assert_eq!(constructors(&at_start.stderr(), "small"), 1, "{}", at_start.stderr());
+    let patches = pulp(&["patches", "-p", &at_start.pid().to_string()]);
+    patches.assert_ok("pulp patches");
+    assert_eq!(patches.stdout.matches("applied").count(), 5, "{}", patches.stdout);
+
+    // Without the directory: the program's own code.
+    let mut plain = start(&app, &f.work.path().join("none"));
+    assert_eq!(plain.ask("call 5"), OLD);
+}
