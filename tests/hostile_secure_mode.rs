@@ -196,6 +196,11 @@ fn a_users_environment_cannot_switch_off_an_installed_fix() {
         let (out, err) = run_as_nobody(&exe, &overlay, &[(k, v.clone())]);
         assert!(out.contains(NEW), "{k}={v} switched the fix off in a setuid program: {out} {err}");
     }
+    // A setgid program keeps the user's uid and is not dumpable: its /proc/self/mem is
+    // root's, so its runtime cannot write code and applies nothing at start
+    // (docs/security.md); pulp-trigger patches it from outside.
+    let (out, err) = run_as_nobody(&privileged_copy(&s, "setgid"), &overlay, &[]);
+    assert!(out.contains(OLD), "setgid: {out} {err}");
     // Without privilege the same variables do exclude: they are the operator's switch.
     let plain = s.work.path().join("calc_app_plain");
     std::fs::copy(&s.app, &plain).unwrap();

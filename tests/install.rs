@@ -177,3 +177,60 @@ fn excluded_processes_refuse_and_apply_nothing() {
     let out = trigger(&["-p", &by_user.pid().to_string(), f.meta.to_str().unwrap()]);
     assert!(out.stderr.contains("excluded by PULP_DISABLE_ON_USERS"), "{out:#?}");
 }
+
+/// A FIFO and a 1 GiB sparse file named `.meta` in the patch directory (issue 20, item 4):
+/// `pulp installed`, `pulp install` and `pulp uninstall` read the directory with the
+/// runtime's checked reader (regular files only, never waited on, at most 16 MiB), so
+/// they neither hang nor read a gigabyte; the runtime skips both too.
+#[test]
+fn odd_files_in_the_directory_neither_hang_nor_swell_the_tools() {
+    use std::os::unix::process::CommandExt;
+    let f = fixture();
+    std::fs::create_dir_all(&f.dir).unwrap();
+    let fifo = std::ffi::CString::new(f.dir.join("00-fifo.meta").to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let sparse = std::fs::File::create(f.dir.join("01-sparse.meta")).unwrap();
+    sparse.set_len(1 << 30).unwrap();
+    drop(sparse);
+
+    let meta = f.meta.to_str().unwrap();
+    let dir = f.dir.to_str().unwrap();
+    // 256 MiB of address space: reading the sparse file whole would fail.
+    let limited = |args: &[&str]| {
+        let mut cmd = Command::new(&artifacts().pulp);
+        cmd.args(args);
+        // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit { rlim_cur: 256 << 20, rlim_max: 256 << 20 };
+                if libc::setrlimit(libc::RLIMIT_AS, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        };
+        let out = libpulp_rs_tests::run_limited(&mut cmd, std::time::Duration::from_secs(20));
+        assert!(!out.timed_out, "pulp {args:?} hung: {out:?}");
+        out.out
+    };
+    let out = limited(&["installed", meta, "--dir", dir]);
+    assert_eq!(out.code, Some(1), "not installed, said at once: {out:#?}");
+    let out = limited(&["install", meta, "--dir", dir]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let out = limited(&["installed", meta, "--dir", dir]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let mut app = start(&f.app, &f.dir, &[]);
+    assert_eq!(app.ask("call 5"), NEW, "the runtime skips the odd files and applies the patch");
+    let log = messages(app.pid());
+    assert!(log.contains("00-fifo.meta skipped: the patch.meta is not a regular file"), "{log}");
+    assert!(log.contains("01-sparse.meta skipped: the patch.meta is larger than 16 MiB"), "{log}");
+    let out = limited(&["uninstall", meta, "--dir", dir]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(app.ask("call 5"), OLD);
+    // A FIFO given as the patch itself is refused at once too.
+    let out = limited(&["installed", f.dir.join("00-fifo.meta").to_str().unwrap(), "--dir", dir]);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(out.stderr.contains("not a regular file"), "{out:#?}");
+}

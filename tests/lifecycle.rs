@@ -154,13 +154,57 @@ fn cumulative(cc: &str) {
     let out = revert(pid, &p1);
     out.assert_ok("revert a replaced patch");
     assert!(out.stdout.contains("not applied"), "{out:#?}");
+    // A replaced patch cannot be applied while its cumulative patch is, and the message
+    // says what to do.
+    let out = apply(pid, &p1);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(
+        out.stderr.contains("was replaced by the cumulative patch") && out.stderr.contains("revert that one first")
+    );
+    assert_eq!(pulp(&["check", "-p", &pid.to_string(), p1.to_str().unwrap()]).code, Some(3), "replaced");
     revert(pid, &p3).assert_ok("revert level 3");
     assert_eq!(app.ask("calls"), "f1=1 f2=2 f3=3");
     assert_eq!(new_events(&mut app, &mut seen), "pre_unpatch:3 post_unpatch:3");
+    // As in the kernel, reverting a cumulative patch gives the original code back and the
+    // patches it replaced are gone: not listed, not applied, and they can be applied again.
+    let status = patches_json(pid);
+    assert!(status["patches"].as_array().unwrap().is_empty(), "{status:#}");
+    let check = pulp(&["check", "-p", &pid.to_string(), p1.to_str().unwrap()]);
+    assert_eq!(check.code, Some(1), "{check:#?}");
+    assert!(!check.stdout.contains("replaced"), "{check:#?}");
+    assert!(pulp(&["messages", "-p", &pid.to_string()]).stdout.contains("had replaced are gone"));
+    apply(pid, &p1).assert_ok("apply level 1 again");
+    assert_eq!(app.ask("calls"), "f1=101 f2=102 f3=3");
+    assert_eq!(new_events(&mut app, &mut seen), "pre_patch:1(state7=-1) post_patch:1");
+    revert(pid, &p1).assert_ok("revert level 1");
+    assert_eq!(new_events(&mut app, &mut seen), "pre_unpatch:1 post_unpatch:1");
     assert_not_mixed(&mut app);
     let line = app.ask("mixed");
     let loops: u64 = line.rsplit_once("loops=").unwrap().1.parse().unwrap();
     assert!(loops > 0, "the threads ran: {line}");
+    app.assert_alive();
+}
+
+/// `--revert-all` tears the stack down newest first, as reverting one patch at a time from
+/// the top would: pre-unpatch of the newest, then of the older; post-unpatch likewise.
+fn revert_all_order(cc: &str) {
+    let life = Life::build(cc);
+    let p1 = life.patch("r1", 1, &["f1"], &[]);
+    let p2 = life.patch("r2", 2, &["f2"], &[]);
+    let mut app = App::start(&life.app);
+    let pid = app.pid();
+    let mut seen = 0;
+    apply(pid, &p1).assert_ok("apply 1");
+    apply(pid, &p2).assert_ok("apply 2");
+    assert_eq!(app.ask("calls"), "f1=101 f2=202 f3=3");
+    assert_eq!(
+        new_events(&mut app, &mut seen),
+        "pre_patch:1(state7=-1) post_patch:1 pre_patch:2(state7=-1) post_patch:2"
+    );
+    let out = trigger(&["--revert-all", life.lib.to_str().unwrap(), "-p", &pid.to_string()]);
+    out.assert_ok("--revert-all");
+    assert_eq!(app.ask("calls"), "f1=1 f2=2 f3=3");
+    assert_eq!(new_events(&mut app, &mut seen), "pre_unpatch:2 pre_unpatch:1 post_unpatch:2 post_unpatch:1");
     app.assert_alive();
 }
 
@@ -222,4 +266,14 @@ fn states_gcc() {
 #[test]
 fn states_clang() {
     states("clang");
+}
+
+#[test]
+fn revert_all_order_gcc() {
+    revert_all_order("gcc");
+}
+
+#[test]
+fn revert_all_order_clang() {
+    revert_all_order("clang");
 }

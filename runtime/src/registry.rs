@@ -37,6 +37,8 @@ struct Patch {
     funcs: Vec<(usize, u64)>,
     state: PatchState,
     since: u64,
+    /// The cumulative patch that replaced this one (state `Replaced`).
+    replaced_by: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -483,7 +485,12 @@ pub fn apply(
     }
     if let Some(p) = reg.patches.iter().find(|p| p.id == id) {
         if p.state == PatchState::Replaced {
-            return Err(format!("patch {} was replaced by a cumulative patch; revert that one first", short_id(&id)));
+            let by = p.replaced_by.as_deref().map(short_id).unwrap_or("?");
+            return Err(format!(
+                "patch {} was replaced by the cumulative patch {by}; revert that one first (the patches it replaced \
+                 are then gone and can be applied again)",
+                short_id(&id)
+            ));
         }
         let replies: Vec<_> = p.funcs.iter().map(|&(d, _)| reg.descs.reply(d, EntryAction::Redirect)).collect();
         write_reply(&replies, buf)?;
@@ -552,6 +559,7 @@ pub fn apply(
         funcs: Vec::new(),
         state: PatchState::Applying,
         since: status::now(),
+        replaced_by: None,
     });
     if let Err(e) = reg.run_callback(&id, Callback::PrePatch) {
         reg.patches.pop();
@@ -678,11 +686,15 @@ fn revert(reg: &mut Registry, req: &Request<'_>, buf: &mut [u8]) -> Result<Entry
     }
 }
 
-/// Revert every applied patch of the target whose build-id the request names.
+/// Revert every applied patch of the target whose build-id the request names, in one
+/// transition torn down newest first, as reverting them one by one from the top of the
+/// stack would: every `pulp_pre_unpatch` from the newest patch down, then every
+/// `pulp_post_unpatch` in the same order.
 fn revert_all(reg: &mut Registry, req: &Request<'_>, buf: &mut [u8]) -> Result<EntryStatus, String> {
     let ids: Vec<String> = reg
         .patches
         .iter()
+        .rev()
         .filter(|p| p.state == PatchState::Applied && p.meta.targets.iter().any(|t| t.build_id == req.target))
         .map(|p| p.id.clone())
         .collect();
@@ -726,6 +738,7 @@ pub fn finish(reg: &mut Registry, force: bool, buf: &mut [u8]) -> Result<EntrySt
                 reg.drop_versions(r);
                 if let Some(j) = reg.index(r) {
                     reg.patches[j].state = PatchState::Replaced;
+                    reg.patches[j].replaced_by = Some(t.patches[0].clone());
                     reg.patches[j].since = now;
                 }
             }
@@ -783,9 +796,28 @@ pub fn finish(reg: &mut Registry, force: bool, buf: &mut [u8]) -> Result<EntrySt
         let _ = reg.run_callback(id, *cb);
     }
     // A patch whose last transition left it unapplied leaves the list (its object stays
-    // loaded: a thread may still be running one of its functions).
+    // loaded: a thread may still be running one of its functions), and so do the patches
+    // a reverted cumulative patch had replaced, as in the kernel: reverting it gives the
+    // original code back, not the replaced patches, which can be applied again.
     if matches!((t.kind, forward), (Kind::Apply, false) | (Kind::Revert, true)) {
-        reg.patches.retain(|p| !t.patches.contains(&p.id));
+        let mut gone: Vec<String> = t.patches.clone();
+        let mut replaced = Vec::new();
+        while let Some(p) = reg
+            .patches
+            .iter()
+            .find(|p| !gone.contains(&p.id) && p.replaced_by.as_ref().is_some_and(|by| gone.contains(by)))
+        {
+            replaced.push(p.id.clone());
+            gone.push(p.id.clone());
+        }
+        reg.patches.retain(|p| !gone.contains(&p.id));
+        if !replaced.is_empty() {
+            let ids: Vec<&str> = replaced.iter().map(|id| short_id(id)).collect();
+            messages::log(&format!(
+                "the patch(es) the reverted cumulative patch had replaced are gone: {} (apply them again if wanted)",
+                ids.join(", ")
+            ));
+        }
     }
     write_reply(&replies, buf)?;
     Ok(EntryStatus::Done)
