@@ -13,6 +13,9 @@ use crate::PatchMeta;
 pub const DEFAULT_DIR: &str = "/etc/pulp/patches.d";
 /// The environment variable naming another one (ignored in secure mode).
 pub const DIR_ENV: &str = "PULP_PATCH_DIR";
+/// [`DEFAULT_DIR`] and [`DIR_ENV`] as C strings, for the runtime's constructor.
+pub const DEFAULT_DIR_C: &std::ffi::CStr = c"/etc/pulp/patches.d";
+pub const DIR_ENV_C: &std::ffi::CStr = c"PULP_PATCH_DIR";
 
 /// The installed `.meta` file name for `meta`, from a stem made of `[A-Za-z0-9._-]`.
 pub fn meta_file_name(stem: &str, meta: &PatchMeta) -> String {
@@ -54,6 +57,12 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn c_strings_match() {
+        assert_eq!(DEFAULT_DIR_C.to_str(), Ok(DEFAULT_DIR));
+        assert_eq!(DIR_ENV_C.to_str(), Ok(DIR_ENV));
+    }
 
     #[test]
     fn names_list_the_targets() {

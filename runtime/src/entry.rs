@@ -92,20 +92,19 @@ fn give_back(len: usize) {
     }
 }
 
-/// The constructor: register for `membarrier(SYNC_CORE)` while the process is still
-/// single-threaded (registering later, with threads running, makes the kernel wait for an
-/// RCU grace period inside the first apply), unless a seccomp filter might kill the
-/// process for a system call it does not expect; map the stack entries run on; then the
-/// operator's exclusions and the patch directory (`crate::patchdir`).
+/// The constructor: only what a process that is never patched needs, since the runtime
+/// is preloaded into every process of a machine (`pulp-bench startup` measures it): one
+/// line in the runtime's log (no allocation), the entry stack's mapping (no memory until
+/// used), the operator's exclusions and the patch directory (`crate::patchdir`: one
+/// `open` when it is absent). The `membarrier(SYNC_CORE)` registration waits for the first
+/// request that writes code (`sync_core`), and reading `/proc/self/status` for a seccomp
+/// filter for the first time the runtime writes its own code.
 #[used]
 #[link_section = ".init_array"]
 static CONSTRUCTOR: extern "C" fn() = constructor;
 
 extern "C" fn constructor() {
-    if seccomp_free() {
-        // SAFETY: membarrier takes no pointers; failure (an old kernel) is harmless.
-        unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_REGISTER_SYNC_CORE, 0, 0) };
-    }
+    messages::log_parts(&[b"runtime loaded: libpulp-rs ", env!("CARGO_PKG_VERSION").as_bytes()]);
     map_entry_stack();
     // No panic may leave a constructor: it would abort the process before `main`.
     let _ = catch_unwind(crate::patchdir::at_load);

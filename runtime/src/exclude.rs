@@ -16,7 +16,7 @@ use std::ffi::CString;
 
 /// Why this process is excluded, if it is.
 pub fn reason() -> Option<String> {
-    if let Some(globs) = setting("PULP_DISABLE_ON_PATH") {
+    if let Some(globs) = crate::environ::var_text(c"PULP_DISABLE_ON_PATH") {
         let exe = std::fs::read_link("/proc/self/exe").ok()?.to_string_lossy().into_owned();
         for glob in globs.split(':').filter(|g| !g.is_empty()) {
             if matches(glob, &exe) {
@@ -24,7 +24,7 @@ pub fn reason() -> Option<String> {
             }
         }
     }
-    if let Some(users) = setting("PULP_DISABLE_ON_USERS") {
+    if let Some(users) = crate::environ::var_text(c"PULP_DISABLE_ON_USERS") {
         // SAFETY: getuid/geteuid have no arguments and cannot fail.
         let ids = unsafe { [libc::getuid(), libc::geteuid()] };
         for u in users.split(',').map(str::trim).filter(|u| !u.is_empty()) {
@@ -33,7 +33,7 @@ pub fn reason() -> Option<String> {
             }
         }
     }
-    if let Some(groups) = setting("PULP_DISABLE_ON_GROUPS") {
+    if let Some(groups) = crate::environ::var_text(c"PULP_DISABLE_ON_GROUPS") {
         let ids = my_groups();
         for g in groups.split(',').map(str::trim).filter(|g| !g.is_empty()) {
             if group_id(g).is_some_and(|id| ids.contains(&id)) {
@@ -42,11 +42,6 @@ pub fn reason() -> Option<String> {
         }
     }
     None
-}
-
-/// A variable of the environment, as text (`None` in secure mode).
-fn setting(name: &str) -> Option<String> {
-    crate::environ::var(name).map(|v| v.to_string_lossy().into_owned())
 }
 
 fn matches(glob: &str, path: &str) -> bool {

@@ -30,7 +30,32 @@ static WRITING: AtomicBool = AtomicBool::new(false);
 /// Add one line (a newline is appended; newlines inside become spaces), prefixed with the
 /// Unix time.
 pub fn log(line: &str) {
-    let text = format!("{} {}\n", crate::status::now(), line.replace('\n', " "));
+    log_parts(&[line.as_bytes()]);
+}
+
+/// [`log`] of a line made of `parts`, written straight into the ring: no allocation, so
+/// the constructor can log at no cost beyond the bytes.
+pub fn log_parts(parts: &[&[u8]]) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut t = crate::status::now();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (t % 10) as u8;
+        t /= 10;
+        if t == 0 {
+            break;
+        }
+    }
+    let len: usize = digits.len() - at + 1 + parts.iter().map(|p| p.len()).sum::<usize>() + 1;
+    let bytes = || {
+        digits[at..]
+            .iter()
+            .copied()
+            .chain(std::iter::once(b' '))
+            .chain(parts.iter().flat_map(|p| p.iter().map(|&b| if b == b'\n' { b' ' } else { b })))
+            .chain(std::iter::once(b'\n'))
+    };
     // A writer that finds another one busy spins briefly: lines are short.
     while WRITING.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
         std::hint::spin_loop();
@@ -39,8 +64,8 @@ pub fn log(line: &str) {
     // SAFETY: `WRITING` is held, so this is the only writer of the ring.
     let ring = unsafe { &mut *MESSAGES.ring.get() };
     let mut total = MESSAGES.total.load(Ordering::Relaxed);
-    let bytes = text.as_bytes();
-    for &b in &bytes[bytes.len().saturating_sub(RING_LEN)..] {
+    // A line longer than the ring keeps its last RING_LEN bytes.
+    for b in bytes().skip(len.saturating_sub(RING_LEN)) {
         ring[(total % RING_LEN as u64) as usize] = b;
         total += 1;
     }

@@ -29,8 +29,10 @@
 use crate::loader;
 use crate::registry::{Claim, Object};
 use crate::{environ, exclude, local, messages};
-use pulp_meta::patchdir::{targets_in_name, DEFAULT_DIR, DIR_ENV};
+use pulp_meta::patchdir::{targets_in_name, DEFAULT_DIR_C, DIR_ENV_C};
 use pulp_meta::PatchMeta;
+use std::ffi::CStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -59,8 +61,48 @@ fn loaded_build_ids() -> Vec<Vec<u8>> {
 }
 
 /// The patch directory this process reads.
-fn directory() -> PathBuf {
-    environ::var(DIR_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+fn directory() -> &'static CStr {
+    environ::var(DIR_ENV_C).unwrap_or(DEFAULT_DIR_C)
+}
+
+/// The `*.meta` names in `dir`, in name order, read with `getdents64` into a buffer on
+/// the stack: a process whose patch directory is absent or holds no `.meta` pays one
+/// `open` (and one `getdents64`, one `close`) and allocates nothing.
+fn list_metas(dir: &CStr) -> Vec<String> {
+    // SAFETY: a valid C string; the descriptor is closed below.
+    let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Vec::new();
+    }
+    let mut names = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+        let mut at = 0usize;
+        while at + 19 <= n as usize {
+            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            if reclen < 19 || at + reclen > n as usize {
+                break;
+            }
+            let name = &buf[at + 19..at + reclen];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            if name.len() > 5 && name.ends_with(b".meta") {
+                if let Ok(name) = std::str::from_utf8(name) {
+                    names.push(name.to_string());
+                }
+            }
+            at += reclen;
+        }
+    }
+    // SAFETY: `fd` was opened above and is not used afterwards.
+    unsafe { libc::close(fd) };
+    names.sort();
+    names
 }
 
 /// At load: exclusions, then the patch directory.
@@ -75,13 +117,13 @@ pub fn at_load() {
         return;
     }
     // The one read every process pays: the directory's names.
-    let Ok(entries) = std::fs::read_dir(directory()) else { return };
-    let mut files: Vec<PathBuf> =
-        entries.filter_map(|e| Some(e.ok()?.path())).filter(|p| p.extension().is_some_and(|x| x == "meta")).collect();
-    if files.is_empty() {
+    let dir = directory();
+    let names = list_metas(dir);
+    if names.is_empty() {
         return;
     }
-    files.sort();
+    let dir = PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes()));
+    let files: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
     let owners = environ::trusted_owners();
     let loaded = loaded_build_ids();
     let mut waiting = Vec::new();

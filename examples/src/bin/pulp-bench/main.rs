@@ -8,7 +8,8 @@
 //! kind (`prologues.rs`), `target/release/pulp-bench shadow [PROCESSES]` for the cost of
 //! `pulp_shadow_get` beside a plain hash map (`shadow.rs`), and
 //! `target/release/pulp-bench fleet [PROCESSES] [RUNS]` for one fix applied to many
-//! processes (`fleet.rs`).
+//! processes (`fleet.rs`), and `target/release/pulp-bench startup [ROUNDS] [--b RUNTIME]`
+//! for what the preloaded runtime costs a process that is never patched (`startup.rs`).
 //!
 //! The targets are in `examples/c/bench/` (built by `examples/build.rs`):
 //! - `percall PLAIN.so PAD.so PATCHED.so`: the same trivial `int f(int)` without pad, with
@@ -31,6 +32,7 @@
 mod fleet;
 mod prologues;
 mod shadow;
+mod startup;
 mod universes;
 
 use std::io::{BufRead, BufReader, Write};
@@ -274,15 +276,24 @@ fn bench(tools: &Tools, runs: usize) -> Result<()> {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some(m @ ("universes" | "prologues" | "shadow" | "fleet")) => {
+        Some(m @ ("universes" | "prologues" | "shadow" | "fleet" | "startup")) => {
             let m = m.to_string();
             args.remove(0);
             m
         }
         _ => String::new(),
     };
+    // `--b PATH` (repeated): other runtime builds for `startup`.
+    let mut others = Vec::new();
+    while let Some(i) = args.iter().position(|a| a == "--b") {
+        if let Some(p) = args.get(i + 1) {
+            others.push(std::path::PathBuf::from(p));
+        }
+        args.drain(i..(i + 2).min(args.len()));
+    }
     let default = match mode.as_str() {
         "prologues" => 3,
+        "startup" => 100,
         "fleet" => 1000,
         "shadow" => 5,
         _ => 20,
@@ -294,6 +305,7 @@ fn main() {
         "fleet" => fleet::run(&t, runs, fleet_runs),
         "prologues" => prologues::run(&t, runs),
         "shadow" => shadow::run(&t, runs),
+        "startup" => startup::run(&t, runs, &others),
         _ => bench(&t, runs),
     });
     if let Err(e) = result {
