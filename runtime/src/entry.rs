@@ -7,7 +7,7 @@
 //! can be borrowed. No panic leaves it: it becomes a refusal carrying the panic message.
 
 use crate::messages;
-use crate::registry::{self, Claim};
+use crate::registry::Claim;
 use pulp_meta::abi::{self, EntryStatus, Request};
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -52,7 +52,7 @@ pub extern "C" fn pulp_rs_entry(len: usize) -> i64 {
         let request = buf[..len].to_vec();
         give_back(len);
         let req = Request::decode(&request).ok_or("malformed request")?;
-        let status = registry::serve(reg, &req, buf);
+        let status = crate::request::serve(reg, &req, buf);
         reg.publish();
         status
     }));
@@ -132,47 +132,4 @@ fn map_entry_stack() {
     unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) };
     let top = (base as usize + GUARD + ENTRY_STACK_LEN) & !15;
     pulp_trm::entry_stack_top().store(top as u64, std::sync::atomic::Ordering::Release);
-}
-
-/// Whether `/proc/self/status` says `Seccomp: 0`. Reads it with plain open/read/close
-/// (which any filter must allow for the program to run at all) into a stack buffer.
-pub fn seccomp_free() -> bool {
-    let mut buf = [0u8; 4096];
-    // SAFETY: a static NUL-terminated path; the fd is closed below.
-    let fd = unsafe { libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return false;
-    }
-    let mut len = 0;
-    while len < buf.len() {
-        // SAFETY: reads at most the rest of `buf`, which outlives the call.
-        let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
-        if n <= 0 {
-            break;
-        }
-        len += n as usize;
-    }
-    // SAFETY: `fd` was opened above and is not used afterwards.
-    unsafe { libc::close(fd) };
-    let status = &buf[..len];
-    status.windows(11).any(|w| w == b"\nSeccomp:\t0")
-}
-
-const MEMBARRIER_REGISTER_SYNC_CORE: libc::c_long = 1 << 6; // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE
-const MEMBARRIER_SYNC_CORE: libc::c_long = 1 << 5; // MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE
-
-/// Make every thread of the process serialise its instruction stream before the tool
-/// flips function entries, so that no core runs stale bytes of a freshly written pad.
-/// (x86 keeps code coherent in practice; this is the architectural guarantee.)
-pub fn sync_core() -> EntryStatus {
-    // SAFETY: membarrier takes no pointers; failure (an old kernel) only returns -1.
-    let ok = unsafe {
-        libc::syscall(libc::SYS_membarrier, MEMBARRIER_REGISTER_SYNC_CORE, 0, 0) == 0
-            && libc::syscall(libc::SYS_membarrier, MEMBARRIER_SYNC_CORE, 0, 0) == 0
-    };
-    if ok {
-        EntryStatus::Done
-    } else {
-        EntryStatus::NothingToDo
-    }
 }

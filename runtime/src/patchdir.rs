@@ -310,9 +310,9 @@ fn hook_linker() -> Result<(), String> {
     let target = on_linker_change as *const () as u64;
     let rel =
         i32::try_from(target as i64 - (at as i64 + 5)).map_err(|_| "the runtime is out of reach of the linker")?;
-    let writer = local::CodeWriter::require()?;
+    let writer = crate::code::CodeWriter::require()?;
     writer.write(at + 1, &rel.to_le_bytes())?;
-    crate::entry::sync_core();
+    crate::code::sync_core();
     writer.write(at, &[0xe9])
 }
 
