@@ -4,8 +4,9 @@
 //! its original code, its TLS index, or its address relative to the patch's GOT).
 //!
 //! [`write_references`] checks every reference of every target first (the variable is an
-//! exported, writable data object of the patch, big enough; the target address is mapped;
-//! the target has TLS) and writes nothing unless all of them resolve.
+//! exported, writable data object of the patch, big enough, or a file-local one `pulp
+//! pack` located in the object's symbol table, inside its writable memory; the target
+//! address is mapped; the target has TLS) and writes nothing unless all of them resolve.
 
 use crate::loader::{self, PatchObject};
 use pulp_meta::{PatchMeta, RefKind};
@@ -34,10 +35,22 @@ pub fn write_references(
     for (t, obj) in meta.targets.iter().zip(targets) {
         for r in &t.references {
             let what = || format!("reference `{}` of {} into `{}`", r.symbol, t.path, r.var);
-            let var = patch
-                .symbol(&r.var)
-                .map_err(|_| format!("{}: the patch object exports no variable `{}`", what(), r.var))?;
-            check_variable(var, r.kind.size(), &writable).map_err(|why| format!("{}: {why}", what()))?;
+            let var = match local_variable(patch, &r.var) {
+                // A file-local variable: `pulp pack` checked its kind and size in the
+                // object's symbol table, which the content hash ties to these bytes; its
+                // memory must still be the object's own writable memory.
+                Some(var) => {
+                    check_writable(var, r.kind.size(), &writable).map_err(|why| format!("{}: {why}", what()))?;
+                    var
+                }
+                None => {
+                    let var = patch
+                        .symbol(&r.var)
+                        .map_err(|_| format!("{}: the patch object exports no variable `{}`", what(), r.var))?;
+                    check_variable(var, r.kind.size(), &writable).map_err(|why| format!("{}: {why}", what()))?;
+                    var
+                }
+            };
             if writes.iter().any(|w| w.0 == var) {
                 return Err(format!("{}: variable `{}` receives two references", what(), r.var));
             }
@@ -100,6 +113,24 @@ fn patch_got(patch: &PatchObject) -> Result<u64, String> {
     Ok(got)
 }
 
+/// The address of a receiving variable the patch object does not export (a `static`
+/// one): `pulp pack` names it `NAME@OFFSET`, OFFSET (hex) its value in the object's own
+/// symbol table, relative to the object's load base.
+fn local_variable(patch: &PatchObject, var: &str) -> Option<usize> {
+    let (_, offset) = var.rsplit_once('@')?;
+    let offset = usize::from_str_radix(offset, 16).ok()?;
+    patch.base.checked_add(offset)
+}
+
+/// Check that `[var, var + size)` lies in the patch object's writable memory.
+fn check_writable(var: usize, size: usize, writable: &[(usize, usize)]) -> Result<(), String> {
+    if writable.iter().any(|&(s, e)| s <= var && var.checked_add(size).is_some_and(|end| end <= e)) {
+        Ok(())
+    } else {
+        Err("it lies outside the patch object's writable memory".into())
+    }
+}
+
 /// Check that `var` is the start of a data object of at least `size` bytes in writable
 /// memory.
 fn check_variable(var: usize, size: usize, writable: &[(usize, usize)]) -> Result<(), String> {
@@ -125,8 +156,5 @@ fn check_variable(var: usize, size: usize, writable: &[(usize, usize)]) -> Resul
     if (sym.st_size as usize) < size {
         return Err(format!("it has {} bytes, the reference needs {size}", sym.st_size));
     }
-    if !writable.iter().any(|&(s, e)| s <= var && var + size <= e) {
-        return Err("it lies in read-only memory (make it a non-const variable)".into());
-    }
-    Ok(())
+    check_writable(var, size, writable).map_err(|_| "it lies in read-only memory (make it a non-const variable)".into())
 }
