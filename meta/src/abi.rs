@@ -13,7 +13,7 @@ pub const INFO_SYMBOL: &str = "pulp_rs_info";
 /// `RuntimeInfo::magic`.
 pub const INFO_MAGIC: u64 = u64::from_le_bytes(*b"PULPRS\0\x01");
 /// Bumped whenever this layout or the protocol changes.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 /// Offset from `call_stub` where the hijacked thread starts. The two bytes before it are
 /// NOPs, so a restarted system call, which moves `%rip` back by 2, is harmless.
 pub const CALL_STUB_ENTRY: u64 = 2;
@@ -51,7 +51,12 @@ pub struct RuntimeInfo {
     pub call_stub_stop: u64,
     /// `extern "C" fn(request_len: usize) -> i64`: serve the [`Request`] in the buffer.
     pub entry: u64,
-    /// Request/reply buffer and its size.
+    /// `extern "C" fn(len: usize) -> i64`: map the entry stack if there is none and a
+    /// buffer of at least `len` bytes if the current one is smaller; 0 or `-errno`. Called
+    /// before the entry when the buffer is missing or too small.
+    pub prepare: u64,
+    /// Addresses of two `u64`s: the request/reply buffer's address (0: none yet) and its
+    /// capacity.
     pub buffer: u64,
     pub buffer_len: u64,
     /// Address of the transition id (`u64`, 0: none), of the goal (`u64`, 1: threads move

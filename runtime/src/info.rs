@@ -1,9 +1,9 @@
 //! `pulp_rs_info`: the fixed record through which the tools find the runtime's pieces.
 
-use crate::entry;
 use crate::messages::{MessageArea, MESSAGES, RING_LEN};
 use crate::status::{StatusArea, STATUS, STATUS_LEN};
 use crate::transition::{ThreadLog, CLEARED_OFFSETS, GATE_LOG, LOG_CAP, TOOL_LOG};
+use crate::{area, entry};
 use pulp_meta::abi::{self, Descriptor};
 use std::sync::atomic::AtomicU64;
 
@@ -18,8 +18,9 @@ pub struct Info {
     call_stub: *const (),
     call_stub_stop: *const (),
     entry: *const (),
-    buffer: *const u8,
-    buffer_len: u64,
+    prepare: *const (),
+    buffer: *const AtomicU64,
+    buffer_len: *const AtomicU64,
     transition: *const AtomicU64,
     goal: *const AtomicU64,
     armed: *const AtomicU64,
@@ -57,6 +58,7 @@ const _: () = {
         call_stub,
         call_stub_stop,
         entry,
+        prepare,
         buffer,
         buffer_len,
         transition,
@@ -91,8 +93,9 @@ pub static pulp_rs_info: Info = Info {
     call_stub: pulp_trm::pulp_rs_call_stub as *const (),
     call_stub_stop: pulp_trm::pulp_rs_call_stub_stop as *const (),
     entry: entry::pulp_rs_entry as *const (),
-    buffer: entry::BUFFER.as_ptr(),
-    buffer_len: entry::BUFFER_LEN as u64,
+    prepare: area::pulp_rs_prepare as *const (),
+    buffer: &area::BUFFER.addr,
+    buffer_len: &area::BUFFER.len,
     transition: core::ptr::addr_of!(pulp_trm::pulp_rs_transition),
     goal: core::ptr::addr_of!(pulp_trm::pulp_rs_goal),
     armed: core::ptr::addr_of!(pulp_trm::pulp_rs_armed),

@@ -11,7 +11,8 @@
 //! - top, what starts work:
 //!   - [`info`]: the one exported symbol, `pulp_rs_info`, telling the tools where
 //!     everything is;
-//!   - [`entry`]: the entry point the tools call, its request buffer, the constructor;
+//!   - [`entry`]: the entry point the tools call and the constructor; [`area`]: the
+//!     request buffer and the entry stack, mapped at the first request;
 //!   - [`request`]: what a tool's request asks, served on the registry;
 //!   - [`patchdir`]: patches a process applies by itself, at start and as targets load,
 //!     unless [`exclude`]d by the operator, through [`local`] (applying without a tool);
@@ -36,6 +37,7 @@
 //!
 //! The assembly (descriptor table, dispatch trampoline, hijack stub) is in `trm/`.
 
+pub mod area;
 pub mod callbacks;
 pub mod code;
 pub mod descriptors;

@@ -357,24 +357,37 @@ pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
 /// error carrying the runtime's message.
 pub(crate) fn call(proc: &Process, thread: &mut Hijacked, info: &RuntimeInfo, request: &[u8]) -> Result<EntryStatus> {
     let pid = proc.pid;
-    if request.len() as u64 > info.buffer_len {
-        return Err(TriggerError::Target {
-            pid,
-            what: format!(
-                "the request ({} bytes) exceeds the runtime's buffer ({} bytes)",
-                request.len(),
-                info.buffer_len
-            ),
-        });
+    // The runtime maps its request buffer (and the stack entries run on) only when a
+    // tool first needs them: a process that is never patched has neither.
+    let (mut buffer, mut capacity) = request_buffer(proc, info)?;
+    if (request.len() as u64) > capacity {
+        let rc = thread.call(proc, info.prepare, request.len() as u64)?;
+        if rc != 0 {
+            return Err(TriggerError::Target {
+                pid,
+                what: format!(
+                    "the runtime cannot map a {}-byte request buffer: {}",
+                    request.len(),
+                    std::io::Error::from_raw_os_error(-rc as i32)
+                ),
+            });
+        }
+        (buffer, capacity) = request_buffer(proc, info)?;
+        if (request.len() as u64) > capacity {
+            return Err(TriggerError::Target {
+                pid,
+                what: format!("the request ({} bytes) exceeds the runtime's buffer ({capacity} bytes)", request.len()),
+            });
+        }
     }
-    proc.write(info.buffer, request)?;
+    proc.write(buffer, request)?;
     let rc = thread.call(proc, info.entry, request.len() as u64)?;
     let status = EntryStatus::from_i64(rc)
         .ok_or_else(|| TriggerError::Target { pid, what: format!("the runtime returned an unknown status {rc}") })?;
     match status {
         EntryStatus::Refused => {
-            let len = u32::from_le_bytes(proc.read_array::<4>(info.buffer)?);
-            let message = abi::decode_message(&proc.read(info.buffer, abi::message_bytes(len))?);
+            let len = u32::from_le_bytes(proc.read_array::<4>(buffer)?);
+            let message = abi::decode_message(&proc.read(buffer, abi::message_bytes(len))?);
             Err(TriggerError::Refused { pid, message })
         }
         EntryStatus::Busy => {
@@ -651,13 +664,22 @@ fn entries_intact(proc: &Process, objects: &[MappedObject], info: &RuntimeInfo, 
 }
 
 fn read_reply(proc: &Process, info: &RuntimeInfo) -> Result<Vec<FuncReply>> {
-    let count = u32::from_le_bytes(proc.read_array::<4>(info.buffer)?) as usize;
-    let len = 4 + count.saturating_mul(abi::FUNC_REPLY_SIZE);
+    let (buffer, capacity) = request_buffer(proc, info)?;
     let malformed = || TriggerError::Target { pid: proc.pid, what: "the runtime's reply is malformed".into() };
-    if len as u64 > info.buffer_len {
+    if buffer == 0 {
         return Err(malformed());
     }
-    abi::decode_reply(&proc.read(info.buffer, len)?).ok_or_else(malformed)
+    let count = u32::from_le_bytes(proc.read_array::<4>(buffer)?) as usize;
+    let len = 4 + count.saturating_mul(abi::FUNC_REPLY_SIZE);
+    if len as u64 > capacity {
+        return Err(malformed());
+    }
+    abi::decode_reply(&proc.read(buffer, len)?).ok_or_else(malformed)
+}
+
+/// The runtime's request buffer: its address (0: not mapped yet) and capacity.
+fn request_buffer(proc: &Process, info: &RuntimeInfo) -> Result<(u64, u64)> {
+    Ok((proc.read_u64(info.buffer)?, proc.read_u64(info.buffer_len)?))
 }
 
 /// Bring each entry's code to what the runtime asked for (`prologue::code_writes`).

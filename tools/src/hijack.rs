@@ -55,8 +55,9 @@ const ALLOCATOR_SYSCALLS: &[i64] = &[9, 10, 11, 12, 25, 28]; // mmap mprotect mu
 const FAULT_SIGNALS: &[i32] =
     &[libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGABRT, libc::SIGTRAP, libc::SIGSYS];
 /// Room a thread's stack must have below its red zone for the signal frame, beyond the
-/// frame itself.
-const STACK_MARGIN: u64 = 512;
+/// frame itself: the first call in a process, the runtime's `pulp_rs_prepare`, runs
+/// there (the entry stack it maps does not exist yet) and needs a few hundred bytes.
+const STACK_MARGIN: u64 = 1024;
 /// How long to look for a thread at a safe point.
 const FIND_TIMEOUT: Duration = Duration::from_secs(5);
 
