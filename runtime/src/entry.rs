@@ -57,8 +57,8 @@ pub extern "C" fn pulp_rs_entry(len: usize) -> i64 {
 }
 
 /// The constructor: only what a process that is never patched needs, since the runtime
-/// is preloaded into every process of a machine (`pulp-bench startup` measures it): one
-/// line in the runtime's log (no allocation), the operator's exclusions and the patch
+/// is preloaded into every process of a machine (`pulp-bench startup` measures it): the
+/// operator's exclusions and the patch
 /// directory (`crate::patchdir`: one `open` when it is absent). The entry stack and the
 /// request buffer wait for the first request (`crate::area`), the `membarrier(SYNC_CORE)`
 /// registration for the first request that writes code (`code::sync_core`), reading
@@ -69,7 +69,6 @@ pub extern "C" fn pulp_rs_entry(len: usize) -> i64 {
 static CONSTRUCTOR: extern "C" fn() = constructor;
 
 extern "C" fn constructor() {
-    messages::log_parts(&[b"runtime loaded: libpulp-rs ", env!("CARGO_PKG_VERSION").as_bytes()]);
     // No panic may leave a constructor: it would abort the process before `main`.
     let _ = catch_unwind(crate::patchdir::at_load);
 }
