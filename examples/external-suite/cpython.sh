@@ -50,13 +50,13 @@ run() {
     echo "   exit status $rc, $(cat "$d/seconds") s"
 }
 
-# sample PID DIR: every 20 s, every live process of the suite's mount namespace, and
+# sample PID DIR: every 10 s, every live process of the suite's mount namespace, and
 # whether it maps the runtime; one line a sample in DIR/samples.
 sample() {
     local ns p n with without
     until [ -s "$2/mntns" ] || ! kill -0 "$1" 2>/dev/null; do sleep 1; done
     ns=$(cat "$2/mntns" 2>/dev/null) || return
-    while sleep 20; kill -0 "$1" 2>/dev/null; do
+    while sleep 10; kill -0 "$1" 2>/dev/null; do
         n=0 with=0 without=
         for p in /proc/[0-9]*; do
             [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$ns" ] || continue

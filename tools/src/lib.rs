@@ -19,6 +19,7 @@
 //! - `patchfile`: reading a patch's files so that the bytes that run are the bytes checked,
 //! - `apply`: the phases of applying and reverting a patch (`phases`: where their time
 //!   goes); `control`: `set-patchable`,
+//! - `preload`: `pulp preload`, the runtime in every process through `/etc/ld.so.preload`,
 //! - `select`: finding the processes an operation concerns (`--all`, `--name`, `--user`),
 //! - `fleet`: one operation on many processes, in parallel, and its summary,
 //! - `error`: what `pulp-trigger` reports; `report`: its summary lines and exit statuses;
@@ -39,6 +40,7 @@ pub mod pack;
 pub mod patches;
 pub mod patchfile;
 pub mod phases;
+pub mod preload;
 pub mod process;
 pub mod ptrace;
 pub mod report;

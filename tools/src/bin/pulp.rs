@@ -219,6 +219,27 @@ enum Cmd {
         #[arg(short, long, value_name = "PID")]
         pid: i32,
     },
+    /// Preload the runtime into every program started from now on (`on`), stop doing so
+    /// (`off`), or tell whether it is (`status`: exit 0 if it is, 1 if not), through
+    /// /etc/ld.so.preload, written atomically, other entries kept.
+    ///
+    /// `on` refuses a runtime that is not a regular file owned by root and writable by
+    /// nobody else in folders likewise, that is not the libpulp-rs runtime, or with which
+    /// /bin/true does not run. Running processes are not touched. Static programs load
+    /// nothing; setuid and setcap programs load it and ignore every PULP_* variable.
+    #[command(verbatim_doc_comment)]
+    Preload {
+        /// `on`, `off` or `status`.
+        #[arg(value_parser = ["on", "off", "status"])]
+        state: String,
+        /// The runtime (default: libpulp_rs.so next to this program).
+        #[arg(long, value_name = "PATH")]
+        runtime: Option<PathBuf>,
+        /// The file (default: /etc/ld.so.preload; another root's, for an image or a
+        /// container).
+        #[arg(long, value_name = "FILE", default_value = pulp_tools::preload::PRELOAD_FILE)]
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -362,6 +383,37 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                     ExitCode::from(1)
                 }
             });
+        }
+        Cmd::Preload { state, runtime, file } => {
+            use pulp_tools::preload::{self, Change};
+            let shown = text::printable(&file.to_string_lossy()).into_owned();
+            match state.as_str() {
+                "on" => {
+                    let runtime = match runtime {
+                        Some(r) => std::path::absolute(&r).map_err(|e| format!("{}: {e}", r.display()))?,
+                        None => pulp_tools::install::trigger_program().with_file_name("libpulp_rs.so"),
+                    };
+                    let changed = preload::enable(&runtime, &file)?;
+                    let how = if changed == Change::Written { "now preloads" } else { "already preloads" };
+                    println!("{shown} {how} {}: every program started from now on loads it", runtime.display());
+                }
+                "off" => {
+                    let how = if preload::disable(&file)? == Change::Written {
+                        "no longer preloads"
+                    } else {
+                        "does not preload"
+                    };
+                    println!("{shown} {how} the runtime (running processes keep it)");
+                }
+                _ => {
+                    let entries = preload::entries(&file)?;
+                    if entries.is_empty() {
+                        println!("{shown} does not preload the runtime");
+                        return Ok(ExitCode::from(1));
+                    }
+                    println!("{shown} preloads {}", entries.join(" "));
+                }
+            }
         }
         Cmd::SetPatchable { pid, state } => {
             let on = state == "on";
