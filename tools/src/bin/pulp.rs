@@ -235,8 +235,7 @@ enum Cmd {
         /// The runtime (default: libpulp_rs.so next to this program).
         #[arg(long, value_name = "PATH")]
         runtime: Option<PathBuf>,
-        /// The file (default: /etc/ld.so.preload; another root's, for an image or a
-        /// container).
+        /// The file (default: /etc/ld.so.preload).
         #[arg(long, value_name = "FILE", default_value = pulp_tools::preload::PRELOAD_FILE)]
         file: PathBuf,
     },
