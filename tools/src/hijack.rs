@@ -81,6 +81,8 @@ pub struct Hijacked {
     pub abandoned: Vec<String>,
     /// The process's mappings, read just before the thread was stopped.
     pub maps: Vec<crate::process::Mapping>,
+    /// The process's and the thread's ids in the process's own PID namespace.
+    own_ids: (i32, i32),
 }
 
 impl Hijacked {
@@ -127,8 +129,9 @@ impl Hijacked {
                     last_reason = format!("thread {tid} was running the runtime's own code");
                 } else if !has_room(&maps, regs.rsp, frame_len(tracee.saved_state().0)) {
                     last_reason = format!("thread {tid} has too little stack left for the signal frame");
-                } else {
+                } else if let (Some(own_pid), Some(own_tid)) = (proc.own_tid(proc.pid), proc.own_tid(tid)) {
                     return Ok(Self {
+                        own_ids: (own_pid, own_tid),
                         tracee,
                         _hold: hold,
                         info,
@@ -137,6 +140,8 @@ impl Hijacked {
                         abandoned: Vec::new(),
                         maps,
                     });
+                } else {
+                    last_reason = format!("thread {tid}'s id in its PID namespace cannot be read");
                 }
                 tracee.release()?;
             }
@@ -161,7 +166,6 @@ impl Hijacked {
     /// are left as the call left them; `release` restores them. Should this tool die
     /// meanwhile, the thread restores itself through the signal frame written here.
     pub fn call(&mut self, proc: &Process, entry: u64, arg: u64) -> Result<i64> {
-        let pid = self.tracee.pid;
         let saved = *self.tracee.saved_regs();
         let (xstate, mask) = self.tracee.saved_state();
         // Below the interrupted code's 128-byte red zone: the XSAVE area (64-aligned),
@@ -183,8 +187,10 @@ impl Hijacked {
         regs.rbx = entry;
         regs.r15 = arg;
         regs.r12 = uc_addr;
-        regs.r13 = pid as u64;
-        regs.r14 = self.tracee.tid as u64;
+        // The stub signals the thread, and claims the entry stack, by the ids the thread
+        // has in its own PID namespace (a container's are not the host's).
+        regs.r13 = self.own_ids.0 as u64;
+        regs.r14 = self.own_ids.1 as u64;
         regs.rsp = (uc_addr - 64) & !15;
         // Not in a system call: the kernel must not restart one at our stub.
         regs.orig_rax = u64::MAX;
@@ -270,7 +276,7 @@ impl Hijacked {
     /// is put back where it was, and the entry-stack claim it held is released so that
     /// later requests are served.
     fn unguarded(&self, proc: &Process, what: String) -> TriggerError {
-        if proc.read_u64(self.info.entry_owner).unwrap_or(0) == self.tracee.tid as u64 {
+        if proc.read_u64(self.info.entry_owner).unwrap_or(0) == self.own_ids.1 as u64 {
             let _ = proc.write(self.info.entry_owner, &0u64.to_le_bytes());
         }
         self.crashed(what)
@@ -306,8 +312,9 @@ fn check_not_busy(proc: &Process, info: &RuntimeInfo) -> Result<()> {
     if owner == 0 {
         return Ok(());
     }
-    if proc.threads()?.contains(&(owner as i32)) {
-        return Err(TriggerError::Busy { pid: proc.pid, tid: owner as i32 });
+    // The claim holds the thread's own id (its PID namespace's).
+    if let Some(tid) = proc.host_tid(owner as i32) {
+        return Err(TriggerError::Busy { pid: proc.pid, tid });
     }
     proc.write(info.entry_owner, &0u64.to_le_bytes())
 }

@@ -33,6 +33,9 @@ pub struct MappedObject {
 pub struct Process {
     pub pid: i32,
     mem: File,
+    /// Thread ids in the process's own PID namespace, by host id, once read (see
+    /// [`Process::own_tid`]).
+    own_tids: std::sync::Mutex<Option<Vec<(i32, i32)>>>,
 }
 
 impl Process {
@@ -51,7 +54,7 @@ impl Process {
                 },
                 _ => TriggerError::Target { pid, what: format!("cannot open /proc/{pid}/mem: {e}") },
             })?;
-        Ok(Self { pid, mem })
+        Ok(Self { pid, mem, own_tids: std::sync::Mutex::new(None) })
     }
 
     /// Wait until no other libpulp-rs tool is changing this process, and keep it so
@@ -93,6 +96,43 @@ impl Process {
     /// then we make no system call in it that its own code would not make.
     pub fn under_seccomp(&self) -> bool {
         self.read_proc("status").map_or(true, |s| !s.lines().any(|l| l == "Seccomp:\t0"))
+    }
+
+    /// Whether the process lives in another PID namespace than this tool (a container):
+    /// its threads then have other ids inside, which the runtime and the hijack stub use.
+    pub fn in_other_pid_namespace(&self) -> bool {
+        let own = std::fs::read_link(self.proc_path("ns/pid")).ok();
+        own.is_some() && own != std::fs::read_link("/proc/self/ns/pid").ok()
+    }
+
+    /// The id thread `tid` (as this tool sees it) has in the process's own PID namespace:
+    /// the last id of its `NSpid`. The same id when the namespaces are the same.
+    pub fn own_tid(&self, tid: i32) -> Option<i32> {
+        if !self.in_other_pid_namespace() {
+            return Some(tid);
+        }
+        let status = read_proc_file(self.proc_path(&format!("task/{tid}/status"))).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("NSpid:"))?.split_whitespace().last()?.parse().ok()
+    }
+
+    /// The thread this tool calls `tid` whose own id (in the process's PID namespace) is
+    /// `own`, if it exists. The threads' ids are read once, and again for an id not
+    /// among them (a thread created meanwhile).
+    pub fn host_tid(&self, own: i32) -> Option<i32> {
+        if !self.in_other_pid_namespace() {
+            return Some(own);
+        }
+        let mut cache = self.own_tids.lock().unwrap_or_else(|p| p.into_inner());
+        for fresh in [false, true] {
+            if fresh || cache.is_none() {
+                let map = self.threads().ok()?.into_iter().filter_map(|t| Some((t, self.own_tid(t)?))).collect();
+                *cache = Some(map);
+            }
+            if let Some(&(host, _)) = cache.as_ref()?.iter().find(|&&(_, o)| o == own) {
+                return Some(host);
+            }
+        }
+        None
     }
 
     /// Thread ids, from `/proc/PID/task`.

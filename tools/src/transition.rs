@@ -149,8 +149,10 @@ pub fn move_stopped(
     let cap = info.log_cap as usize;
     let count = (proc.read_u64(info.tool_log)? as usize).min(cap);
     let mut entries = ThreadLog::decode(&proc.read(info.tool_log, 8 + count * 16)?, cap);
-    entries.retain(|&(t, _)| t != tid);
-    entries.push((tid, regs.fs_base));
+    // The logs hold the threads' own ids (their PID namespace's), as the runtime's does.
+    let own = proc.own_tid(tid).unwrap_or(tid);
+    entries.retain(|&(t, _)| t != own);
+    entries.push((own, regs.fs_base));
     proc.write(info.tool_log, &ThreadLog::encode(&entries, cap))?;
     Ok(true)
 }
@@ -160,21 +162,23 @@ pub fn set_newborn_state(proc: &Process, run: &Running) -> Result<()> {
     proc.write(run.image, &run.moved_value().to_le_bytes())
 }
 
-/// Threads the runtime (gates) or an earlier tool logged, by tid.
+/// Threads the runtime (gates) or an earlier tool logged, by tid as this tool sees them
+/// (the logs hold the threads' own ids: in another PID namespace, they are translated;
+/// an id no thread has any more is left out).
 pub fn logged(proc: &Process, info: &RuntimeInfo) -> Result<Vec<(i32, u64)>> {
     let cap = info.log_cap as usize;
     let mut out = Vec::new();
     for log in [info.gate_log, info.tool_log] {
         let count = (proc.read_u64(log)? as usize).min(cap);
         let bytes = proc.read(log, 8 + count * 16)?;
-        out.extend(ThreadLog::decode(&bytes, cap));
+        out.extend(ThreadLog::decode(&bytes, cap).into_iter().filter_map(|(own, fs)| Some((proc.host_tid(own)?, fs))));
     }
     Ok(out)
 }
 
-/// Record what we learnt, for `pulp patches` and `--continue`.
+/// Record what we learnt, for `pulp patches` and `--continue` (by the threads' own ids).
 fn save_log(proc: &Process, info: &RuntimeInfo, known: &HashMap<i32, u64>) -> Result<()> {
-    let entries: Vec<(i32, u64)> = known.iter().map(|(&t, &f)| (t, f)).collect();
+    let entries: Vec<(i32, u64)> = known.iter().filter_map(|(&t, &f)| Some((proc.own_tid(t)?, f))).collect();
     proc.write(info.tool_log, &ThreadLog::encode(&entries, info.log_cap as usize))
 }
 
