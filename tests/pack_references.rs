@@ -1,7 +1,8 @@
 //! References (`#sym:var` in a `.dsc`) in a running multi-threaded process: a patch with
 //! no copy of the library's internals reaches a static function, a hidden function
 //! (GOT-relative), a static variable, a thread-local variable, and the original code of
-//! the function it replaces; the runtime fills its variables before the patch runs.
+//! the function it replaces; the runtime fills its variables before the patch runs, a
+//! `static` one of the patch object included.
 
 use libpulp_rs_tests::{apply, pack, revert, App, CSpec, Work};
 
@@ -79,7 +80,7 @@ fn the_runtime_refuses_references_that_do_not_fit_and_changes_nothing() {
     let mut app = App::start(&app);
     let pid = app.pid();
     type Case = (&'static str, fn(&mut PatchMeta), &'static str);
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         (
             "missing",
             |m| m.targets[0].references[0].var = "no_such_var".into(),
@@ -87,8 +88,16 @@ fn the_runtime_refuses_references_that_do_not_fit_and_changes_nothing() {
         ),
         (
             "small",
-            |m| m.targets[0].references[0].kind = RefKind::TlsIndex,
-            "reference `helper` of {lib} into `ref_helper`: it has 8 bytes, the reference needs 16",
+            |m| {
+                m.targets[0].references[0].var = "ref_hidden".into();
+                m.targets[0].references[0].kind = RefKind::TlsIndex;
+            },
+            "reference `helper` of {lib} into `ref_hidden`: it has 8 bytes, the reference needs 16",
+        ),
+        (
+            "static-elsewhere",
+            |m| m.targets[0].references[0].var = "ref_helper@7fff0000".into(),
+            "reference `helper` of {lib} into `ref_helper@7fff0000`: it lies outside the patch object's writable memory",
         ),
         (
             "function",

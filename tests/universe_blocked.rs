@@ -98,3 +98,39 @@ fn universe_blocked() {
     assert_eq!(app.ask("value"), "value=2");
     app.assert_alive();
 }
+
+/// `--wait` (issue 21: libpulp exits 0 where we exit 2 on a thread that stays inside):
+/// the tool waits for the transition to end and exits 0 then, as a script wants.
+#[test]
+fn wait_exits_0_once_the_transition_ends() {
+    let work = Work::new();
+    let (app, meta) = build(&work);
+    let mut app = App::start(&app);
+    let pid = app.pid();
+    let tid = tid_of(&app.ask("block 0"));
+    wait_in_syscall(pid, tid, &[SYS_READ]);
+    let start = std::time::Instant::now();
+    let waiting = std::process::Command::new(&libpulp_rs_tests::artifacts().trigger)
+        .args(["--wait", "-p", &pid.to_string(), meta.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Under way: the main thread runs the new version, the blocked thread holds it.
+    while app.ask("value") != "value=2" {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the patch never went live");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Past the default timeout (10 s), the tool still waits.
+    std::thread::sleep(std::time::Duration::from_secs(11).saturating_sub(start.elapsed()));
+    assert!(holders(&status(pid)).contains(&(tid as u64)), "the blocked thread holds the transition");
+    let mut waiting = waiting;
+    assert!(waiting.try_wait().unwrap().is_none(), "the tool still waits");
+    assert_eq!(app.ask("release 0"), "released 0 inner=1 again=2");
+    let out = waiting.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("applied"), "{stdout}{stderr}");
+    assert_eq!(status(pid)["patches"][0]["state"], "applied");
+    app.assert_alive();
+}

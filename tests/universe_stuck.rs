@@ -130,3 +130,39 @@ fn universe_stuck_reverse() {
     assert_eq!(app.ask("other"), "other=1");
     app.assert_alive();
 }
+
+/// A process that exits while its transition waits for a thread (issue 21, from libpulp's
+/// stress test): it ran with the patch (its main thread already called the new code), so
+/// the patch counts as applied, then exited; not "exited while the patch was being
+/// applied" with status 3.
+#[test]
+fn a_process_that_exits_during_the_transition_counts_as_patched() {
+    let work = Work::new();
+    let (exe, meta) = build(&work);
+    let (mut app, _tid) = start_spinning(&exe, "spin 0");
+    let p = app.pid().to_string();
+    let trigger = std::process::Command::new(&libpulp_rs_tests::artifacts().trigger)
+        .args(["--timeout", "60", "--json", "-p", &p, meta.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The main thread is outside the library: once it sees the new version, the transition
+    // is under way and waits for the spinning thread.
+    let start = std::time::Instant::now();
+    while app.ask("value") != "value=2" {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the patch never went live");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    app.send("exit 9");
+    let out = trigger.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{stdout}{stderr}");
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let o = &lines[0];
+    assert_eq!(o["result"], "applied", "{o:#}");
+    let message = o["message"].as_str().unwrap();
+    assert!(message.contains("then the process exited with status exit code 9"), "{o:#}");
+    assert_eq!(lines[1]["counts"]["applied"], 1, "{stdout}");
+    assert_eq!(out.status.code(), Some(0), "patched, then exited: done. {stdout}{stderr}");
+}

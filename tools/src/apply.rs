@@ -33,6 +33,7 @@ use pulp_meta::format::{hex, FLAG_IMMEDIATE, FLAG_REPLACE};
 use pulp_meta::prologue::{self, Layout, PAD_BEFORE};
 use pulp_meta::status::{PatchState, Status};
 use pulp_meta::{PatchMeta, Prologue};
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,11 +57,25 @@ pub struct Options {
     /// written. An `Outcome` of a dry run has `status` `Done` when the operation would
     /// change the process, `NothingToDo` when it would not.
     pub dry_run: bool,
+    /// When the process was selected, its start time (`Process::started`): a PID that
+    /// names another process by the time it is opened is treated as gone.
+    pub started: Option<u64>,
+    /// Run the injected calls with the process's seccomp filter suspended in the borrowed
+    /// thread (`PTRACE_O_SUSPEND_SECCOMP`; needs `CAP_SYS_ADMIN`), for a filter that
+    /// forbids what loading a patch needs.
+    pub disable_seccomp: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), force: false, reverse: false, dry_run: false }
+        Self {
+            timeout: Duration::from_secs(10),
+            force: false,
+            reverse: false,
+            dry_run: false,
+            started: None,
+            disable_seccomp: false,
+        }
     }
 }
 
@@ -105,6 +120,10 @@ pub enum Ended {
     Reversed(Progress, Vec<Holder>),
     /// An immediate patch: every thread switched at once.
     Immediate,
+    /// The process exited (with this wait status, when it could be read) after its
+    /// entries were redirected and its threads let run: it ran with the patch, so the
+    /// operation counts as done, though the transition did not end.
+    Exited(Option<i32>),
 }
 
 /// What happened, for the summary.
@@ -131,7 +150,7 @@ pub fn run(
     objects_read: &PatchObjects,
 ) -> Result<Outcome> {
     let t0 = Instant::now();
-    let proc = Process::open(pid)?;
+    let proc = Process::open_as(pid, opts.started)?.suspending_seccomp(opts.disable_seccomp);
     proc.lock()?;
     let during = |e: TriggerError, stage: &str| exited_or(&proc, e, stage);
     let objects = proc.objects().map_err(|e| during(e, "before it could be patched"))?;
@@ -198,15 +217,37 @@ pub fn run(
     let replies = read_reply(&proc, &info)?;
     phases::mark("load");
     let stopped = Some((thread.tid(), thread.stopped_at.elapsed()));
-    let transition = settle(&proc, &info, thread, status, &replies, immediate, opts)
-        .map_err(|e| during(e, "while the patch was being applied"))?;
+    let transition =
+        settle_or_exit(&proc, &info, thread, status, &replies, immediate, opts, "while the patch was being applied")?;
     Ok(Outcome { status, functions, stopped, total: t0.elapsed(), transition })
+}
+
+/// [`settle`]; a process that exits once it runs with the new code (`during` names the
+/// stage otherwise) ended that way: it was patched (or reverted), then exited.
+#[allow(clippy::too_many_arguments)]
+fn settle_or_exit(
+    proc: &Process,
+    info: &RuntimeInfo,
+    thread: Hijacked,
+    status: EntryStatus,
+    replies: &[FuncReply],
+    immediate: bool,
+    opts: Options,
+    during: &str,
+) -> Result<Option<Ended>> {
+    let live = Cell::new(false);
+    settle(proc, info, thread, status, replies, immediate, opts, &live).or_else(|e| match exited_or(proc, e, during) {
+        TriggerError::ExitedWith { status, .. } if live.get() => Ok(Some(Ended::Exited(status))),
+        e => Err(e),
+    })
 }
 
 /// After the runtime answered a request that may start a transition: `NothingToDo` (the
 /// patch is where it should be: repair any entry a killed tool left half-written),
 /// `Done` (the runtime wrote the code and finished an immediate patch itself), or
-/// `Transition` (take it up).
+/// `Transition` (take it up). `live` is set once the process's threads may run the new
+/// code (entries written and the transition armed, or an immediate patch finished).
+#[allow(clippy::too_many_arguments)]
 fn settle(
     proc: &Process,
     info: &RuntimeInfo,
@@ -215,12 +256,14 @@ fn settle(
     replies: &[FuncReply],
     immediate: bool,
     opts: Options,
+    live: &Cell<bool>,
 ) -> Result<Option<Ended>> {
     match status {
-        EntryStatus::Transition => take_up(proc, info, thread, replies, immediate, opts).map(Some),
+        EntryStatus::Transition => take_up(proc, info, thread, replies, immediate, opts, live).map(Some),
         _ => {
             thread.release()?;
             write_code(proc, info, replies, None)?;
+            live.set(status == EntryStatus::Done);
             Ok((status == EntryStatus::Done).then_some(Ended::Immediate))
         }
     }
@@ -230,12 +273,12 @@ fn settle(
 /// `target` is the path the process maps (or its file name, or the build-id in hex).
 pub fn revert_all(pid: i32, target: &str, opts: Options) -> Result<Outcome> {
     let t0 = Instant::now();
-    let proc = Process::open(pid)?;
+    let proc = Process::open_as(pid, opts.started)?.suspending_seccomp(opts.disable_seccomp);
     proc.lock()?;
     let objects = proc.objects()?;
     let info = runtime_info(&proc, &objects)?;
     let status = transition::read_status(&proc, &info)?;
-    let obj = crate::select::find_object(&objects, target)
+    let obj = crate::select::find_object(pid, &objects, target)
         .ok_or_else(|| TriggerError::TargetNotMapped { pid, path: target.to_string() })?;
     let patches: Vec<&PatchMeta> = status
         .patches
@@ -265,8 +308,8 @@ pub fn revert_all(pid: i32, target: &str, opts: Options) -> Result<Outcome> {
     let st = call(&proc, &mut thread, &info, &request)?;
     let replies = read_reply(&proc, &info)?;
     let stopped = Some((thread.tid(), thread.stopped_at.elapsed()));
-    let transition = settle(&proc, &info, thread, st, &replies, immediate, opts)
-        .map_err(|e| exited_or(&proc, e, "while the patches were being reverted"))?;
+    let transition =
+        settle_or_exit(&proc, &info, thread, st, &replies, immediate, opts, "while the patches were being reverted")?;
     Ok(Outcome { status: st, functions, stopped, total: t0.elapsed(), transition })
 }
 
@@ -280,11 +323,13 @@ fn take_up(
     replies: &[FuncReply],
     immediate: bool,
     opts: Options,
+    live: &Cell<bool>,
 ) -> Result<Ended> {
     write_code(proc, info, replies, Some(&mut thread))?;
     phases::mark("write");
     if immediate {
         let status = call(proc, &mut thread, info, &finish_request(true))?;
+        live.set(true);
         let replies = read_reply(proc, info)?;
         phases::mark("finish");
         thread.release()?;
@@ -297,6 +342,7 @@ fn take_up(
     }
     // Every entry is redirected: only now may a thread move.
     proc.write(info.armed, &1u64.to_le_bytes())?;
+    live.set(true);
     // The borrowed thread is still stopped: decide it now instead of stopping it again.
     let code = runtime_code_in(&thread.maps);
     let held_moved = transition::move_stopped(proc, info, &code, &thread.maps, thread.tid(), thread.saved_regs())?;
@@ -326,7 +372,7 @@ fn exited_or(proc: &Process, err: TriggerError, stage: &str) -> TriggerError {
 
 /// `pulp-trigger --continue`: take up a transition an earlier run left running.
 pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
-    let proc = Process::open(pid)?;
+    let proc = Process::open_as(pid, opts.started)?.suspending_seccomp(opts.disable_seccomp);
     proc.lock()?;
     let objects = proc.objects()?;
     let info = runtime_info(&proc, &objects)?;
@@ -343,14 +389,18 @@ pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
     let immediate = !pending.is_empty() && pending.iter().all(|m| m.flags & FLAG_IMMEDIATE != 0);
     if proc.read_u64(info.armed)? == 1 && !immediate {
         // Armed: every entry was written; just move the rest of the threads.
-        return complete(&proc, &info, &runtime_code(&proc)?, opts, false).map(Some);
+        return complete(&proc, &info, &runtime_code(&proc)?, opts, false).map(Some).or_else(|e| {
+            match exited_or(&proc, e, "while the transition was being completed") {
+                TriggerError::ExitedWith { status, .. } => Ok(Some(Ended::Exited(status))),
+                e => Err(e),
+            }
+        });
     }
     // A tool died before it armed the transition: some entries may be half-written.
     let mut thread = Hijacked::attach(&proc, info, opts.call_limit())?;
     let st = call(&proc, &mut thread, &info, &Request::new(Op::Resume).encode())?;
     let replies = read_reply(&proc, &info)?;
-    settle(&proc, &info, thread, st, &replies, immediate, opts)
-        .map_err(|e| exited_or(&proc, e, "while the transition was being completed"))
+    settle_or_exit(&proc, &info, thread, st, &replies, immediate, opts, "while the transition was being completed")
 }
 
 /// Run the runtime's entry with `request` in the hijacked thread; a refusal becomes an

@@ -1,17 +1,20 @@
-//! `pulp set-patchable -p PID on|off`: let a process accept live patches, or make it
-//! refuse every request (saying why) until set back, as libpulp's `set_patchable`.
+//! `pulp set-patchable (-p PID | --all | --name GLOB | --user USER) on|off`: let processes
+//! accept live patches, or make them refuse every request (saying why) until set back, as
+//! libpulp's `set_patchable`.
 
 use crate::apply::call;
 use crate::error::Result;
 use crate::hijack::Hijacked;
 use crate::process::Process;
 use crate::runtime::runtime_info;
+use crate::select::{self, Candidate, Filter, Fit, Wanted};
 use pulp_meta::abi::{Op, Request};
 use std::time::Duration;
 
-/// Switch whether `pid` accepts live patches. Returns whether it changed anything.
-pub fn set_patchable(pid: i32, on: bool) -> Result<bool> {
-    let proc = Process::open(pid)?;
+/// Switch whether `pid` (started at `started`, when known: see `Process::open_as`) accepts
+/// live patches. Returns whether it changed anything.
+pub fn set_patchable(pid: i32, started: Option<u64>, on: bool) -> Result<bool> {
+    let proc = Process::open_as(pid, started)?;
     proc.lock()?;
     let objects = proc.objects()?;
     let info = runtime_info(&proc, &objects)?;
@@ -23,4 +26,18 @@ pub fn set_patchable(pid: i32, on: bool) -> Result<bool> {
     call(&proc, &mut thread, &info, &Request { arg: on as u64, ..Request::new(Op::SetPatchable) }.encode())?;
     thread.release()?;
     Ok(true)
+}
+
+/// The processes to set: those given with `-p` that pass `filter`, in the order given and
+/// each once; without `-p`, every process of the machine that passes it and has the
+/// runtime loaded.
+pub fn choose(pids: &[i32], filter: &Filter) -> Vec<Candidate> {
+    if pids.is_empty() {
+        return select::processes(filter)
+            .into_iter()
+            .filter(|c| select::fit(c.pid, &Wanted::Runtime) == Fit::Selected)
+            .collect();
+    }
+    let mut seen = std::collections::HashSet::new();
+    pids.iter().copied().filter(|&pid| seen.insert(pid) && filter.accepts(pid)).map(Candidate::of).collect()
 }

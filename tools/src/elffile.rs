@@ -161,6 +161,14 @@ impl<'a> ElfFile<'a> {
         }
         hidden_one
     }
+
+    /// The object's `DT_SONAME` (from `.dynamic` and `.dynstr`), if it has one.
+    pub fn soname(&self) -> Option<String> {
+        let (dynamic, strs) = (self.data(".dynamic")?, self.data(".dynstr")?);
+        let at = dynamic.chunks_exact(16).take_while(|d| u64_at(d, 0) != 0).find(|d| u64_at(d, 0) == 14)?;
+        let name = strs.get(usize::try_from(u64_at(at, 8)).ok()?..)?.split(|&b| b == 0).next()?;
+        Some(String::from_utf8_lossy(name).into_owned())
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +199,11 @@ mod tests {
                 assert_eq!(got.map(|s| s.addr.clone()), want.as_ref().map(|s| s.address()..s.address() + s.size()));
                 let want_data = want.and_then(|s| s.data().ok().filter(|d| !d.is_empty()).map(<[u8]>::to_vec));
                 assert_eq!(mine.data(name).filter(|d| !d.is_empty()), want_data, "{path} {name}");
+            }
+            let soname = pulp_elf::ObjectInfo::parse(std::path::Path::new(path), &bytes).unwrap().soname;
+            assert_eq!(mine.soname(), soname, "{path}");
+            if path == libc {
+                assert_eq!(mine.soname().as_deref(), Some("libc.so.6"));
             }
             let first = full.segments().map(|s| s.address()).min().unwrap() & !0xfff;
             assert_eq!(mine.first_vaddr, first, "{path}");

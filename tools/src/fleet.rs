@@ -340,6 +340,9 @@ pub enum Examined {
 /// Examine candidate `c` of a search and, when selected, do `op` in it.
 pub fn examine_and_perform(op: &Operation, c: &Candidate, opts: Options, objects: &PatchObjects) -> Examined {
     let name = c.name.clone();
+    // The very process the search found: if its PID names another one by the time it is
+    // opened, it exited meanwhile.
+    let opts = Options { started: c.started, ..opts };
     match select::fit(c.pid, &op.wanted()) {
         Fit::Selected => Examined::Result(perform(op, c.pid, name, opts, objects, true)),
         Fit::NoRuntime if op.lists_unpatchable() => {
@@ -467,9 +470,14 @@ impl Summary {
     /// 0 when every selected process ended in the state asked for; otherwise 2 if a
     /// transition was left running, else 1 if one refused or rolled back, else 3 if one
     /// exited (see `report::EXIT_STATUSES`). An interrupted run exits 128 + the signal.
+    /// A selection of no process is an error (1): a misspelt target or name must not
+    /// read as done.
     pub fn exit_status(&self) -> u8 {
         if let Some(sig) = self.interrupted {
             return 128 + sig as u8;
+        }
+        if self.processes() == 0 {
+            return EXIT_REFUSED;
         }
         let worst = |s: u8| self.counts.iter().any(|(k, n)| *n > 0 && k.status() == s);
         [EXIT_LEFT_RUNNING, EXIT_REFUSED, EXIT_EXITED].into_iter().find(|&s| worst(s)).unwrap_or(EXIT_OK)
@@ -607,7 +615,7 @@ mod tests {
     #[test]
     fn exit_statuses_combine_most_pressing_first() {
         let mut s = Summary::default();
-        assert_eq!(s.exit_status(), 0);
+        assert_eq!(s.exit_status(), 1, "nothing selected is an error");
         assert_eq!(s.to_text("p"), "p: no process selected");
         for k in [Kind::Applied, Kind::AlreadyApplied, Kind::NotLivePatchable] {
             s.add(&result(k));

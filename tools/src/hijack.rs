@@ -110,7 +110,13 @@ impl Hijacked {
         loop {
             round += 1;
             for tid in ranked_threads(proc, round > 1)? {
-                let Some(tracee) = Tracee::stop(proc.pid, tid)? else { continue };
+                let Some(tracee) = Tracee::stop_borrowing(proc.pid, tid, proc.suspend_seccomp)? else { continue };
+                if !proc.owns_stopped_thread(tid) {
+                    // The process exited and its PID, or this thread's id, now names
+                    // another: let that one go untouched.
+                    tracee.release()?;
+                    return Err(TriggerError::Exited { pid: proc.pid, during: "before it could be patched".into() });
+                }
                 let regs = tracee.saved_regs();
                 let inside = |r: &[(u64, u64)]| r.iter().any(|&(s, e)| (s..e).contains(&regs.rip));
                 let syscall = regs.orig_rax as i64;

@@ -29,7 +29,27 @@ pub fn read(pid: i32) -> Result<Vec<Message>> {
     let area = proc
         .read_consistent(info.messages, || proc.read(info.messages, info.messages_len as usize))?
         .ok_or_else(|| bad("it kept changing"))?;
-    Ok(MessageRing::decode(&area).iter().map(|l| parse(l)).collect())
+    // The runtime's first line is there from build time, without a time: it loaded when
+    // the process started.
+    let started = process_start(pid);
+    Ok(MessageRing::decode(&area)
+        .iter()
+        .map(|l| parse(l))
+        .map(|m| match m.time {
+            None if m.text.starts_with("runtime loaded") => Message { time: started, ..m },
+            _ => m,
+        })
+        .collect())
+}
+
+/// When process `pid` started, in Unix seconds (boot time plus its start in clock ticks).
+fn process_start(pid: i32) -> Option<u64> {
+    let ticks = crate::process::start_time(pid)?;
+    let stat = crate::process::read_proc_file("/proc/stat").ok()?;
+    let boot: u64 = stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(boot + ticks / hz)
 }
 
 fn parse(line: &str) -> Message {

@@ -36,13 +36,29 @@ pub struct Process {
     /// Thread ids in the process's own PID namespace, by host id, once read (see
     /// [`Process::own_tid`]).
     own_tids: std::sync::Mutex<Option<Vec<(i32, i32)>>>,
+    /// When the process started (`/proc/PID/stat` field 22, clock ticks since boot): with
+    /// the PID, its identity; a PID that names another process meanwhile (the first
+    /// exited, the PID was reused) has another.
+    pub started: u64,
+    /// Borrowed threads run with the seccomp filter suspended (`suspending_seccomp`).
+    pub suspend_seccomp: bool,
 }
 
 impl Process {
     /// Open a process for inspection; fails with the errors a user needs (no such
     /// process, not permitted).
     pub fn open(pid: i32) -> Result<Self> {
+        Self::open_as(pid, None)
+    }
+
+    /// [`Process::open`] of the process `pid` named when it was selected, whose start time
+    /// was then `started`: if the PID names another process by now, it is gone.
+    pub fn open_as(pid: i32, started: Option<u64>) -> Result<Self> {
         if pid <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(TriggerError::NoSuchProcess { pid });
+        }
+        let before = start_time(pid).ok_or(TriggerError::NoSuchProcess { pid })?;
+        if started.is_some_and(|s| s != before) {
             return Err(TriggerError::NoSuchProcess { pid });
         }
         let mem =
@@ -54,7 +70,28 @@ impl Process {
                 },
                 _ => TriggerError::Target { pid, what: format!("cannot open /proc/{pid}/mem: {e}") },
             })?;
-        Ok(Self { pid, mem, own_tids: std::sync::Mutex::new(None) })
+        // The memory opened is the process's that started at `before`, unless the PID
+        // was reused between the two reads.
+        if start_time(pid) != Some(before) {
+            return Err(TriggerError::NoSuchProcess { pid });
+        }
+        Ok(Self { pid, mem, own_tids: std::sync::Mutex::new(None), started: before, suspend_seccomp: false })
+    }
+
+    /// Have the threads borrowed to run code in this process (`Hijacked`) run it with the
+    /// process's seccomp filter suspended (`--disable-seccomp`).
+    pub fn suspending_seccomp(mut self, on: bool) -> Self {
+        self.suspend_seccomp = on;
+        self
+    }
+
+    /// Whether `tid`, which this tool has just stopped, is a thread of this very process:
+    /// the PID still names the process opened (not one that got the PID after it exited)
+    /// and the thread is one of its own (not one of another process that got the id of a
+    /// thread of this one that ended). A stopped thread keeps its id, so once this holds
+    /// it holds until the thread is let go.
+    pub fn owns_stopped_thread(&self, tid: i32) -> bool {
+        start_time(self.pid) == Some(self.started) && self.proc_path(&format!("task/{tid}")).exists()
     }
 
     /// Wait until no other libpulp-rs tool is changing this process, and keep it so
@@ -319,6 +356,13 @@ impl Process {
         }
         Some((base, build_id))
     }
+}
+
+/// When process `pid` started (`/proc/PID/stat` field 22), if it exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = read_proc_file(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields resume after the last ')'.
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 /// Read a `/proc` file in few system calls. `/proc` files report a size of 0, so

@@ -131,20 +131,39 @@ impl Tracee {
     /// every register and the signal mask (to run code in it). `Ok(None)` when the
     /// thread no longer exists.
     pub fn stop(pid: i32, tid: i32) -> Result<Option<Self>> {
-        Self::stop_saving(pid, tid, true)
+        Self::stop_saving(pid, tid, true, false)
+    }
+
+    /// [`Tracee::stop`], for a thread that will run code for us; with `suspend_seccomp`
+    /// its seccomp filter does not apply to it while we trace it
+    /// (`PTRACE_O_SUSPEND_SECCOMP`: the kernel asks for `CAP_SYS_ADMIN`).
+    pub fn stop_borrowing(pid: i32, tid: i32, suspend_seccomp: bool) -> Result<Option<Self>> {
+        Self::stop_saving(pid, tid, true, suspend_seccomp)
     }
 
     /// Stop a thread only to look at it: general registers are read, the extended state
     /// is not saved (nothing will change it), so the stop is shorter.
     pub fn stop_to_inspect(pid: i32, tid: i32) -> Result<Option<Self>> {
-        Self::stop_saving(pid, tid, false)
+        Self::stop_saving(pid, tid, false, false)
     }
 
-    fn stop_saving(pid: i32, tid: i32, full: bool) -> Result<Option<Self>> {
+    fn stop_saving(pid: i32, tid: i32, full: bool, suspend_seccomp: bool) -> Result<Option<Self>> {
         let t = Pid::from_raw(tid);
-        match ptrace::seize(t, ptrace::Options::empty()) {
+        let options = if suspend_seccomp {
+            // Not named by nix; libc has the bit.
+            ptrace::Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP)
+        } else {
+            ptrace::Options::empty()
+        };
+        match ptrace::seize(t, options) {
             Ok(()) => {}
             Err(Errno::ESRCH) => return Ok(None),
+            Err(Errno::EPERM) if suspend_seccomp => {
+                return Err(TriggerError::NotPermitted {
+                    pid,
+                    reason: format!("ptrace(PTRACE_SEIZE, PTRACE_O_SUSPEND_SECCOMP) of thread {tid} was refused: --disable-seccomp needs CAP_SYS_ADMIN (root), and no other tracer"),
+                })
+            }
             Err(Errno::EPERM) => {
                 return Err(TriggerError::NotPermitted { pid, reason: format!("ptrace(PTRACE_SEIZE) of thread {tid} was refused (another tracer, or the user or /proc/sys/kernel/yama/ptrace_scope forbids it)") })
             }

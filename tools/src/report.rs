@@ -29,7 +29,8 @@ pub const EXIT_STATUSES: &str = "Exit status: 0 done (applied, reverted, or noth
     running anywhere, else 1 if a process refused or rolled back (--reverse), else 3 if a \
     process exited meanwhile. Processes that map the target but lack the runtime are listed \
     (not live-patchable) and do not change the status; nor do processes skipped because they \
-    map another build of the target. A run interrupted by SIGINT, SIGTERM, SIGHUP or SIGQUIT \
+    map another build of the target; but a run that selects no process at all exits 1 (\"no \
+    process selected\"). A run interrupted by SIGINT, SIGTERM, SIGHUP or SIGQUIT \
     finishes the processes in hand, starts no other, prints its summary and exits 128 + the \
     signal's number.";
 
@@ -161,6 +162,10 @@ pub fn ended(e: &Ended) -> String {
             "REVERSED after {} stayed inside: nothing changed ({})",
             count(h.len(), "thread", "threads"),
             progress(p)
+        ),
+        Ended::Exited(status) => format!(
+            "then the process exited{} before every thread had moved",
+            status.map(|s| format!(" with status {}", crate::error::describe_status(s))).unwrap_or_default()
         ),
     }
 }

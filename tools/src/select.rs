@@ -2,11 +2,13 @@
 //! `pulp patches --all`) from `/proc` alone: command names, owners, mappings, and build-ids
 //! read from memory (`Process::objects`). No thread is stopped and nothing is written.
 
+use crate::elffile::ElfFile;
 use crate::process::{read_proc_file, MappedObject, Process};
 use crate::runtime::is_runtime;
 use pulp_meta::format::hex;
 use pulp_meta::PatchMeta;
 use std::ffi::CString;
+use std::os::unix::fs::MetadataExt;
 
 /// Which processes of the machine to consider.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +26,16 @@ pub struct Candidate {
     pub pid: i32,
     /// Its command name (`/proc/PID/comm`), for messages.
     pub name: String,
+    /// When it started (`crate::process::start_time`), read when it was selected: the
+    /// PID may name another process by the time it is worked on.
+    pub started: Option<u64>,
+}
+
+impl Candidate {
+    /// Process `pid` as it is now.
+    pub fn of(pid: i32) -> Self {
+        Candidate { pid, name: command_name(pid), started: crate::process::start_time(pid) }
+    }
 }
 
 impl Filter {
@@ -53,18 +65,14 @@ pub fn processes(filter: &Filter) -> Vec<Candidate> {
     let mut pids: Vec<i32> =
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).filter(|&p| p != me).collect();
     pids.sort_unstable();
-    pids.into_iter()
-        .filter(|&pid| !is_kernel_thread(pid) && filter.accepts(pid))
-        .map(|pid| Candidate { pid, name: command_name(pid) })
-        .collect()
+    pids.into_iter().filter(|&pid| !is_kernel_thread(pid) && filter.accepts(pid)).map(Candidate::of).collect()
 }
 
 /// What a process must map to be selected.
 pub enum Wanted<'a> {
     /// Every target of the patch with its recorded build-id (apply, revert).
     Patch(&'a PatchMeta),
-    /// One object, named by the path the process maps, its file name or its build-id in
-    /// hex (`--revert-all TARGET`).
+    /// One object, named as [`find_object`] reads it (`--revert-all TARGET`).
     Object(&'a str),
     /// Nothing but the runtime (`--continue`, `pulp patches --all`).
     Runtime,
@@ -104,6 +112,8 @@ pub fn fit(pid: i32, wanted: &Wanted) -> Fit {
     let objects = match Process::open(pid).and_then(|p| p.objects()) {
         Ok(o) => o,
         Err(crate::error::TriggerError::NotPermitted { .. }) => return Fit::NotPermitted,
+        // Exited, or its PID names another process by now.
+        Err(crate::error::TriggerError::NoSuchProcess { .. }) => return Fit::Gone,
         Err(_) => {
             return if std::path::Path::new(&format!("/proc/{pid}")).exists() { Fit::NotPermitted } else { Fit::Gone }
         }
@@ -114,7 +124,7 @@ pub fn fit(pid: i32, wanted: &Wanted) -> Fit {
             Fit::Selected => true,
             other => return other,
         },
-        Wanted::Object(target) => find_object(&objects, target).is_some(),
+        Wanted::Object(target) => find_object(pid, &objects, target).is_some(),
         Wanted::Runtime => unreachable!("handled above"),
     };
     match (mapped, has_runtime) {
@@ -146,13 +156,34 @@ fn patch_fit(objects: &[MappedObject], meta: &PatchMeta) -> Fit {
     }
 }
 
-/// The object of `objects` that `target` names: its path, its build-id in hex, or its
-/// file name.
-pub fn find_object<'a>(objects: &'a [MappedObject], target: &str) -> Option<&'a MappedObject> {
-    objects
-        .iter()
-        .find(|o| o.path == target || hex(&o.build_id) == target)
-        .or_else(|| objects.iter().find(|o| file_name(&o.path) == file_name(target)))
+/// The object of `objects` (mapped by process `pid`) that `target` names, the way the
+/// dynamic linker names objects: the path it maps or its build-id in hex; a path that
+/// leads to the same file in the process's view (a symlink such as the soname link
+/// `libz.so.1` of `libz.so.1.2.13`); its file name; its soname (`DT_SONAME`).
+pub fn find_object<'a>(pid: i32, objects: &'a [MappedObject], target: &str) -> Option<&'a MappedObject> {
+    let mapped = |o: &MappedObject| o.path.trim_end_matches(" (deleted)").to_string();
+    if let Some(o) = objects.iter().find(|o| mapped(o) == target || hex(&o.build_id) == target) {
+        return Some(o);
+    }
+    let seen = |path: &str| {
+        let relative = path.trim_start_matches('/');
+        std::fs::metadata(format!("/proc/{pid}/root/{relative}")).ok().map(|m| (m.dev(), m.ino()))
+    };
+    if target.contains('/') {
+        let at = std::path::absolute(target).ok();
+        if let Some(file) = at.as_ref().and_then(|p| p.to_str()).and_then(seen) {
+            if let Some(o) = objects.iter().find(|o| seen(&mapped(o)) == Some(file)) {
+                return Some(o);
+            }
+        }
+    }
+    let name = file_name(target);
+    objects.iter().find(|o| file_name(&o.path) == name).or_else(|| {
+        objects.iter().find(|o| {
+            let path = format!("/proc/{pid}/root/{}", mapped(o).trim_start_matches('/'));
+            std::fs::File::open(path).ok().and_then(|f| ElfFile::read(&f)?.soname()).as_deref() == Some(name)
+        })
+    })
 }
 
 /// Whether a mapped path (which may end in ` (deleted)`) is the recorded path, or has its

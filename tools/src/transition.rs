@@ -222,6 +222,10 @@ impl Driver<'_> {
     fn sample(&mut self, tid: i32) -> Result<Sample> {
         let began = Instant::now();
         let Ok(Some(t)) = Tracee::stop_to_inspect(self.proc.pid, tid) else { return Ok(Sample::Gone) };
+        if !self.proc.owns_stopped_thread(tid) {
+            // The id now names a thread of another process (this one ended): let it go.
+            return Ok(Sample::Gone);
+        }
         let regs = *t.saved_regs();
         let result = self.judge(tid, &regs);
         drop(t);

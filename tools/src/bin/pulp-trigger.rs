@@ -55,8 +55,8 @@ struct Cli {
     /// Revert the patch instead of applying it.
     #[arg(long, conflicts_with = "resume")]
     revert: bool,
-    /// Revert every patch of TARGET (a path the process maps, its file name, or its
-    /// build-id) in one transition; takes no FILE.meta.
+    /// Revert every patch of TARGET (a path the process maps or a symlink to it, its
+    /// soname, its file name, or its build-id) in one transition; takes no FILE.meta.
     #[arg(long, value_name = "TARGET", conflicts_with_all = ["resume", "revert", "meta"])]
     revert_all: Option<String>,
     /// Complete a transition an earlier run left running (takes no FILE.meta).
@@ -67,12 +67,22 @@ struct Cli {
     /// seconds, or `inf`.
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_timeout)]
     timeout: Duration,
+    /// Wait as long as the transition takes (`--timeout inf`): exit 0 once every thread
+    /// has left the old code, for a script that wants to know the patch is complete.
+    #[arg(long, conflicts_with_all = ["timeout", "force", "reverse"])]
+    wait: bool,
     /// On timeout, switch the threads still inside anyway.
     #[arg(long, conflicts_with = "reverse")]
     force: bool,
     /// On timeout, roll the patch back through the same steps.
     #[arg(long)]
     reverse: bool,
+    /// Run the calls injected into the process with its seccomp filter suspended in the
+    /// borrowed thread (PTRACE_O_SUSPEND_SECCOMP; needs CAP_SYS_ADMIN), for a filter that
+    /// forbids a system call loading the patch makes (memfd_create, mmap, ...): without it
+    /// such a filter refuses the load, or kills the process if that is what it does.
+    #[arg(long)]
+    disable_seccomp: bool,
     /// Patch metadata written by `pulp pack`.
     #[arg(value_name = "FILE.meta", required_unless_present_any = ["resume", "revert_all"])]
     meta: Option<PathBuf>,
@@ -135,7 +145,14 @@ fn main() -> ExitCode {
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
     // Tracee stops are waited for by their SIGCHLD, in this thread and every worker.
     pulp_tools::ptrace::hold_child_signals();
-    let opts = Options { timeout: cli.timeout, force: cli.force, reverse: cli.reverse, dry_run: cli.dry_run };
+    let opts = Options {
+        timeout: if cli.wait { Duration::MAX } else { cli.timeout },
+        force: cli.force,
+        reverse: cli.reverse,
+        dry_run: cli.dry_run,
+        started: None,
+        disable_seccomp: cli.disable_seccomp,
+    };
     let loaded = match &cli.meta {
         Some(path) if cli.revert_all.is_none() => match load(path, &meta_owners(&cli)) {
             Ok(l) => Some(l),
@@ -231,12 +248,12 @@ fn many(cli: &Cli, op: &Operation, filter: &Filter, opts: Options) -> ExitCode {
             .iter()
             .copied()
             .filter(|&pid| seen.insert(pid) && filter.accepts(pid))
-            .map(|pid| Candidate { pid, name: select::command_name(pid) })
+            .map(Candidate::of)
             .collect();
         fleet::pool(
             &given,
             jobs,
-            |c| fleet::perform(op, c.pid, c.name.clone(), opts, &objects, false),
+            |c| fleet::perform(op, c.pid, c.name.clone(), Options { started: c.started, ..opts }, &objects, false),
             |r| {
                 show(&r);
                 summary.add(&r);

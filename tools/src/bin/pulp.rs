@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pulp_tools::report::EXIT_USAGE;
-use pulp_tools::{dump, livepatchable, messages, pack, patches, text};
+use pulp_tools::{control, dump, livepatchable, messages, pack, patches, select, text};
 
 #[derive(Parser)]
 #[command(name = "pulp", version, about = "Build, pack and inspect libpulp-rs live patches")]
@@ -125,10 +125,23 @@ enum Cmd {
     },
     /// Let a process accept live patches (`on`), or make it refuse every request until set
     /// back (`off`), as the PULP_DISABLE_ON_* variables do when it starts.
+    ///
+    /// Processes are chosen as `pulp-trigger` chooses them: `-p` (repeatable), `--all`
+    /// (every process with the runtime loaded), `--name`, `--user`. Exit 0 when every
+    /// selected process is set; 1 when one could not be, or none was selected.
     SetPatchable {
-        /// The process.
-        #[arg(short, long, value_name = "PID")]
-        pid: i32,
+        /// A process; repeat for several.
+        #[arg(short, long = "pid", value_name = "PID", required_unless_present_any = ["all", "name", "user"])]
+        pids: Vec<i32>,
+        /// Every process of the machine that has the runtime loaded.
+        #[arg(long, conflicts_with = "pids")]
+        all: bool,
+        /// Only processes whose name (or executable's file name) matches this shell pattern.
+        #[arg(long, value_name = "GLOB")]
+        name: Option<String>,
+        /// Only processes of this user (name or uid, compared with the effective uid).
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
         /// `on` or `off`.
         #[arg(value_parser = ["on", "off"])]
         state: String,
@@ -414,11 +427,27 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 }
             }
         }
-        Cmd::SetPatchable { pid, state } => {
+        Cmd::SetPatchable { pids, all: _, name, user, state } => {
             let on = state == "on";
-            let changed = pulp_tools::control::set_patchable(pid, on).map_err(|e| e.to_string())?;
+            let uid = user.as_deref().map(select::user_id).transpose()?;
+            let filter = select::Filter { name, uid };
+            let chosen = control::choose(&pids, &filter);
+            if chosen.is_empty() {
+                return Err("no process selected".into());
+            }
             let what = if on { "accepts live patches" } else { "refuses live patches" };
-            println!("PID {pid} {what}{}", if changed { "" } else { " (it already did)" });
+            let mut failed = false;
+            for c in chosen {
+                let who = format!("PID {} ({})", c.pid, text::printable(&c.name));
+                match control::set_patchable(c.pid, c.started, on) {
+                    Ok(changed) => println!("{who} {what}{}", if changed { "" } else { " (it already did)" }),
+                    Err(e) => {
+                        eprintln!("pulp: error: {who}: {}", text::printable(&e.to_string()));
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(ExitCode::from(failed as u8));
         }
         Cmd::BuildPatch {
             src,

@@ -93,8 +93,8 @@ pub enum PackErrorKind {
     Overflow { symbol: String, addend: i64 },
     #[error("reference variable `{var}` not found in {patch_so}: define it there (e.g. `void *{var};`)")]
     VarNotFound { var: String, patch_so: String },
-    #[error("reference variable `{var}` of {patch_so} is not exported (it must be a global, non-hidden variable)")]
-    VarNotExported { var: String, patch_so: String },
+    #[error("reference variable `{var}` of {patch_so} is not exported and defined more than once (at {}): give one of them another name", hex_list(offsets))]
+    VarAmbiguous { var: String, patch_so: String, offsets: Vec<u64> },
     #[error("reference variable `{var}` of {patch_so} is a {kind}, not a data object")]
     VarNotData { var: String, patch_so: String, kind: &'static str },
     #[error("reference variable `{var}` of {patch_so} has {size} bytes, a {what} reference needs {needed}")]
@@ -540,7 +540,7 @@ fn reference(
         .value
         .checked_add_signed(r.addend)
         .ok_or_else(|| PackErrorKind::Overflow { symbol: name.clone(), addend: r.addend })?;
-    check_variable(patch, &r.var, kind)?;
+    let var = check_variable(patch, &r.var, kind)?;
     let warning = (sym.kind == SymbolKind::Function && has_compiler_abi(name)).then(|| {
         format!(
             "`{name}` is a compiler clone: its calling convention is the compiler's own (arguments may be removed \
@@ -552,11 +552,13 @@ fn reference(
         a if a < 0 => format!("{}{a}", r.symbol),
         a => format!("{}+{a}", r.symbol),
     };
-    Ok((Reference { symbol, offset, kind, var: r.var.clone() }, warning))
+    Ok((Reference { symbol, offset, kind, var }, warning))
 }
 
-/// `var` must be an exported, writable data object of the patch `.so`, big enough.
-fn check_variable(patch: &Object, var: &str, kind: RefKind) -> Result<(), PackErrorKind> {
+/// `var` must be a writable data object of the patch `.so`, big enough. Returns the name
+/// the runtime finds it by: its own when exported (`dlsym`), else `NAME@OFFSET` with its
+/// value in the object's symbol table (a `static` or hidden variable, as libpulp allows).
+fn check_variable(patch: &Object, var: &str, kind: RefKind) -> Result<String, PackErrorKind> {
     let patch_so = || patch.path.clone();
     let found: Vec<&Symbol> = patch.elf.named(var).collect();
     let Some(sym) = found.iter().find(|s| s.dynamic).or(found.first()) else {
@@ -565,8 +567,10 @@ fn check_variable(patch: &Object, var: &str, kind: RefKind) -> Result<(), PackEr
     if sym.kind != SymbolKind::Object {
         return Err(PackErrorKind::VarNotData { var: var.into(), patch_so: patch_so(), kind: sym.kind.name() });
     }
-    if !sym.dynamic {
-        return Err(PackErrorKind::VarNotExported { var: var.into(), patch_so: patch_so() });
+    let mut locals: Vec<u64> = found.iter().filter(|s| s.kind == SymbolKind::Object).map(|s| s.value).collect();
+    locals.dedup();
+    if !sym.dynamic && locals.len() > 1 {
+        return Err(PackErrorKind::VarAmbiguous { var: var.into(), patch_so: patch_so(), offsets: locals });
     }
     if sym.size < kind.size() as u64 {
         return Err(PackErrorKind::VarTooSmall {
@@ -580,7 +584,7 @@ fn check_variable(patch: &Object, var: &str, kind: RefKind) -> Result<(), PackEr
     if !sym.writable {
         return Err(PackErrorKind::VarReadOnly { var: var.into(), patch_so: patch_so() });
     }
-    Ok(())
+    Ok(if sym.dynamic { var.into() } else { format!("{var}@{:x}", sym.value) })
 }
 
 /// Cold parts (`f.cold`) are not entry points: neither replaced nor referred to.
@@ -921,6 +925,7 @@ struct { long module, offset; } tls_idx;
 char small_var;
 void *const ro_var = 0;
 __attribute__((visibility("hidden"))) void *hidden_var;
+static void *static_var __attribute__((used));
 int api_new(int x) { return x; }
 "#;
     const CALLS_API_C: &str = "int api(int x);\nint calls_api(int x) { return api(x) + 1; }\n";
@@ -1052,6 +1057,22 @@ int api_new(int x) { return hidden_fn(x) + no_such_function(x); }
         );
     }
 
+    /// A receiving variable the patch object does not export (static or hidden) is named by
+    /// its offset in the object, which the runtime adds to the load base.
+    #[test]
+    fn local_receiving_variables_are_named_by_offset() {
+        let fx = fx();
+        let patch = fx.dir.path().join("libfix.so");
+        let symbols = pulp_elf::ObjectInfo::read(&patch).unwrap();
+        for var in ["hidden_var", "static_var"] {
+            let at = symbols.named(var).next().unwrap_or_else(|| panic!("{var} in libfix.so")).value;
+            let (m, _) = fx.ok(&format!("{HEAD}#helper:{var}\n"));
+            assert_eq!(m.targets[0].references[0].var, format!("{var}@{at:x}"));
+        }
+        let (m, _) = fx.ok(&format!("{HEAD}#helper:ref_helper\n"));
+        assert_eq!(m.targets[0].references[0].var, "ref_helper", "an exported one keeps its name");
+    }
+
     #[test]
     fn bad_references_are_refused_with_their_line() {
         let fx = fx();
@@ -1065,7 +1086,6 @@ int api_new(int x) { return hidden_fn(x) + no_such_function(x); }
             ("#helper:small_var", format!("reference variable `small_var` of {patch} has 1 bytes, a address reference needs 8")),
             ("#%tls_var:ref_helper", format!("reference variable `ref_helper` of {patch} has 8 bytes, a thread-local reference needs 16")),
             ("#helper:ro_var", format!("reference variable `ro_var` of {patch} is read-only once loaded (const or RELRO): make it a plain variable")),
-            ("#helper:hidden_var", format!("reference variable `hidden_var` of {patch} is not exported (it must be a global, non-hidden variable)")),
             ("#helper:api_new", format!("reference variable `api_new` of {patch} is a function, not a data object")),
             ("#checked.cold:ref_helper", format!("`checked.cold` in {lib} is the cold part of `checked` (code the compiler moved out of line, jumped to from `checked`): cold parts are not entry points; replace `checked`")),
         ] {
