@@ -45,3 +45,56 @@ fn a_stripped_library_is_patched_through_its_debug_file_or_the_rebuild() {
     );
     out.assert_ok("pulp pack of the generated .dsc");
 }
+
+/// Malformed debug files given to `pulp build-patch` (issue 20): one that is not ELF at
+/// all and one cut in half are refused with the file named and no patch written; one
+/// whose symbol table is garbage never crashes the tool: it is refused naming the file,
+/// or the references come from the rebuild and the patch works.
+#[test]
+fn malformed_debug_files_are_refused_naming_them() {
+    let p = Project::new(Compiler::Gcc);
+    let debug = p.work.path().join("libbp.so.debug");
+    run(tool("objcopy").arg("--only-keep-debug").arg(&p.running).arg(&debug)).assert_ok("objcopy");
+    run(tool("strip").arg("--strip-all").arg(&p.running)).assert_ok("strip");
+    let no_debug_dir = p.work.path().join("no-debug");
+    let good = std::fs::read(&debug).unwrap();
+
+    let not_elf = p.work.path().join("not-elf.debug");
+    std::fs::write(&not_elf, b"this is not an ELF file at all\n".repeat(100)).unwrap();
+    let cut = p.work.path().join("cut.debug");
+    std::fs::write(&cut, &good[..good.len() / 2]).unwrap();
+    for bad in [&not_elf, &cut] {
+        let out = p.build_patch(
+            "mix",
+            &["--debug-dir", no_debug_dir.to_str().unwrap(), "--debug-file", bad.to_str().unwrap()],
+        );
+        assert_eq!(out.code, Some(1), "{out:#?}");
+        assert!(out.stderr.contains(bad.to_str().unwrap()), "names the file: {out:#?}");
+        assert!(!p.meta("mix").exists(), "no patch written for {}", bad.display());
+    }
+
+    // Every byte of its symbol table turned to 0xff: the build-id still matches.
+    let garbage = p.work.path().join("garbage.debug");
+    let mut bytes = good.clone();
+    let file = object::File::parse(&*good).unwrap();
+    use object::{Object, ObjectSection};
+    let info = file.section_by_name(".symtab").expect("a .symtab");
+    let (start, len) = info.file_range().unwrap();
+    bytes[start as usize..(start + len) as usize].fill(0xff);
+    std::fs::write(&garbage, &bytes).unwrap();
+    let out = p.build_patch(
+        "mix",
+        &["--debug-dir", no_debug_dir.to_str().unwrap(), "--debug-file", garbage.to_str().unwrap()],
+    );
+    println!("{out:#?}");
+    match out.code {
+        Some(0) => {
+            let mut app = App::start(&p.app);
+            apply(app.pid(), &p.meta("mix")).assert_ok("pulp-trigger");
+            assert_eq!(app.ask("sync").split(' ').nth(3), Some("163"), "bp_mix(3) once patched");
+            app.assert_alive();
+        }
+        Some(1) => assert!(out.stderr.contains(garbage.to_str().unwrap()), "names the file: {out:#?}"),
+        other => panic!("pulp build-patch ended with {other:?} on a garbage debug file: {out:#?}"),
+    }
+}

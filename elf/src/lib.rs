@@ -44,6 +44,8 @@ pub enum InspectError {
     Write { path: PathBuf, source: io::Error },
     #[error("{}: debug info: {reason}", path.display())]
     Dwarf { path: PathBuf, reason: String },
+    #[error("{}: its symbol table {table} is corrupt: {broken} of its {total} symbols have no valid name", path.display())]
+    BadSymbols { path: PathBuf, table: &'static str, broken: usize, total: usize },
 }
 
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, InspectError> {

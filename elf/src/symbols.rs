@@ -157,6 +157,18 @@ impl ObjectInfo {
             has_symtab |= !dynamic && !table.is_empty();
             let mut file: Option<String> = None;
             let mut group = 0u32;
+            // A symbol whose name lies outside its string table: a damaged file (or a
+            // debug file that is not what it claims), not one to read half of.
+            let broken = table.iter().skip(1).filter(|s| table.symbol_name(endian, s).is_err()).count();
+            if broken > 0 {
+                let table_name = if dynamic { ".dynsym" } else { ".symtab" };
+                return Err(InspectError::BadSymbols {
+                    path: path.into(),
+                    table: table_name,
+                    broken,
+                    total: table.len(),
+                });
+            }
             for sym in table.iter() {
                 let name = table.symbol_name(endian, sym).map(|n| String::from_utf8_lossy(n).into_owned());
                 let Ok(name) = name else { continue };

@@ -433,6 +433,8 @@ pub struct Summary {
     pub not_attempted: usize,
     /// The signal that interrupted the run.
     pub interrupted: Option<i32>,
+    /// Selecting no process is not an error (`--allow-none`).
+    pub allow_none: bool,
 }
 
 impl Summary {
@@ -476,7 +478,7 @@ impl Summary {
         if let Some(sig) = self.interrupted {
             return 128 + sig as u8;
         }
-        if self.processes() == 0 {
+        if self.processes() == 0 && !self.allow_none {
             return EXIT_REFUSED;
         }
         let worst = |s: u8| self.counts.iter().any(|(k, n)| *n > 0 && k.status() == s);
@@ -616,6 +618,9 @@ mod tests {
     fn exit_statuses_combine_most_pressing_first() {
         let mut s = Summary::default();
         assert_eq!(s.exit_status(), 1, "nothing selected is an error");
+        s.allow_none = true;
+        assert_eq!(s.exit_status(), 0, "unless allowed");
+        s.allow_none = false;
         assert_eq!(s.to_text("p"), "p: no process selected");
         for k in [Kind::Applied, Kind::AlreadyApplied, Kind::NotLivePatchable] {
             s.add(&result(k));

@@ -56,6 +56,51 @@ pub fn is_installed(meta_path: &Path, dir: &Path) -> Result<Option<PathBuf>, Str
     Ok(installed(dir, &read_meta(meta_path)?.id()))
 }
 
+/// What an install or uninstall killed half-way (`kill -9`) left in `dir`: temporary files
+/// of `patchfile::write_atomically` (`.NAME.tmp.PID`) whose writer is gone, and patch
+/// objects no `.meta` of the directory uses whose content is `sha256` (this patch's:
+/// never another patch's, which an install running now may be about to point at).
+fn leftovers(dir: &Path, sha256: &[u8; 32]) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let paths: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+    let used: Vec<String> = paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "meta"))
+        .filter_map(|p| read_meta(p).ok())
+        .map(|m| m.patch_so)
+        .collect();
+    let writer_gone = |name: &str| {
+        let pid = name.rsplit_once(".tmp.").and_then(|(_, pid)| pid.parse::<i32>().ok());
+        // Gone: no such process, or a zombie (killed, not yet reaped by its parent).
+        pid.is_some_and(|pid| {
+            pid > 0
+                && std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+                    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+                })
+        })
+    };
+    paths
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with('.') && name.contains(".tmp.") {
+                return writer_gone(&name);
+            }
+            p.extension().is_some_and(|x| x == "so")
+                && !used.iter().any(|u| Path::new(u) == p)
+                && std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file())
+                && std::fs::read(p).is_ok_and(|b| pulp_meta::sha256::sha256(&b) == *sha256)
+        })
+        .collect()
+}
+
+/// Remove what [`leftovers`] finds.
+fn clean_leftovers(dir: &Path, sha256: &[u8; 32]) {
+    for p in leftovers(dir, sha256) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// Write a file of the directory (mode 0644, never half-written).
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
     crate::patchfile::write_atomically(path, data, 0o644).map_err(|e| format!("cannot write {}: {e}", path.display()))
@@ -79,6 +124,9 @@ pub fn install_files(meta_path: &Path, dir: &Path) -> Result<(PathBuf, bool), St
             .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    // An install of this patch killed half-way left its object (and temporary files):
+    // taken out, so that this one gets the same name and leaves nothing behind.
+    clean_leftovers(&dir, &meta.patch_sha256);
     let stem: String = meta_path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -119,7 +167,19 @@ pub fn remove_files(installed_meta: &Path) -> Result<(), String> {
     if so.parent() == installed_meta.parent() {
         let _ = std::fs::remove_file(so);
     }
+    if let Some(dir) = installed_meta.parent() {
+        clean_leftovers(dir, &meta.patch_sha256);
+    }
     Ok(())
+}
+
+/// `pulp uninstall` of a patch that is not installed: what a killed install or uninstall
+/// of it left behind (its object without a `.meta`, temporary files) is taken out.
+pub fn remove_leftovers(meta_path: &Path, dir: &Path) -> Result<usize, String> {
+    let meta = read_meta(meta_path)?;
+    let found = leftovers(dir, &meta.patch_sha256);
+    clean_leftovers(dir, &meta.patch_sha256);
+    Ok(found.len())
 }
 
 /// `pulp-trigger`: next to this program, else on `PATH`.
@@ -135,7 +195,8 @@ pub fn trigger_program() -> PathBuf {
 /// status.
 pub fn on_every_process(installed_meta: &Path, revert: bool, extra: &[String]) -> Result<u8, String> {
     let mut cmd = Command::new(trigger_program());
-    cmd.arg("--all");
+    // No process running the target is no failure: the patch is installed for later ones.
+    cmd.args(["--all", "--allow-none"]);
     if revert {
         cmd.arg("--revert");
     }

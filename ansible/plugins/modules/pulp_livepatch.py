@@ -178,6 +178,9 @@ def trigger(module, dry_run):
         argv.append("--revert")
     if dry_run:
         argv.append("--dry-run")
+    if p["processes"] == "all":
+        # Every process of the host has the fix when none runs the target.
+        argv.append("--allow-none")
     argv += selection(module) + [p["patch"]]
     rc, out, err = module.run_command(argv)
     objects = []

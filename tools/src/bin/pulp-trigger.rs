@@ -49,6 +49,10 @@ struct Cli {
     /// Print one JSON object per process and a summary object, one per line.
     #[arg(long)]
     json: bool,
+    /// A search that selects no process is not an error (exit 0 instead of 1): for a
+    /// patch that is also installed for the processes that start later (`pulp install`).
+    #[arg(long)]
+    allow_none: bool,
     /// Make every check and say what would be done; stop no thread, change nothing.
     #[arg(long, conflicts_with_all = ["resume", "revert_all"])]
     dry_run: bool,
@@ -262,6 +266,7 @@ fn many(cli: &Cli, op: &Operation, filter: &Filter, opts: Options) -> ExitCode {
         )
     };
     summary.not_attempted = not_attempted;
+    summary.allow_none = cli.allow_none;
     summary.interrupted = interruptions.received;
     let subject = subject(op, cli.dry_run);
     let mut out = std::io::stdout().lock();

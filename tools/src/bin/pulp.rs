@@ -371,8 +371,13 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
         Cmd::Uninstall(MachineArgs { meta, dir, json, jobs }) => {
             let dir = pulp_tools::install::patch_dir(dir);
             let Some(installed) = pulp_tools::install::is_installed(&meta, &dir)? else {
+                let removed = pulp_tools::install::remove_leftovers(&meta, &dir)?;
                 if !json {
-                    println!("{} is not installed in {}", meta.display(), dir.display());
+                    let leftovers = match removed {
+                        0 => String::new(),
+                        n => format!(" ({n} file(s) an interrupted install left removed)"),
+                    };
+                    println!("{} is not installed in {}{leftovers}", meta.display(), dir.display());
                 }
                 return Ok(ExitCode::SUCCESS);
             };
