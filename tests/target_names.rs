@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use libpulp_rs_tests::{trigger, App, CSpec, Work};
+use libpulp_rs_tests::{trigger, unique, App, CSpec, Work};
 
 const OLD: &str = "calc(5)=10";
 const NEW: &str = "calc(5)=1010";
@@ -25,7 +25,10 @@ fn layout() -> Layout {
     std::os::unix::fs::symlink("libcalc.so.0.0.0", work.path().join("libcalc.so.0")).unwrap();
     std::os::unix::fs::symlink("libcalc.so.0", work.path().join("libcalc.so")).unwrap();
     let fix = work.shared("calc_fix", &CSpec::plain(&["calc_fix.c"]));
-    let app = work.executable("calc_app", &CSpec::plain(&["calc_app.c"]).link("calc"));
+    // Under a name of its own: a search of the machine finds only this test's process.
+    let built_app = work.executable("calc_app", &CSpec::plain(&["calc_app.c"]).link("calc"));
+    let app = work.path().join(format!("tn{}", unique()));
+    std::fs::copy(&built_app, &app).unwrap();
     // Packed against the soname link, as a user would name the library.
     let soname_link = work.path().join("libcalc.so.0");
     let meta = work.patch("calc", &fix, &[(&soname_link, &[("calc", "calc_fixed")])]);
@@ -48,10 +51,12 @@ fn revert_all_finds_a_library_by_soname_symlink_and_file_name() {
         assert!(out.stdout.contains("reverted"), "{out:#?}");
         assert_eq!(app.ask("call 5"), OLD, "--revert-all {name}");
     }
-    // The same through a search of the machine, by the soname.
+    // The same through a search of the machine, by the soname (narrowed to this test's
+    // program: other tests' processes may map a libcalc.so.0 too).
     trigger(&["-p", &pid, l.meta.to_str().unwrap()]).assert_ok("apply");
-    let out = trigger(&["--all", "--revert-all", "libcalc.so.0"]);
-    out.assert_ok("--all --revert-all libcalc.so.0");
+    let name = l.app.file_name().unwrap().to_str().unwrap();
+    let out = trigger(&["--all", "--name", name, "--revert-all", "libcalc.so.0"]);
+    out.assert_ok("--all --name --revert-all libcalc.so.0");
     assert!(out.stdout.contains("reverted in 1"), "{out:#?}");
     assert_eq!(app.ask("call 5"), OLD);
     app.assert_alive();
