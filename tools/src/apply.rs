@@ -21,11 +21,11 @@
 //! run (apply or revert again, or `--continue`) recognises every state a write left and
 //! takes it up.
 
-use crate::elffile::{identity, FileCache, FileIdentity};
 use crate::error::{Result, TriggerError};
-use crate::hijack::Hijacked;
-use crate::process::{MappedObject, Process};
-use crate::runtime::{runtime_code, runtime_code_in, runtime_info};
+use crate::inject::elffile::{identity, FileCache, FileIdentity};
+use crate::inject::hijack::Hijacked;
+use crate::inject::process::{MappedObject, Process};
+use crate::inject::runtime::{runtime_code, runtime_code_in, runtime_info};
 use crate::transition::{self, Driven, Holder, Progress};
 use crate::{patchfile, phases};
 use pulp_meta::abi::{self, EntryStatus, FuncReply, Op, Request, RuntimeInfo};
@@ -278,7 +278,7 @@ pub fn revert_all(pid: i32, target: &str, opts: Options) -> Result<Outcome> {
     let objects = proc.objects()?;
     let info = runtime_info(&proc, &objects)?;
     let status = transition::read_status(&proc, &info)?;
-    let obj = crate::select::find_object(pid, &objects, target)
+    let obj = crate::inject::process::find_object(pid, &objects, target)
         .ok_or_else(|| TriggerError::TargetNotMapped { pid, path: target.to_string() })?;
     let patches: Vec<&PatchMeta> = status
         .patches

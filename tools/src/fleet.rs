@@ -6,10 +6,10 @@
 
 use crate::apply::{self, Ended, Mode, Options, Outcome, PatchObjects};
 use crate::error::TriggerError;
+use crate::inject::signals::BlockedSignals;
 use crate::phases;
 use crate::report::{self, EXIT_EXITED, EXIT_LEFT_RUNNING, EXIT_OK, EXIT_REFUSED};
 use crate::select::{self, Candidate, Fit, Wanted};
-use crate::signals::BlockedSignals;
 use crate::text::{count, printable};
 use pulp_meta::abi::EntryStatus;
 use pulp_meta::format::hex;

@@ -3,8 +3,8 @@
 //! `pulp check -p PID FILE.meta`: whether one patch is applied, as an exit status.
 
 use crate::error::{Result, TriggerError};
-use crate::process::{MappedObject, Process};
-use crate::runtime::{runtime_code, runtime_info};
+use crate::inject::process::{MappedObject, Process};
+use crate::inject::runtime::{runtime_code, runtime_info};
 use crate::select;
 use crate::text::{count, printable};
 use crate::transition;
@@ -50,7 +50,7 @@ pub fn read(pid: i32) -> Result<Report> {
     if let Some(run) = transition::running(&proc, &info, &runtime_code(&proc)?)? {
         let logged = transition::logged(&proc, &info)?;
         for tid in proc.threads()? {
-            let name = crate::process::read_proc_file(format!("/proc/{pid}/task/{tid}/comm"))
+            let name = crate::inject::process::read_proc_file(format!("/proc/{pid}/task/{tid}/comm"))
                 .unwrap_or_default()
                 .trim()
                 .to_string();

@@ -148,7 +148,7 @@ fn main() -> ExitCode {
     // SAFETY: setpriority takes plain integers.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
     // Tracee stops are waited for by their SIGCHLD, in this thread and every worker.
-    pulp_tools::ptrace::hold_child_signals();
+    pulp_tools::inject::ptrace::hold_child_signals();
     let opts = Options {
         timeout: if cli.wait { Duration::MAX } else { cli.timeout },
         force: cli.force,
