@@ -18,7 +18,7 @@ pub fn set_patchable(pid: i32, started: Option<u64>, on: bool) -> Result<bool> {
     proc.lock()?;
     let objects = proc.objects()?;
     let info = runtime_info(&proc, &objects)?;
-    let status = crate::transition::read_status(&proc, &info)?;
+    let status = crate::apply::transition::read_status(&proc, &info)?;
     if status.refusing.is_empty() == on {
         return Ok(false);
     }

@@ -4,11 +4,11 @@
 //! thread to the thread of the tool that seized it). Each result is handed over as soon
 //! as it is known; [`Summary`] counts them and combines their exit statuses.
 
+use crate::apply::phases;
+use crate::apply::report::{self, EXIT_EXITED, EXIT_LEFT_RUNNING, EXIT_OK, EXIT_REFUSED};
 use crate::apply::{self, Ended, Mode, Options, Outcome, PatchObjects};
 use crate::error::TriggerError;
 use crate::inject::signals::BlockedSignals;
-use crate::phases;
-use crate::report::{self, EXIT_EXITED, EXIT_LEFT_RUNNING, EXIT_OK, EXIT_REFUSED};
 use crate::select::{self, Candidate, Fit, Wanted};
 use crate::text::{count, printable};
 use pulp_meta::abi::EntryStatus;
@@ -170,7 +170,7 @@ pub struct ProcessResult {
     pub total: Option<Duration>,
     /// The longest stop of a thread sampled during the transition.
     pub longest_sample: Option<Duration>,
-    /// Where the time went (`crate::phases`).
+    /// Where the time went (`crate::apply::phases`).
     pub phases: Vec<(&'static str, Duration)>,
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pulp_tools::report::EXIT_USAGE;
+use pulp_tools::apply::report::EXIT_USAGE;
 use pulp_tools::{control, dump, livepatchable, messages, pack, patches, select, text};
 
 #[derive(Parser)]
@@ -302,7 +302,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             for w in warnings {
                 eprintln!("pulp: warning: {w}");
             }
-            pulp_tools::patchfile::write_atomically(&output, &meta.encode(), 0o666)
+            pulp_tools::apply::patchfile::write_atomically(&output, &meta.encode(), 0o666)
                 .map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
             let functions: usize = meta.targets.iter().map(|t| t.functions.len()).sum();
             let references: usize = meta.targets.iter().map(|t| t.references.len()).sum();

@@ -207,9 +207,9 @@ struct Driver<'a> {
 impl Driver<'_> {
     fn unwinder(&mut self) -> Result<&mut Unwinder> {
         if self.unwinder.is_none() {
-            crate::phases::mark("transition");
+            crate::apply::phases::mark("transition");
             self.unwinder = Some(Unwinder::new(self.proc)?);
-            crate::phases::mark("unwind_tables");
+            crate::apply::phases::mark("unwind_tables");
         }
         Ok(self.unwinder.as_mut().expect("just set"))
     }
