@@ -27,16 +27,12 @@
 
 pub mod apply;
 pub mod buildpatch;
-pub mod control;
 pub mod dump;
 pub mod error;
 pub mod fleet;
 pub mod inject;
-pub mod install;
 pub mod livepatchable;
 pub mod messages;
 pub mod pack;
 pub mod patches;
-pub mod preload;
-pub mod select;
 pub mod text;

@@ -4,9 +4,9 @@
 
 use crate::apply::transition;
 use crate::error::{Result, TriggerError};
+use crate::fleet::select;
 use crate::inject::process::{MappedObject, Process};
 use crate::inject::runtime::{runtime_code, runtime_info};
-use crate::select;
 use crate::text::{count, printable};
 use pulp_meta::format::{hex, short_id};
 use pulp_meta::status::{PatchState, Status};

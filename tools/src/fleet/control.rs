@@ -4,10 +4,10 @@
 
 use crate::apply::call;
 use crate::error::Result;
+use crate::fleet::select::{self, Candidate, Filter, Fit, Wanted};
 use crate::inject::hijack::Hijacked;
 use crate::inject::process::Process;
 use crate::inject::runtime::runtime_info;
-use crate::select::{self, Candidate, Filter, Fit, Wanted};
 use pulp_meta::abi::{Op, Request};
 use std::time::Duration;
 
