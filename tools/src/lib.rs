@@ -27,12 +27,9 @@
 
 pub mod apply;
 pub mod buildpatch;
-pub mod dump;
 pub mod error;
 pub mod fleet;
 pub mod inject;
-pub mod livepatchable;
-pub mod messages;
+pub mod inspect;
 pub mod pack;
-pub mod patches;
 pub mod text;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pulp_tools::apply::report::EXIT_USAGE;
 use pulp_tools::fleet::{control, select};
-use pulp_tools::{dump, livepatchable, messages, pack, patches, text};
+use pulp_tools::inspect::{messages, patches};
+use pulp_tools::pack::{self, dump, livepatchable};
+use pulp_tools::text;
 
 #[derive(Parser)]
 #[command(name = "pulp", version, about = "Build, pack and inspect libpulp-rs live patches")]
