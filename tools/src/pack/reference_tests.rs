@@ -20,8 +20,8 @@ int uses_tiny(int x) { return tiny(x) * 3; }
 int get_static_local(void) { static int calls; return ++calls; }
 extern int logv(const char *, ...) __attribute__((cold));
 int checked(int x, int y) {
-if (x < 0) { logv("negative %d %d\n", x, y); logv("details %d\n", x * y); counter += y; return -1; }
-return x * 5 + y;
+    if (x < 0) { logv("negative %d %d\n", x, y); logv("details %d\n", x * y); counter += y; return -1; }
+    return x * 5 + y;
 }
 int logv(const char *f, ...) { (void)f; return 0; }
 __attribute__((noinline)) static int scale(int x, int k) { return x * k + k * k - x / k; }
