@@ -1,53 +1,35 @@
 //! libpulp-rs tools: packing, inspecting and applying live patches.
 //!
-//! - `process`: a target seen from `/proc` (maps, threads, build-ids, memory),
-//! - `runtime`: finding the runtime in a process and reading its `pulp_rs_info`,
-//! - `patches`: `pulp patches` (one process or all), what a process has applied and who
-//!   holds a transition; `pulp check`, whether one patch is applied,
-//! - `messages`: `pulp messages`, the runtime's own log,
-//! - `ptrace`: one traced thread as an RAII guard,
-//! - `hijack`: choosing a thread at a safe point and running a runtime entry in it,
-//! - `pack`: `.dsc` description to `patch.meta` (`pack::dsc::parse` reads a `.dsc` text
-//!   alone); `dump`: `patch.meta` to text or JSON,
-//! - `livepatchable`: which functions of an object can be patched,
-//! - `buildpatch`: `pulp build-patch`, a patch from a source diff,
-//! - `unwind`: walking a stopped thread's stack from outside (framehop); `elffile`: the
-//!   few parts of an object file read while a process waits,
-//! - `transition`: moving threads one at a time until a transition is complete,
-//! - `sigframe`: the frame a borrowed thread returns through should the tool die;
-//!   `signals`: the tool's own ending signals held back while it finishes a step,
-//! - `patchfile`: reading a patch's files so that the bytes that run are the bytes checked,
-//! - `apply`: the phases of applying and reverting a patch (`phases`: where their time
-//!   goes); `control`: `set-patchable`,
-//! - `preload`: `pulp preload`, the runtime in every process through `/etc/ld.so.preload`,
-//! - `select`: finding the processes an operation concerns (`--all`, `--name`, `--user`),
-//! - `fleet`: one operation on many processes, in parallel, and its summary,
-//! - `error`: what `pulp-trigger` reports; `report`: its summary lines and exit statuses;
-//! - `text`: escaping names and labels before they reach a terminal.
+//! One concept per folder, each using only what is below it (`layers_tests.rs` fails
+//! the build's tests if a file reaches up):
+//!
+//! ```text
+//!   bin/ (pulp, pulp-trigger: arguments and output)
+//!     |
+//!   inspect/   reading what a process has: patches (`pulp patches`, `pulp check`), messages
+//!     |
+//!   fleet/     many processes and the machine: select, the pool and its summary,
+//!     |        control (set-patchable), install, preload
+//!   apply/     one process: run (apply, revert), revert_all, resume, check, code,
+//!     |        complete, scope, transition, phases, patchfile, report
+//!   inject/    access to a live process: process, ptrace, hijack, sigframe, signals,
+//!     |        runtime, unwind, elffile
+//!   base       error (TriggerError), text (escaping for a terminal)
+//!
+//!   beside, on base only:  pack/ (.dsc to patch.meta: dsc, imports, dump,
+//!                          livepatchable)  <-  buildpatch/ (a patch from a source diff)
+//! ```
+//!
+//! Each folder's `mod.rs` names the job of each of its files.
 
 pub mod apply;
 pub mod buildpatch;
-pub mod control;
-pub mod dump;
-pub mod elffile;
 pub mod error;
 pub mod fleet;
-pub mod hijack;
-pub mod install;
-pub mod livepatchable;
-pub mod messages;
+pub mod inject;
+pub mod inspect;
 pub mod pack;
-pub mod patches;
-pub mod patchfile;
-pub mod phases;
-pub mod preload;
-pub mod process;
-pub mod ptrace;
-pub mod report;
-pub mod runtime;
-pub mod select;
-pub mod sigframe;
-pub mod signals;
 pub mod text;
-pub mod transition;
-pub mod unwind;
+
+#[cfg(test)]
+mod layers_tests;

@@ -4,16 +4,17 @@
 //!
 //! With several `-p`, `--all`, `--name` or `--user` it works on many processes in
 //! parallel (`--jobs`): one line per process, then a summary line; `--json` prints one
-//! JSON object per line instead. Exit statuses: see `pulp_tools::report::EXIT_STATUSES`.
+//! JSON object per line instead. Exit statuses: see `pulp_tools::apply::report::EXIT_STATUSES`.
 
 use clap::Parser;
 use pulp_meta::PatchMeta;
+use pulp_tools::apply::patchfile;
+use pulp_tools::apply::report::{self, EXIT_STATUSES, EXIT_USAGE};
 use pulp_tools::apply::{Mode, Options, PatchObjects};
 use pulp_tools::error::TriggerError;
+use pulp_tools::fleet::select::{self, Candidate, Filter};
 use pulp_tools::fleet::{self, Examined, Interruptions, Operation, ProcessResult, Summary};
-use pulp_tools::report::{self, EXIT_STATUSES, EXIT_USAGE};
-use pulp_tools::select::{self, Candidate, Filter};
-use pulp_tools::{patchfile, text};
+use pulp_tools::text;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -148,7 +149,7 @@ fn main() -> ExitCode {
     // SAFETY: setpriority takes plain integers.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
     // Tracee stops are waited for by their SIGCHLD, in this thread and every worker.
-    pulp_tools::ptrace::hold_child_signals();
+    pulp_tools::inject::ptrace::hold_child_signals();
     let opts = Options {
         timeout: if cli.wait { Duration::MAX } else { cli.timeout },
         force: cli.force,

@@ -4,8 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pulp_tools::report::EXIT_USAGE;
-use pulp_tools::{control, dump, livepatchable, messages, pack, patches, select, text};
+use pulp_tools::apply::report::EXIT_USAGE;
+use pulp_tools::fleet::{control, select};
+use pulp_tools::inspect::{messages, patches};
+use pulp_tools::pack::{self, dump, livepatchable};
+use pulp_tools::text;
 
 #[derive(Parser)]
 #[command(name = "pulp", version, about = "Build, pack and inspect libpulp-rs live patches")]
@@ -249,7 +252,7 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         runtime: Option<PathBuf>,
         /// The file (default: /etc/ld.so.preload).
-        #[arg(long, value_name = "FILE", default_value = pulp_tools::preload::PRELOAD_FILE)]
+        #[arg(long, value_name = "FILE", default_value = pulp_tools::fleet::preload::PRELOAD_FILE)]
         file: PathBuf,
     },
 }
@@ -302,7 +305,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             for w in warnings {
                 eprintln!("pulp: warning: {w}");
             }
-            pulp_tools::patchfile::write_atomically(&output, &meta.encode(), 0o666)
+            pulp_tools::apply::patchfile::write_atomically(&output, &meta.encode(), 0o666)
                 .map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
             let functions: usize = meta.targets.iter().map(|t| t.functions.len()).sum();
             let references: usize = meta.targets.iter().map(|t| t.references.len()).sum();
@@ -358,20 +361,20 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             }
         }
         Cmd::Install(MachineArgs { meta, dir, json, jobs }) => {
-            let dir = pulp_tools::install::patch_dir(dir);
-            let (installed, already) = pulp_tools::install::install_files(&meta, &dir)?;
+            let dir = pulp_tools::fleet::install::patch_dir(dir);
+            let (installed, already) = pulp_tools::fleet::install::install_files(&meta, &dir)?;
             if !json {
                 let what = if already { "already installed as" } else { "installed as" };
                 println!("{} {what} {}", meta.display(), installed.display());
             }
             let extra = trigger_extra(json, jobs);
-            let status = pulp_tools::install::on_every_process(&installed, false, &extra)?;
+            let status = pulp_tools::fleet::install::on_every_process(&installed, false, &extra)?;
             return Ok(ExitCode::from(status));
         }
         Cmd::Uninstall(MachineArgs { meta, dir, json, jobs }) => {
-            let dir = pulp_tools::install::patch_dir(dir);
-            let Some(installed) = pulp_tools::install::is_installed(&meta, &dir)? else {
-                let removed = pulp_tools::install::remove_leftovers(&meta, &dir)?;
+            let dir = pulp_tools::fleet::install::patch_dir(dir);
+            let Some(installed) = pulp_tools::fleet::install::is_installed(&meta, &dir)? else {
+                let removed = pulp_tools::fleet::install::remove_leftovers(&meta, &dir)?;
                 if !json {
                     let leftovers = match removed {
                         0 => String::new(),
@@ -381,16 +384,16 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 }
                 return Ok(ExitCode::SUCCESS);
             };
-            let status = pulp_tools::install::on_every_process(&installed, true, &trigger_extra(json, jobs))?;
-            pulp_tools::install::remove_files(&installed)?;
+            let status = pulp_tools::fleet::install::on_every_process(&installed, true, &trigger_extra(json, jobs))?;
+            pulp_tools::fleet::install::remove_files(&installed)?;
             if !json {
                 println!("{} removed from {}", installed.display(), dir.display());
             }
             return Ok(ExitCode::from(status));
         }
         Cmd::Installed { meta, dir } => {
-            let dir = pulp_tools::install::patch_dir(dir);
-            return Ok(match pulp_tools::install::is_installed(&meta, &dir)? {
+            let dir = pulp_tools::fleet::install::patch_dir(dir);
+            return Ok(match pulp_tools::fleet::install::is_installed(&meta, &dir)? {
                 Some(p) => {
                     println!("{}", p.display());
                     ExitCode::SUCCESS
@@ -402,13 +405,13 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             });
         }
         Cmd::Preload { state, runtime, file } => {
-            use pulp_tools::preload::{self, Change};
+            use pulp_tools::fleet::preload::{self, Change};
             let shown = text::printable(&file.to_string_lossy()).into_owned();
             match state.as_str() {
                 "on" => {
                     let runtime = match runtime {
                         Some(r) => std::path::absolute(&r).map_err(|e| format!("{}: {e}", r.display()))?,
-                        None => pulp_tools::install::trigger_program().with_file_name("libpulp_rs.so"),
+                        None => pulp_tools::fleet::install::trigger_program().with_file_name("libpulp_rs.so"),
                     };
                     let changed = preload::enable(&runtime, &file)?;
                     let how = if changed == Change::Written { "now preloads" } else { "already preloads" };

@@ -10,9 +10,11 @@
 //!    copy again, apply the fix (`patch -p1`), build again.
 //! 2. [`tu`]: compare each unit's large-code-model assembly before and after, function by
 //!    function (inlined changes show in their callers, clones and cold parts with their
-//!    functions); refuse changed data and changed struct layouts (DWARF).
+//!    functions); refuse changed data and changed struct layouts (DWARF) (`units`: the
+//!    target's link and its units on both sides).
 //! 3. [`generate`]: the changed and new functions, with every reference to the running
-//!    object's code and data turned into a slot the runtime fills; `__pulp_got`.
+//!    object's code and data turned into a slot the runtime fills; `__pulp_got`
+//!    (`operand`: the text of one operand rewritten).
 //! 4. Assemble and link `OUTDIR/NAME.so`, write `NAME.dsc` and pack `NAME.meta`
 //!    (`crate::pack`), refusing a changed function without patchable prologue or one that
 //!    never returns.
@@ -21,8 +23,10 @@
 
 pub mod asm;
 pub mod generate;
+mod operand;
 pub mod target;
 pub mod tu;
+mod units;
 pub mod workspace;
 
 use std::collections::BTreeSet;
@@ -36,8 +40,8 @@ use pulp_meta::{PatchMeta, RefKind};
 
 use generate::{Input, Replaced, Slot, UnitOutput};
 use target::TargetIndex;
-use tu::Tu;
-use workspace::{BuildEnv, Built, LinkRecord};
+use units::{compare_units, matching_link, refuse_data_and_layout_changes, Unit};
+use workspace::{BuildEnv, LinkRecord};
 
 /// What `pulp build-patch` is asked to do.
 #[derive(Clone, Debug)]
@@ -440,155 +444,6 @@ __pulp_got:
 \t.size\t__pulp_got, .-__pulp_got
 \t.section\t.note.GNU-stack,\"\",@progbits
 ";
-
-/// One unit on both sides.
-struct Unit {
-    /// Its source file, relative to the sources' root.
-    key: String,
-    before: Tu,
-    after: Tu,
-    diff: tu::Diff,
-    /// The side compiles read (the before one is missing for a file the fix adds).
-    before_asm: Option<PathBuf>,
-    after_asm: PathBuf,
-}
-
-/// The link of the before-build whose output is `target`'s rebuild, checked identical.
-fn matching_link(before: &Built, target: &Path) -> Result<LinkRecord, BuildPatchError> {
-    let name = target.file_name();
-    let mut candidates: Vec<&LinkRecord> = before.links.iter().filter(|l| l.output.file_name() == name).collect();
-    if candidates.is_empty() {
-        candidates = before.links.iter().collect();
-    }
-    let mut first_difference = None;
-    for l in candidates.iter().rev() {
-        if !l.output.is_file() {
-            continue;
-        }
-        match pulp_elf::image::compare(&l.output, target) {
-            Ok(None) => return Ok((*l).clone()),
-            Ok(Some(d)) => {
-                if first_difference.is_none() && l.output.file_name() == name {
-                    first_difference = Some((l.output.clone(), d));
-                }
-            }
-            Err(_) => continue,
-        }
-    }
-    let id = |p: &Path| pulp_elf::build_id(p).map(|b| pulp_meta::format::hex(&b)).unwrap_or_else(|_| "none".into());
-    match first_difference {
-        Some((rebuilt, d)) => Err(BuildPatchError::Mismatch {
-            rebuilt: rebuilt.display().to_string(),
-            target: target.display().to_string(),
-            difference: d.to_string(),
-            rebuilt_id: id(&rebuilt),
-            target_id: id(target),
-        }),
-        None => Err(BuildPatchError::NoTarget {
-            target: target.display().to_string(),
-            built: before.links.iter().map(|l| l.output.display().to_string()).collect::<Vec<_>>().join(", "),
-        }),
-    }
-}
-
-/// Read and compare the units of the target on both sides.
-fn compare_units(before: &Built, after: &Built, link: &LinkRecord) -> Result<Vec<Unit>, BuildPatchError> {
-    let mut keys: Vec<String> = before.units_of(link).iter().map(|t| t.key.clone()).collect();
-    if keys.is_empty() {
-        keys = before.tus.iter().map(|t| t.key.clone()).collect();
-    }
-    // Units the fix adds: in the after-build's link of the same output.
-    let out_key = link.output.strip_prefix(&before.root).unwrap_or(&link.output).to_path_buf();
-    if let Some(after_link) = after.links.iter().rev().find(|l| l.output == after.root.join(&out_key)) {
-        for t in after.units_of(after_link) {
-            if !keys.contains(&t.key) {
-                keys.push(t.key.clone());
-            }
-        }
-    }
-    keys.sort();
-    keys.dedup();
-    let read =
-        |p: &Path| std::fs::read_to_string(p).map_err(|e| BuildPatchError::Build(format!("{}: {e}", p.display())));
-    let mut units = Vec::new();
-    for key in keys {
-        let (Some(a), b) = (after.tu(&key), before.tu(&key)) else { continue };
-        let after_text = read(&a.asm)?;
-        let before_text = match b {
-            Some(b) => read(&b.asm)?,
-            None => String::new(),
-        };
-        if before_text == after_text {
-            continue;
-        }
-        // Units are named by their source file in messages.
-        let source = a.source.strip_prefix(&after.root).unwrap_or(&a.source).to_string_lossy().into_owned();
-        let bt = Tu::new(&source, &before_text);
-        let at = Tu::new(&source, &after_text);
-        let diff = tu::diff(&bt, &at);
-        units.push(Unit {
-            key: source,
-            before: bt,
-            after: at,
-            diff,
-            before_asm: b.map(|b| b.asm.clone()),
-            after_asm: a.asm.clone(),
-        });
-    }
-    Ok(units)
-}
-
-/// Changed initial values of existing data and changed struct layouts cannot be patched.
-fn refuse_data_and_layout_changes(units: &[Unit], work: &Path) -> Result<(), BuildPatchError> {
-    let mut problems = Vec::new();
-    for u in units {
-        for d in &u.diff.changed_data {
-            problems.push(format!(
-                "the initial value of `{d}` ({}) changes: a running process keeps the value it has, so the fix \
-                 would not hold (write the fix so that it does not depend on a new initial value)",
-                u.key
-            ));
-        }
-    }
-    let dir = work.join("layouts");
-    let _ = std::fs::create_dir_all(&dir);
-    for (i, u) in units.iter().enumerate().filter(|(_, u)| !u.diff.is_empty()) {
-        let object = |asm: Option<&PathBuf>, side: &str| -> Option<PathBuf> {
-            let o = dir.join(format!("{i}-{side}.o"));
-            // Its warnings were the build's to give: keep them quiet.
-            let ok = driver(false).arg("-c").arg(asm?).arg("-o").arg(&o).output().ok()?.status.success();
-            ok.then_some(o)
-        };
-        let (Some(bo), Some(ao)) = (object(u.before_asm.as_ref(), "before"), object(Some(&u.after_asm), "after"))
-        else {
-            continue;
-        };
-        let (Ok(bl), Ok(al)) = (pulp_elf::dwarf::layouts(&bo), pulp_elf::dwarf::layouts(&ao)) else { continue };
-        for (name, before_set) in &bl {
-            let Some(after_set) = al.get(name) else { continue };
-            if before_set != after_set {
-                let (b, a) = (before_set.iter().next(), after_set.iter().next());
-                let what = match (b, a) {
-                    (Some(b), Some(a)) if before_set.len() == 1 && after_set.len() == 1 => b.describe_change(a),
-                    _ => "its layout changes".into(),
-                };
-                let tag = b.map(|l| l.tag).unwrap_or("struct");
-                problems.push(format!(
-                    "{tag} `{name}` changes layout ({}): {what}; objects of the old layout live in the process and \
-                     unchanged code keeps using it",
-                    u.key
-                ));
-            }
-        }
-    }
-    problems.sort();
-    problems.dedup();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(BuildPatchError::Refused(problems))
-    }
-}
 
 /// The words of the compiler driver that assembles and links the patch: `$PULP_CC_REAL`
 /// (`$PULP_CXX_REAL` for C++), else `cc` (`c++`), as `pulp-cc` reads them (`ccache gcc` is

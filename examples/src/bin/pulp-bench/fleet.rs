@@ -360,7 +360,7 @@ pub fn run(tools: &Tools, n: usize, runs: usize) -> Result<()> {
     Ok(())
 }
 
-/// The marks of `pulp_tools::phases`, in the order of an apply, with what each covers.
+/// The marks of `pulp_tools::apply::phases`, in the order of an apply, with what each covers.
 const PHASE_NAMES: &[(&str, &str)] = &[
     (
         "inspect",

@@ -9,7 +9,7 @@
 //! bytes are `FP_XSTATE_MAGIC2`. `PTRACE_GETREGSET(NT_X86_XSTATE)` returns the area in
 //! that very format, software bytes included.
 
-use crate::ptrace::Regs;
+use crate::inject::ptrace::Regs;
 
 /// Size of a ucontext.
 pub const UCONTEXT_SIZE: usize = 304;

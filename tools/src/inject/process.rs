@@ -3,9 +3,11 @@
 //! replaced), and reads and writes of its memory through `/proc/PID/mem`.
 
 use crate::error::{Result, TriggerError};
+use crate::inject::elffile::ElfFile;
+use pulp_meta::format::hex;
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// One line of `/proc/PID/maps`.
@@ -405,6 +407,42 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
         offset,
         path,
     })
+}
+
+/// The object of `objects` (mapped by process `pid`) that `target` names, the way the
+/// dynamic linker names objects: the path it maps or its build-id in hex; a path that
+/// leads to the same file in the process's view (a symlink such as the soname link
+/// `libz.so.1` of `libz.so.1.2.13`); its file name; its soname (`DT_SONAME`).
+pub fn find_object<'a>(pid: i32, objects: &'a [MappedObject], target: &str) -> Option<&'a MappedObject> {
+    let mapped = |o: &MappedObject| o.path.trim_end_matches(" (deleted)").to_string();
+    if let Some(o) = objects.iter().find(|o| mapped(o) == target || hex(&o.build_id) == target) {
+        return Some(o);
+    }
+    let seen = |path: &str| {
+        let relative = path.trim_start_matches('/');
+        std::fs::metadata(format!("/proc/{pid}/root/{relative}")).ok().map(|m| (m.dev(), m.ino()))
+    };
+    if target.contains('/') {
+        let at = std::path::absolute(target).ok();
+        if let Some(file) = at.as_ref().and_then(|p| p.to_str()).and_then(seen) {
+            if let Some(o) = objects.iter().find(|o| seen(&mapped(o)) == Some(file)) {
+                return Some(o);
+            }
+        }
+    }
+    let name = file_name(target);
+    objects.iter().find(|o| file_name(&o.path) == name).or_else(|| {
+        objects.iter().find(|o| {
+            let path = format!("/proc/{pid}/root/{}", mapped(o).trim_start_matches('/'));
+            std::fs::File::open(path).ok().and_then(|f| ElfFile::read(&f)?.soname()).as_deref() == Some(name)
+        })
+    })
+}
+
+/// The file name of a mapped or recorded path, without a ` (deleted)` suffix.
+pub fn file_name(path: &str) -> &str {
+    let path = path.trim_end_matches(" (deleted)");
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 #[cfg(test)]

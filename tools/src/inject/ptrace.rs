@@ -423,7 +423,9 @@ fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
 
 /// Whether a signal the thread does not block is pending for it (or for its process).
 pub fn signal_pending(pid: i32, tid: i32) -> bool {
-    let Ok(status) = crate::process::read_proc_file(format!("/proc/{pid}/task/{tid}/status")) else { return true };
+    let Ok(status) = crate::inject::process::read_proc_file(format!("/proc/{pid}/task/{tid}/status")) else {
+        return true;
+    };
     let field = |name: &str| {
         status
             .lines()

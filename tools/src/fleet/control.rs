@@ -4,10 +4,10 @@
 
 use crate::apply::call;
 use crate::error::Result;
-use crate::hijack::Hijacked;
-use crate::process::Process;
-use crate::runtime::runtime_info;
-use crate::select::{self, Candidate, Filter, Fit, Wanted};
+use crate::fleet::select::{self, Candidate, Filter, Fit, Wanted};
+use crate::inject::hijack::Hijacked;
+use crate::inject::process::Process;
+use crate::inject::runtime::runtime_info;
 use pulp_meta::abi::{Op, Request};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ pub fn set_patchable(pid: i32, started: Option<u64>, on: bool) -> Result<bool> {
     proc.lock()?;
     let objects = proc.objects()?;
     let info = runtime_info(&proc, &objects)?;
-    let status = crate::transition::read_status(&proc, &info)?;
+    let status = crate::apply::transition::read_status(&proc, &info)?;
     if status.refusing.is_empty() == on {
         return Ok(false);
     }

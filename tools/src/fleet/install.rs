@@ -21,7 +21,7 @@ pub fn patch_dir(dir: Option<PathBuf>) -> PathBuf {
 /// trusted path.
 fn read_meta(meta_path: &Path) -> Result<PatchMeta, String> {
     let abs = std::path::absolute(meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let bytes = pulp_meta::trust::read_trusted_meta(&abs, &crate::patchfile::tool_owners())
+    let bytes = pulp_meta::trust::read_trusted_meta(&abs, &crate::apply::patchfile::tool_owners())
         .map_err(|e| format!("{}: {e}", meta_path.display()))?;
     PatchMeta::decode(&bytes).map_err(|e| format!("{}: {e}", meta_path.display()))
 }
@@ -29,9 +29,12 @@ fn read_meta(meta_path: &Path) -> Result<PatchMeta, String> {
 /// Read a `.meta` and its patch object, checked as `pulp-trigger` checks them.
 fn read_patch(meta_path: &Path) -> Result<(PatchMeta, Vec<u8>), String> {
     let meta = read_meta(meta_path)?;
-    let object =
-        pulp_meta::trust::read_trusted(Path::new(&meta.patch_so), &crate::patchfile::tool_owners(), "the patch object")
-            .map_err(|e| format!("{}: {e}", meta.patch_so))?;
+    let object = pulp_meta::trust::read_trusted(
+        Path::new(&meta.patch_so),
+        &crate::apply::patchfile::tool_owners(),
+        "the patch object",
+    )
+    .map_err(|e| format!("{}: {e}", meta.patch_so))?;
     if pulp_meta::sha256::sha256(&object) != meta.patch_sha256 {
         return Err(format!("{}: its content is not what `pulp pack` recorded (pack the patch again)", meta.patch_so));
     }
@@ -103,7 +106,8 @@ fn clean_leftovers(dir: &Path, sha256: &[u8; 32]) {
 
 /// Write a file of the directory (mode 0644, never half-written).
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
-    crate::patchfile::write_atomically(path, data, 0o644).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::apply::patchfile::write_atomically(path, data, 0o644)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Put the patch into `dir`: `NAME.so`, then `NAME.meta` pointing at it (a process

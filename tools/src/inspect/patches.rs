@@ -2,12 +2,12 @@
 //! status area and logs through `/proc/PID/mem`, without stopping any thread; and
 //! `pulp check -p PID FILE.meta`: whether one patch is applied, as an exit status.
 
+use crate::apply::transition;
 use crate::error::{Result, TriggerError};
-use crate::process::{MappedObject, Process};
-use crate::runtime::{runtime_code, runtime_info};
-use crate::select;
+use crate::fleet::select;
+use crate::inject::process::{MappedObject, Process};
+use crate::inject::runtime::{runtime_code, runtime_info};
 use crate::text::{count, printable};
-use crate::transition;
 use pulp_meta::format::{hex, short_id};
 use pulp_meta::status::{PatchState, Status};
 use pulp_meta::PatchMeta;
@@ -50,7 +50,7 @@ pub fn read(pid: i32) -> Result<Report> {
     if let Some(run) = transition::running(&proc, &info, &runtime_code(&proc)?)? {
         let logged = transition::logged(&proc, &info)?;
         for tid in proc.threads()? {
-            let name = crate::process::read_proc_file(format!("/proc/{pid}/task/{tid}/comm"))
+            let name = crate::inject::process::read_proc_file(format!("/proc/{pid}/task/{tid}/comm"))
                 .unwrap_or_default()
                 .trim()
                 .to_string();
@@ -209,7 +209,7 @@ pub const CHECK_STATUSES: &str = "Exit status: 0 applied (every thread runs it);
 
 /// Whether `meta` is applied in process `pid`, and a line saying so.
 pub fn check(pid: i32, meta: &PatchMeta) -> Result<(Applied, String)> {
-    let what = crate::report::describe(meta);
+    let what = crate::apply::report::describe(meta);
     let report = match read(pid) {
         Ok(r) => r,
         Err(TriggerError::RuntimeNotLoaded { .. }) => {

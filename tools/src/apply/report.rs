@@ -1,10 +1,10 @@
 //! What `pulp-trigger` says about one process: the summary line of a success, the exit
 //! status of every outcome. Names and labels are escaped (`crate::text`).
 
+use crate::apply::transition::Progress;
 use crate::apply::{Ended, Mode, Outcome};
 use crate::error::TriggerError;
 use crate::text::{count, duration, printable};
-use crate::transition::Progress;
 use pulp_meta::abi::EntryStatus;
 use pulp_meta::PatchMeta;
 

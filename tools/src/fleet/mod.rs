@@ -3,21 +3,34 @@
 //! threads. A process is handled from start to end by one worker (ptrace ties a traced
 //! thread to the thread of the tool that seized it). Each result is handed over as soon
 //! as it is known; [`Summary`] counts them and combines their exit statuses.
+//!
+//! The files: `select` (finding the processes an operation concerns: `--all`, `--name`,
+//! `--user`), `summary` (the counts and exit status of a run), `control`
+//! (`set-patchable`, one process or a selection of them), `install` (`pulp install`,
+//! every process of the machine), `preload` (`pulp preload`, `/etc/ld.so.preload`).
 
+use crate::apply::phases;
+use crate::apply::report::{self, EXIT_EXITED, EXIT_LEFT_RUNNING, EXIT_OK, EXIT_REFUSED};
 use crate::apply::{self, Ended, Mode, Options, Outcome, PatchObjects};
 use crate::error::TriggerError;
-use crate::phases;
-use crate::report::{self, EXIT_EXITED, EXIT_LEFT_RUNNING, EXIT_OK, EXIT_REFUSED};
-use crate::select::{self, Candidate, Fit, Wanted};
-use crate::signals::BlockedSignals;
-use crate::text::{count, printable};
+use crate::inject::signals::BlockedSignals;
+use crate::text::printable;
 use pulp_meta::abi::EntryStatus;
 use pulp_meta::format::hex;
 use pulp_meta::PatchMeta;
+use select::{Candidate, Fit, Wanted};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
+
+pub mod control;
+pub mod install;
+pub mod preload;
+pub mod select;
+mod summary;
+
+pub use summary::Summary;
 
 /// What is done to each process.
 #[derive(Clone, Copy)]
@@ -170,7 +183,7 @@ pub struct ProcessResult {
     pub total: Option<Duration>,
     /// The longest stop of a thread sampled during the transition.
     pub longest_sample: Option<Duration>,
-    /// Where the time went (`crate::phases`).
+    /// Where the time went (`crate::apply::phases`).
     pub phases: Vec<(&'static str, Duration)>,
 }
 
@@ -422,150 +435,6 @@ pub fn pool<T: Sync, R: Send>(
     items.len() - started.load(Ordering::Relaxed).min(items.len())
 }
 
-/// The counts of a run over many processes, its summary line and exit status.
-#[derive(Default)]
-pub struct Summary {
-    counts: Vec<(Kind, usize)>,
-    /// Refusals by reason: words, JSON key, count.
-    reasons: Vec<(&'static str, &'static str, usize)>,
-    skipped: Vec<Skipped>,
-    /// Processes never examined because the run was interrupted.
-    pub not_attempted: usize,
-    /// The signal that interrupted the run.
-    pub interrupted: Option<i32>,
-    /// Selecting no process is not an error (`--allow-none`).
-    pub allow_none: bool,
-}
-
-impl Summary {
-    pub fn add(&mut self, r: &ProcessResult) {
-        match self.counts.iter_mut().find(|(k, _)| *k == r.kind) {
-            Some((_, n)) => *n += 1,
-            None => self.counts.push((r.kind, 1)),
-        }
-        if let Some((words, key)) = r.reason {
-            match self.reasons.iter_mut().find(|(_, k, _)| *k == key) {
-                Some((_, _, n)) => *n += 1,
-                None => self.reasons.push((words, key, 1)),
-            }
-        }
-    }
-
-    pub fn skip(&mut self, s: Skipped) {
-        self.skipped.push(s);
-    }
-
-    pub fn count(&self, kind: Kind) -> usize {
-        self.counts.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)
-    }
-
-    /// Processes worked on or listed.
-    pub fn processes(&self) -> usize {
-        self.counts.iter().map(|(_, n)| n).sum()
-    }
-
-    /// Whether any process was changed.
-    pub fn changed(&self) -> bool {
-        self.counts.iter().any(|(k, n)| k.changed() && *n > 0)
-    }
-
-    /// 0 when every selected process ended in the state asked for; otherwise 2 if a
-    /// transition was left running, else 1 if one refused or rolled back, else 3 if one
-    /// exited (see `report::EXIT_STATUSES`). An interrupted run exits 128 + the signal.
-    /// A selection of no process is an error (1): a misspelt target or name must not
-    /// read as done.
-    pub fn exit_status(&self) -> u8 {
-        if let Some(sig) = self.interrupted {
-            return 128 + sig as u8;
-        }
-        if self.processes() == 0 && !self.allow_none {
-            return EXIT_REFUSED;
-        }
-        let worst = |s: u8| self.counts.iter().any(|(k, n)| *n > 0 && k.status() == s);
-        [EXIT_LEFT_RUNNING, EXIT_REFUSED, EXIT_EXITED].into_iter().find(|&s| worst(s)).unwrap_or(EXIT_OK)
-    }
-
-    /// The summary line, after `subject: ` (what was done, e.g. the patch).
-    pub fn to_text(&self, subject: &str) -> String {
-        let mut parts = Vec::new();
-        for kind in Kind::ALL {
-            let n = self.count(kind);
-            if n == 0 {
-                continue;
-            }
-            let mut words = kind.words(n);
-            if kind == Kind::Refused {
-                let reasons: Vec<String> = if self.reasons.len() == 1 {
-                    vec![self.reasons[0].0.to_string()]
-                } else {
-                    self.reasons.iter().map(|(w, _, n)| format!("{n} {w}")).collect()
-                };
-                words = format!("{words} ({})", reasons.join(", "));
-            }
-            parts.push(words);
-        }
-        if parts.is_empty() {
-            parts.push("no process selected".into());
-        }
-        let mut groups: Vec<(&str, usize)> = Vec::new();
-        for s in &self.skipped {
-            match groups.iter_mut().find(|(w, _)| *w == s.why) {
-                Some((_, n)) => *n += 1,
-                None => groups.push((&s.why, 1)),
-            }
-        }
-        if !groups.is_empty() {
-            let what: Vec<String> = groups.iter().map(|(w, n)| format!("{n} {w}")).collect();
-            parts.push(format!("skipped {}: {}", self.skipped.len(), what.join(", ")));
-        }
-        if let Some(sig) = self.interrupted {
-            parts.push(format!(
-                "interrupted by signal {sig}: {} not attempted",
-                count(self.not_attempted, "process", "processes")
-            ));
-        }
-        format!("{subject}: {}", parts.join(", "))
-    }
-
-    /// The summary object (`"type": "summary"`).
-    pub fn to_json(&self, op: &Operation, subject: &str, dry_run: bool) -> Value {
-        let counts: Map<String, Value> =
-            Kind::ALL.iter().map(|k| (k.key().to_string(), json!(self.count(*k)))).collect();
-        let reasons: Map<String, Value> = self.reasons.iter().map(|(_, k, n)| (k.to_string(), json!(n))).collect();
-        let mut v = json!({
-            "type": "summary",
-            "operation": op.key(),
-            "dry_run": dry_run,
-            "processes": self.processes(),
-            "changed": self.changed(),
-            "exit_status": self.exit_status(),
-            "counts": counts,
-            "refused_reasons": reasons,
-            "skipped": self.skipped.iter().map(|s| json!({
-                "pid": s.pid,
-                "name": printable(&s.name),
-                "reason": s.key,
-                "detail": s.detail,
-            })).collect::<Vec<_>>(),
-            "not_attempted": self.not_attempted,
-            "interrupted_by": self.interrupted,
-            "message": self.to_text(subject),
-        });
-        let m = v.as_object_mut().expect("an object");
-        match op {
-            Operation::Patch { meta, .. } => {
-                m.insert("patch".into(), json!(meta.id()));
-                m.insert("labels".into(), json!(meta.labels.iter().map(|l| printable(l)).collect::<Vec<_>>()));
-            }
-            Operation::RevertAll { target } => {
-                m.insert("target".into(), json!(printable(target)));
-            }
-            Operation::Resume => {}
-        }
-        v
-    }
-}
-
 /// The signals that end a tool (Ctrl-C, `kill`, a closed terminal), held back for the
 /// whole run over many processes: on the first one, no new process is started, those in
 /// hand are finished, and the run ends with the summary; a second one ends the tool at
@@ -607,75 +476,4 @@ impl Interruptions {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn result(kind: Kind) -> ProcessResult {
-        ProcessResult::done(1, "x".into(), kind, String::new(), None)
-    }
-
-    #[test]
-    fn exit_statuses_combine_most_pressing_first() {
-        let mut s = Summary::default();
-        assert_eq!(s.exit_status(), 1, "nothing selected is an error");
-        s.allow_none = true;
-        assert_eq!(s.exit_status(), 0, "unless allowed");
-        s.allow_none = false;
-        assert_eq!(s.to_text("p"), "p: no process selected");
-        for k in [Kind::Applied, Kind::AlreadyApplied, Kind::NotLivePatchable] {
-            s.add(&result(k));
-        }
-        assert_eq!(s.exit_status(), 0);
-        s.add(&result(Kind::Exited));
-        assert_eq!(s.exit_status(), 3);
-        s.add(&result(Kind::RolledBack));
-        assert_eq!(s.exit_status(), 1);
-        s.add(&result(Kind::LeftRunning));
-        assert_eq!(s.exit_status(), 2);
-        s.interrupted = Some(libc::SIGINT);
-        assert_eq!(s.exit_status(), 130);
-    }
-
-    #[test]
-    fn the_summary_names_counts_and_reasons() {
-        let mut s = Summary::default();
-        for _ in 0..3 {
-            s.add(&result(Kind::Applied));
-        }
-        let mut refused = result(Kind::Refused);
-        refused.reason = Some(("not permitted", "not_permitted"));
-        s.add(&refused);
-        s.add(&result(Kind::LeftRunning));
-        s.skip(Skipped {
-            pid: 9,
-            name: "a".into(),
-            why: "mapping another build of libx.so".into(),
-            key: "",
-            detail: "".into(),
-        });
-        assert_eq!(
-            s.to_text("patch 0123"),
-            "patch 0123: applied to 3, refused 1 (not permitted), left running 1, skipped 1: 1 mapping another build of libx.so"
-        );
-        assert!(s.changed());
-    }
-
-    #[test]
-    fn the_pool_runs_everything_once_and_stops_when_asked() {
-        let items: Vec<u32> = (0..100).collect();
-        let mut seen = Vec::new();
-        let left = pool(&items, 4, |&i| i * 2, |r| seen.push(r), |_| {});
-        seen.sort_unstable();
-        assert_eq!(left, 0);
-        assert_eq!(seen, (0..100).map(|i| i * 2).collect::<Vec<_>>());
-        let mut got = 0;
-        let left = pool(
-            &items,
-            2,
-            |_| std::thread::sleep(Duration::from_millis(20)),
-            |_| got += 1,
-            |stop| stop.store(true, Ordering::Relaxed),
-        );
-        assert!(left > 0 && got + left == 100, "left {left}, got {got}");
-    }
-}
+mod fleet_tests;

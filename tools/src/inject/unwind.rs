@@ -5,8 +5,8 @@
 //! CFI says "no return address") through frames that all lie in known objects; anything
 //! else is reported as incomplete and the caller falls back to a conservative scan.
 
-use crate::elffile::{identity, ElfFile, FileCache, FileIdentity};
-use crate::process::{Mapping, Process};
+use crate::inject::elffile::{identity, ElfFile, FileCache, FileIdentity};
+use crate::inject::process::{Mapping, Process};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder as _};
 use object::{Object, ObjectSection, ObjectSymbol};

@@ -180,7 +180,7 @@ mod tests {
     #[test]
     fn matches_a_full_parse() {
         let me = std::env::current_exe().unwrap();
-        let libc_object = crate::process::Process::open(std::process::id() as i32)
+        let libc_object = crate::inject::process::Process::open(std::process::id() as i32)
             .unwrap()
             .objects()
             .unwrap()

@@ -2,13 +2,10 @@
 //! `pulp patches --all`) from `/proc` alone: command names, owners, mappings, and build-ids
 //! read from memory (`Process::objects`). No thread is stopped and nothing is written.
 
-use crate::elffile::ElfFile;
-use crate::process::{read_proc_file, MappedObject, Process};
-use crate::runtime::is_runtime;
-use pulp_meta::format::hex;
+use crate::inject::process::{file_name, find_object, read_proc_file, MappedObject, Process};
+use crate::inject::runtime::is_runtime;
 use pulp_meta::PatchMeta;
 use std::ffi::CString;
-use std::os::unix::fs::MetadataExt;
 
 /// Which processes of the machine to consider.
 #[derive(Clone, Debug, Default)]
@@ -26,7 +23,7 @@ pub struct Candidate {
     pub pid: i32,
     /// Its command name (`/proc/PID/comm`), for messages.
     pub name: String,
-    /// When it started (`crate::process::start_time`), read when it was selected: the
+    /// When it started (`crate::inject::process::start_time`), read when it was selected: the
     /// PID may name another process by the time it is worked on.
     pub started: Option<u64>,
 }
@@ -34,7 +31,7 @@ pub struct Candidate {
 impl Candidate {
     /// Process `pid` as it is now.
     pub fn of(pid: i32) -> Self {
-        Candidate { pid, name: command_name(pid), started: crate::process::start_time(pid) }
+        Candidate { pid, name: command_name(pid), started: crate::inject::process::start_time(pid) }
     }
 }
 
@@ -156,46 +153,11 @@ fn patch_fit(objects: &[MappedObject], meta: &PatchMeta) -> Fit {
     }
 }
 
-/// The object of `objects` (mapped by process `pid`) that `target` names, the way the
-/// dynamic linker names objects: the path it maps or its build-id in hex; a path that
-/// leads to the same file in the process's view (a symlink such as the soname link
-/// `libz.so.1` of `libz.so.1.2.13`); its file name; its soname (`DT_SONAME`).
-pub fn find_object<'a>(pid: i32, objects: &'a [MappedObject], target: &str) -> Option<&'a MappedObject> {
-    let mapped = |o: &MappedObject| o.path.trim_end_matches(" (deleted)").to_string();
-    if let Some(o) = objects.iter().find(|o| mapped(o) == target || hex(&o.build_id) == target) {
-        return Some(o);
-    }
-    let seen = |path: &str| {
-        let relative = path.trim_start_matches('/');
-        std::fs::metadata(format!("/proc/{pid}/root/{relative}")).ok().map(|m| (m.dev(), m.ino()))
-    };
-    if target.contains('/') {
-        let at = std::path::absolute(target).ok();
-        if let Some(file) = at.as_ref().and_then(|p| p.to_str()).and_then(seen) {
-            if let Some(o) = objects.iter().find(|o| seen(&mapped(o)) == Some(file)) {
-                return Some(o);
-            }
-        }
-    }
-    let name = file_name(target);
-    objects.iter().find(|o| file_name(&o.path) == name).or_else(|| {
-        objects.iter().find(|o| {
-            let path = format!("/proc/{pid}/root/{}", mapped(o).trim_start_matches('/'));
-            std::fs::File::open(path).ok().and_then(|f| ElfFile::read(&f)?.soname()).as_deref() == Some(name)
-        })
-    })
-}
-
 /// Whether a mapped path (which may end in ` (deleted)`) is the recorded path, or has its
 /// file name.
 fn same_object_name(mapped: &str, recorded: &str) -> bool {
     let mapped = mapped.trim_end_matches(" (deleted)");
     mapped == recorded || file_name(mapped) == file_name(recorded)
-}
-
-fn file_name(path: &str) -> &str {
-    let path = path.trim_end_matches(" (deleted)");
-    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// `/proc/PID/comm` without its newline (empty once the process is gone).

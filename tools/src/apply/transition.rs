@@ -11,9 +11,9 @@
 //! that is inside is retried with back-off. No two threads are ever stopped together.
 
 use crate::error::{Result, TriggerError};
-use crate::process::Process;
-use crate::ptrace::Tracee;
-use crate::unwind::{self, Unwinder};
+use crate::inject::process::Process;
+use crate::inject::ptrace::Tracee;
+use crate::inject::unwind::{self, Unwinder};
 use pulp_meta::abi::{RuntimeInfo, ThreadLog};
 use pulp_meta::status::Status;
 use std::collections::HashMap;
@@ -131,7 +131,7 @@ pub fn move_stopped(
     proc: &Process,
     info: &RuntimeInfo,
     runtime_code: &[(u64, u64)],
-    maps: &[crate::process::Mapping],
+    maps: &[crate::inject::process::Mapping],
     tid: i32,
     regs: &libc::user_regs_struct,
 ) -> Result<bool> {
@@ -199,7 +199,7 @@ struct Driver<'a> {
     unwinder: Option<Unwinder>,
     /// The process's mappings, to find where a thread's stack ends; read again when a
     /// stack is not in them (a new thread).
-    maps: Vec<crate::process::Mapping>,
+    maps: Vec<crate::inject::process::Mapping>,
     known: HashMap<i32, u64>,
     progress: Progress,
 }
@@ -207,9 +207,9 @@ struct Driver<'a> {
 impl Driver<'_> {
     fn unwinder(&mut self) -> Result<&mut Unwinder> {
         if self.unwinder.is_none() {
-            crate::phases::mark("transition");
+            crate::apply::phases::mark("transition");
             self.unwinder = Some(Unwinder::new(self.proc)?);
-            crate::phases::mark("unwind_tables");
+            crate::apply::phases::mark("unwind_tables");
         }
         Ok(self.unwinder.as_mut().expect("just set"))
     }
@@ -279,7 +279,7 @@ impl Driver<'_> {
     }
 
     fn holder(&mut self, tid: i32, inside: bool) -> Holder {
-        let name = crate::process::read_proc_file(format!("/proc/{}/task/{tid}/comm", self.proc.pid))
+        let name = crate::inject::process::read_proc_file(format!("/proc/{}/task/{tid}/comm", self.proc.pid))
             .unwrap_or_default()
             .trim()
             .to_string();

@@ -16,10 +16,10 @@
 //! stopping them delays nothing the application is doing.
 
 use crate::error::{Result, TriggerError};
-use crate::process::Process;
-use crate::ptrace::{Stop, Tracee};
-use crate::sigframe;
-use crate::signals::BlockedSignals;
+use crate::inject::process::Process;
+use crate::inject::ptrace::{Stop, Tracee};
+use crate::inject::sigframe;
+use crate::inject::signals::BlockedSignals;
 use pulp_meta::abi::{self, RuntimeInfo};
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,7 @@ pub struct Hijacked {
     /// What the guarded calls of the last call ended with (abandoned code), for messages.
     pub abandoned: Vec<String>,
     /// The process's mappings, read just before the thread was stopped.
-    pub maps: Vec<crate::process::Mapping>,
+    pub maps: Vec<crate::inject::process::Mapping>,
     /// The process's and the thread's ids in the process's own PID namespace.
     own_ids: (i32, i32),
 }
@@ -101,7 +101,7 @@ impl Hijacked {
         // only around `calloc`, where the thread is in the C library and is not taken
         // either, unless waiting in a system call; a callback waiting for such a lock is
         // abandoned at the call limit rather than waiting forever.)
-        let runtime = crate::runtime::runtime_code_in(&maps);
+        let runtime = crate::inject::runtime::runtime_code_in(&maps);
         let hold = BlockedSignals::new(&HELD_SIGNALS);
         let start = Instant::now();
         let mut nap = Duration::from_micros(100);
@@ -164,7 +164,7 @@ impl Hijacked {
     }
 
     /// The registers the thread had when it was stopped, which `release` puts back.
-    pub fn saved_regs(&self) -> &crate::ptrace::Regs {
+    pub fn saved_regs(&self) -> &crate::inject::ptrace::Regs {
         self.tracee.saved_regs()
     }
 
@@ -306,7 +306,9 @@ impl Hijacked {
 
 /// A process's command name, for messages.
 pub fn proc_name(pid: i32) -> String {
-    crate::process::read_proc_file(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
+    crate::inject::process::read_proc_file(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Refuse at once when another thread holds the runtime's entry stack (a request of an
@@ -332,7 +334,7 @@ fn frame_len(xstate: &[u8]) -> u64 {
 
 /// Whether the stack mapping under `rsp` has `need` bytes (plus a margin) below it: the
 /// main thread's `[stack]` grows on demand; a thread stack is a fixed mapping.
-fn has_room(maps: &[crate::process::Mapping], rsp: u64, need: u64) -> bool {
+fn has_room(maps: &[crate::inject::process::Mapping], rsp: u64, need: u64) -> bool {
     match maps.iter().find(|m| m.start < rsp && rsp <= m.end) {
         Some(m) if m.path == "[stack]" => true,
         Some(m) => rsp - m.start >= need + STACK_MARGIN,

@@ -1,9 +1,9 @@
 //! Finding the libpulp-rs runtime in a target process: its `pulp_rs_info` (read from
 //! memory, located through the mapped file's dynamic symbols) and its code ranges.
 
-use crate::elffile::{identity, ElfFile, FileCache, FileIdentity};
 use crate::error::{Result, TriggerError};
-use crate::process::{MappedObject, Mapping, Process};
+use crate::inject::elffile::{identity, ElfFile, FileCache, FileIdentity};
+use crate::inject::process::{MappedObject, Mapping, Process};
 use pulp_meta::abi::{self, RuntimeInfo};
 use std::path::Path;
 

@@ -3,8 +3,8 @@
 //! thread (layout: `pulp_meta::abi::MessageRing`).
 
 use crate::error::{Result, TriggerError};
-use crate::process::Process;
-use crate::runtime::runtime_info;
+use crate::inject::process::Process;
+use crate::inject::runtime::runtime_info;
 use crate::text::printable;
 use pulp_meta::abi::MessageRing;
 
@@ -44,8 +44,8 @@ pub fn read(pid: i32) -> Result<Vec<Message>> {
 
 /// When process `pid` started, in Unix seconds (boot time plus its start in clock ticks).
 fn process_start(pid: i32) -> Option<u64> {
-    let ticks = crate::process::start_time(pid)?;
-    let stat = crate::process::read_proc_file("/proc/stat").ok()?;
+    let ticks = crate::inject::process::start_time(pid)?;
+    let stat = crate::inject::process::read_proc_file("/proc/stat").ok()?;
     let boot: u64 = stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;

@@ -1,0 +1,61 @@
+//! An object a `.dsc` names (a target or the patch `.so`), inspected once.
+
+use super::{PackErrorKind, PackOptions};
+use std::path::Path;
+
+use pulp_elf::inspect::SymbolSource;
+use pulp_elf::{DebugSearch, FunctionInfo, Inspected};
+
+/// An object named by the `.dsc`, inspected once; it has a build-id.
+pub(super) struct Object {
+    pub(super) path: String,
+    pub(super) elf: Inspected,
+}
+
+impl Object {
+    pub(super) fn open(base: &Path, raw: &str, what: &'static str, opts: &PackOptions) -> Result<Self, PackErrorKind> {
+        let joined = base.join(raw);
+        let path =
+            joined.canonicalize().map_err(|source| PackErrorKind::Open { what, path: joined.clone(), source })?;
+        let path_str = path.to_str().ok_or_else(|| PackErrorKind::NotUtf8 { path: path.clone() })?.to_owned();
+        let elf = match opts.symbols_from.iter().find(|(t, _)| *t == path) {
+            Some((_, from)) => {
+                // The object itself is not inspected: only its build-id is read.
+                let build_id = pulp_elf::build_id(&path)?;
+                let mut elf = pulp_elf::inspect(from, &DebugSearch::default())?;
+                elf.path = path.clone();
+                elf.info.build_id = Some(build_id);
+                elf
+            }
+            None => {
+                let mut elf = pulp_elf::inspect(&path, &opts.debug)?;
+                if elf.info.build_id.is_none() {
+                    // None (or an unreadable note): `build_id` gives the error.
+                    elf.info.build_id = Some(pulp_elf::build_id(&path)?);
+                }
+                elf
+            }
+        };
+        Ok(Self { elf, path: path_str })
+    }
+
+    /// The object's build-id ([`Object::open`] refuses an object without one).
+    pub(super) fn build_id(&self) -> &[u8] {
+        self.elf.info.build_id.as_deref().expect("Object::open checked the build-id")
+    }
+
+    pub(super) fn functions(&self) -> &[FunctionInfo] {
+        &self.elf.functions
+    }
+
+    /// " (the target is stripped ...)" when static symbols may be unknown.
+    pub(super) fn stripped_hint(&self) -> String {
+        match &self.elf.source {
+            SymbolSource::Stripped { tried } => format!(
+                " (it is stripped and no debug file was found: looked at {}; give one with --debug-file)",
+                pulp_elf::debugfile::DebugLookup::describe_tried(tried)
+            ),
+            _ => String::new(),
+        }
+    }
+}
