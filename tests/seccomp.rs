@@ -46,3 +46,27 @@ fn disable_seccomp_loads_a_patch_the_filter_would_forbid() {
     assert_eq!(app.ask("call 1"), "calc(1)=2");
     app.assert_alive();
 }
+
+/// `--disable-seccomp` without `CAP_SYS_ADMIN` (here: as user nobody) is refused at once,
+/// saying what it needs; the process, under its memfd-killing filter, is untouched.
+#[test]
+fn disable_seccomp_without_cap_sys_admin_is_refused_before_anything() {
+    let work = Work::new();
+    let calc = Calc::build(&work);
+    let exe = work.executable("seccomp_app", &CSpec::plain(&["seccomp_app.c"]).link("calc"));
+    let meta = calc.patch(&work);
+    let mut cmd = program(&exe, true, &[]);
+    cmd.env("SECCOMP_DENY_MEMFD", "1");
+    let mut app = App::start_command(cmd, "seccomp_app (memfd_create forbidden)");
+    let pid = app.pid().to_string();
+    let mut as_nobody = libpulp_rs_tests::tool("setpriv");
+    as_nobody
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&libpulp_rs_tests::artifacts().trigger)
+        .args(["--disable-seccomp", "-p", &pid, meta.to_str().unwrap()]);
+    let out = libpulp_rs_tests::run(&mut as_nobody);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(out.stderr.contains("--disable-seccomp needs CAP_SYS_ADMIN"), "{out:#?}");
+    assert_eq!(app.ask("call 1"), "calc(1)=2", "untouched");
+    app.assert_alive();
+}

@@ -148,6 +148,11 @@ fn main() -> ExitCode {
     // keep their priority. Worker threads inherit it.
     // SAFETY: setpriority takes plain integers.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
+    if cli.disable_seccomp && !pulp_tools::inject::ptrace::may_suspend_seccomp() {
+        // Refused before any process is looked at: the kernel would refuse every seize.
+        eprintln!("pulp-trigger: error: --disable-seccomp needs CAP_SYS_ADMIN (run it as root); nothing was done");
+        return ExitCode::from(report::EXIT_REFUSED);
+    }
     // Tracee stops are waited for by their SIGCHLD, in this thread and every worker.
     pulp_tools::inject::ptrace::hold_child_signals();
     let opts = Options {

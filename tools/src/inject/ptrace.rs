@@ -421,6 +421,18 @@ fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
     unsafe { std::mem::zeroed() }
 }
 
+/// Whether this tool may trace with `PTRACE_O_SUSPEND_SECCOMP`: the kernel asks for
+/// `CAP_SYS_ADMIN` (bit 21 of `CapEff`).
+pub fn may_suspend_seccomp() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    crate::inject::process::read_proc_file("/proc/self/status").ok().is_some_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+    })
+}
+
 /// Whether a signal the thread does not block is pending for it (or for its process).
 pub fn signal_pending(pid: i32, tid: i32) -> bool {
     let Ok(status) = crate::inject::process::read_proc_file(format!("/proc/{pid}/task/{tid}/status")) else {
