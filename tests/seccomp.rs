@@ -22,19 +22,26 @@ fn seccomp_filtered_process_is_patched_and_survives() {
     app.assert_alive();
 }
 
-/// A filter that kills the process on `memfd_create`, which loading a patch needs (issue
-/// 21, libpulp's `--disable-seccomp`): `pulp-trigger --disable-seccomp` runs the injected
-/// calls with the filter suspended in the borrowed thread only (PTRACE_O_SUSPEND_SECCOMP),
-/// so the patch loads and the process lives on under its filter; reverted the same way.
-#[test]
-fn disable_seccomp_loads_a_patch_the_filter_would_forbid() {
+/// The calc patch, and `seccomp_app` started under a filter that also kills it on
+/// `memfd_create`, which loading a patch needs.
+fn memfd_forbidden() -> (Work, std::path::PathBuf, App) {
     let work = Work::new();
     let calc = Calc::build(&work);
     let exe = work.executable("seccomp_app", &CSpec::plain(&["seccomp_app.c"]).link("calc"));
     let meta = calc.patch(&work);
     let mut cmd = program(&exe, true, &[]);
     cmd.env("SECCOMP_DENY_MEMFD", "1");
-    let mut app = App::start_command(cmd, "seccomp_app (memfd_create forbidden)");
+    let app = App::start_command(cmd, "seccomp_app (memfd_create forbidden)");
+    (work, meta, app)
+}
+
+/// A filter that kills the process on `memfd_create`, which loading a patch needs (issue
+/// 21, libpulp's `--disable-seccomp`): `pulp-trigger --disable-seccomp` runs the injected
+/// calls with the filter suspended in the borrowed thread only (PTRACE_O_SUSPEND_SECCOMP),
+/// so the patch loads and the process lives on under its filter; reverted the same way.
+#[test]
+fn disable_seccomp_loads_a_patch_the_filter_would_forbid() {
+    let (_work, meta, mut app) = memfd_forbidden();
     let pid = app.pid().to_string();
     assert_eq!(app.ask("call 1"), "calc(1)=2");
     let m = meta.to_str().unwrap();
@@ -51,13 +58,7 @@ fn disable_seccomp_loads_a_patch_the_filter_would_forbid() {
 /// saying what it needs; the process, under its memfd-killing filter, is untouched.
 #[test]
 fn disable_seccomp_without_cap_sys_admin_is_refused_before_anything() {
-    let work = Work::new();
-    let calc = Calc::build(&work);
-    let exe = work.executable("seccomp_app", &CSpec::plain(&["seccomp_app.c"]).link("calc"));
-    let meta = calc.patch(&work);
-    let mut cmd = program(&exe, true, &[]);
-    cmd.env("SECCOMP_DENY_MEMFD", "1");
-    let mut app = App::start_command(cmd, "seccomp_app (memfd_create forbidden)");
+    let (_work, meta, mut app) = memfd_forbidden();
     let pid = app.pid().to_string();
     let mut as_nobody = libpulp_rs_tests::tool("setpriv");
     as_nobody

@@ -261,10 +261,18 @@ pub(super) fn settle_or_exit(
     during: &str,
 ) -> Result<Option<Ended>> {
     let live = Cell::new(false);
-    settle(proc, info, thread, status, replies, immediate, opts, &live).or_else(|e| match exited_or(proc, e, during) {
-        TriggerError::ExitedWith { status, .. } if live.get() => Ok(Some(Ended::Exited(status))),
+    settle(proc, info, thread, status, replies, immediate, opts, &live)
+        .or_else(|e| exited_after_live(proc, e, during, live.get()))
+}
+
+/// The error `err` of a step `during` which the process may have exited: when it did and
+/// it ran with the new code already (`live`), it ended that way (patched or reverted,
+/// then exited); otherwise the error, as [`exited_or`] names it.
+pub(super) fn exited_after_live(proc: &Process, err: TriggerError, during: &str, live: bool) -> Result<Option<Ended>> {
+    match exited_or(proc, err, during) {
+        TriggerError::ExitedWith { status, .. } if live => Ok(Some(Ended::Exited(status))),
         e => Err(e),
-    })
+    }
 }
 
 /// After the runtime answered a request that may start a transition: `NothingToDo` (the

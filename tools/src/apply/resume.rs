@@ -2,9 +2,9 @@
 
 use super::code::{call, read_reply};
 use super::complete::complete;
-use super::{exited_or, settle_or_exit, Ended, Options};
+use super::{exited_after_live, settle_or_exit, Ended, Options};
 use crate::apply::transition::{self};
-use crate::error::{Result, TriggerError};
+use crate::error::Result;
 use crate::inject::hijack::Hijacked;
 use crate::inject::process::Process;
 use crate::inject::runtime::{runtime_code, runtime_info};
@@ -32,12 +32,9 @@ pub fn resume(pid: i32, opts: Options) -> Result<Option<Ended>> {
     let immediate = !pending.is_empty() && pending.iter().all(|m| m.flags & FLAG_IMMEDIATE != 0);
     if proc.read_u64(info.armed)? == 1 && !immediate {
         // Armed: every entry was written; just move the rest of the threads.
-        return complete(&proc, &info, &runtime_code(&proc)?, opts, false).map(Some).or_else(|e| {
-            match exited_or(&proc, e, "while the transition was being completed") {
-                TriggerError::ExitedWith { status, .. } => Ok(Some(Ended::Exited(status))),
-                e => Err(e),
-            }
-        });
+        return complete(&proc, &info, &runtime_code(&proc)?, opts, false)
+            .map(Some)
+            .or_else(|e| exited_after_live(&proc, e, "while the transition was being completed", true));
     }
     // A tool died before it armed the transition: some entries may be half-written.
     let mut thread = Hijacked::attach(&proc, info, opts.call_limit())?;

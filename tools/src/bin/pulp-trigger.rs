@@ -12,7 +12,7 @@ use pulp_tools::apply::patchfile;
 use pulp_tools::apply::report::{self, EXIT_STATUSES, EXIT_USAGE};
 use pulp_tools::apply::{Mode, Options, PatchObjects};
 use pulp_tools::error::TriggerError;
-use pulp_tools::fleet::select::{self, Candidate, Filter};
+use pulp_tools::fleet::select::{self, Filter};
 use pulp_tools::fleet::{self, Examined, Interruptions, Operation, ProcessResult, Summary};
 use pulp_tools::text;
 use std::io::Write;
@@ -251,15 +251,7 @@ fn many(cli: &Cli, op: &Operation, filter: &Filter, opts: Options) -> ExitCode {
             |stop| interruptions.poll(stop),
         )
     } else {
-        // In the order given, each once.
-        let mut seen = std::collections::HashSet::new();
-        let given: Vec<Candidate> = cli
-            .pids
-            .iter()
-            .copied()
-            .filter(|&pid| seen.insert(pid) && filter.accepts(pid))
-            .map(Candidate::of)
-            .collect();
+        let given = select::given(&cli.pids, filter);
         fleet::pool(
             &given,
             jobs,

@@ -38,6 +38,5 @@ pub fn choose(pids: &[i32], filter: &Filter) -> Vec<Candidate> {
             .filter(|c| select::fit(c.pid, &Wanted::Runtime) == Fit::Selected)
             .collect();
     }
-    let mut seen = std::collections::HashSet::new();
-    pids.iter().copied().filter(|&pid| seen.insert(pid) && filter.accepts(pid)).map(Candidate::of).collect()
+    select::given(pids, filter)
 }

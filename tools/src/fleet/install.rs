@@ -75,12 +75,7 @@ fn leftovers(dir: &Path, sha256: &[u8; 32]) -> Vec<PathBuf> {
     let writer_gone = |name: &str| {
         let pid = name.rsplit_once(".tmp.").and_then(|(_, pid)| pid.parse::<i32>().ok());
         // Gone: no such process, or a zombie (killed, not yet reaped by its parent).
-        pid.is_some_and(|pid| {
-            pid > 0
-                && std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-                    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-                })
-        })
+        pid.is_some_and(|pid| pid > 0 && !crate::inject::process::pid_alive(pid))
     };
     paths
         .into_iter()

@@ -54,6 +54,12 @@ impl Filter {
     }
 }
 
+/// The processes given with `-p` that pass `filter`, in the order given and each once.
+pub fn given(pids: &[i32], filter: &Filter) -> Vec<Candidate> {
+    let mut seen = std::collections::HashSet::new();
+    pids.iter().copied().filter(|&pid| seen.insert(pid) && filter.accepts(pid)).map(Candidate::of).collect()
+}
+
 /// Every process of the machine (this PID namespace) that passes `filter`, by PID; this
 /// tool itself and kernel threads (which map nothing) are left out.
 pub fn processes(filter: &Filter) -> Vec<Candidate> {

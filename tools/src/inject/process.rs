@@ -217,10 +217,7 @@ impl Process {
 
     /// Whether the process still exists and is not a zombie.
     pub fn alive(&self) -> bool {
-        read_proc_file(self.proc_path("stat"))
-            .ok()
-            .and_then(|s| s.rfind(')').map(|i| !s[i + 1..].trim_start().starts_with('Z')))
-            .unwrap_or(false)
+        pid_alive(self.pid)
     }
 
     /// Whether the thread is the parent of a `vfork` (or a `clone`/`clone3` with
@@ -361,6 +358,14 @@ impl Process {
 }
 
 /// When process `pid` started (`/proc/PID/stat` field 22), if it exists.
+/// Whether process `pid` exists and is not a zombie (exited, not yet reaped).
+pub fn pid_alive(pid: i32) -> bool {
+    read_proc_file(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| !s[i + 1..].trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
 pub fn start_time(pid: i32) -> Option<u64> {
     let stat = read_proc_file(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields resume after the last ')'.

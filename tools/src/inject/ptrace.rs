@@ -425,12 +425,13 @@ fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
 /// `CAP_SYS_ADMIN` (bit 21 of `CapEff`).
 pub fn may_suspend_seccomp() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
-    crate::inject::process::read_proc_file("/proc/self/status").ok().is_some_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
-    })
+    let Ok(status) = crate::inject::process::read_proc_file("/proc/self/status") else { return false };
+    hex_field(&status, "CapEff:").is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// A hexadecimal field of a `/proc/.../status` file (`SigBlk:`, `CapEff:`, ...).
+fn hex_field(status: &str, name: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
 /// Whether a signal the thread does not block is pending for it (or for its process).
@@ -438,13 +439,7 @@ pub fn signal_pending(pid: i32, tid: i32) -> bool {
     let Ok(status) = crate::inject::process::read_proc_file(format!("/proc/{pid}/task/{tid}/status")) else {
         return true;
     };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap_or(0)
-    };
+    let field = |name: &str| hex_field(&status, name).unwrap_or(0);
     (field("SigPnd:") | field("ShdPnd:")) & !field("SigBlk:") != 0
 }
 
