@@ -12,7 +12,7 @@ use pulp_tools::apply::patchfile;
 use pulp_tools::apply::report::{self, EXIT_STATUSES, EXIT_USAGE};
 use pulp_tools::apply::{Mode, Options, PatchObjects};
 use pulp_tools::error::TriggerError;
-use pulp_tools::fleet::select::{self, Filter};
+use pulp_tools::fleet::select::{self, Filter, Selection};
 use pulp_tools::fleet::{self, Examined, Interruptions, Operation, ProcessResult, Summary};
 use pulp_tools::text;
 use std::io::Write;
@@ -28,22 +28,8 @@ use std::time::Duration;
     after_help = EXIT_STATUSES
 )]
 struct Cli {
-    /// A process to patch; repeat for several (worked on in the order given).
-    #[arg(short, long = "pid", value_name = "PID", required_unless_present_any = ["all", "name", "user"])]
-    pids: Vec<i32>,
-    /// Every process of the machine that maps the targets of the patch with their recorded
-    /// build-ids and has the runtime loaded (with --revert-all: that maps TARGET; with
-    /// --continue: that has the runtime loaded).
-    #[arg(long, conflicts_with = "pids")]
-    all: bool,
-    /// Only processes whose name (or executable's file name) matches this shell pattern.
-    /// Without -p, searches the machine as --all does.
-    #[arg(long, value_name = "GLOB")]
-    name: Option<String>,
-    /// Only processes of this user (name or uid, compared with the effective uid).
-    /// Without -p, searches the machine as --all does.
-    #[arg(long, value_name = "USER")]
-    user: Option<String>,
+    #[command(flatten)]
+    selection: Selection,
     /// How many processes to work on at once (default: the number of CPUs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
@@ -96,12 +82,12 @@ struct Cli {
 impl Cli {
     /// Whether processes are searched for (rather than only given with -p).
     fn searching(&self) -> bool {
-        self.pids.is_empty()
+        self.selection.pids.is_empty()
     }
 
     /// One process given with -p and nothing else asked: the output of a single run.
     fn single(&self) -> bool {
-        self.pids.len() == 1 && self.name.is_none() && self.user.is_none() && !self.json
+        self.selection.pids.len() == 1 && self.selection.name.is_none() && self.selection.user.is_none() && !self.json
     }
 }
 
@@ -128,8 +114,8 @@ fn load(path: &Path, owners: &[u32]) -> Result<(PatchMeta, Vec<u8>), TriggerErro
 /// given, its owner (as for its patch object). With several processes the `.meta` is
 /// read once, so only owners every process trusts qualify.
 fn meta_owners(cli: &Cli) -> Vec<u32> {
-    match cli.pids.as_slice() {
-        [pid] if cli.name.is_none() && cli.user.is_none() => patchfile::trusted_owners(*pid),
+    match cli.selection.pids.as_slice() {
+        [pid] if cli.selection.name.is_none() && cli.selection.user.is_none() => patchfile::trusted_owners(*pid),
         _ => patchfile::tool_owners(),
     }
 }
@@ -181,9 +167,9 @@ fn main() -> ExitCode {
         (None, None) => Operation::Resume,
     };
     if cli.single() {
-        return single(&op, cli.pids[0], opts);
+        return single(&op, cli.selection.pids[0], opts);
     }
-    let filter = match filter(&cli) {
+    let filter = match cli.selection.filter() {
         Ok(f) => f,
         Err(why) => {
             eprintln!("pulp-trigger: error: {why}");
@@ -205,11 +191,6 @@ fn single(op: &Operation, pid: i32, opts: Options) -> ExitCode {
         Some(text) => eprintln!("pulp-trigger: {text}"),
     }
     ExitCode::from(r.exit_status)
-}
-
-fn filter(cli: &Cli) -> Result<Filter, String> {
-    let uid = cli.user.as_deref().map(select::user_id).transpose()?;
-    Ok(Filter { name: cli.name.clone(), uid })
 }
 
 /// Many processes: a line (or JSON object) each as it is done, then the summary.
@@ -251,7 +232,7 @@ fn many(cli: &Cli, op: &Operation, filter: &Filter, opts: Options) -> ExitCode {
             |stop| interruptions.poll(stop),
         )
     } else {
-        let given = select::given(&cli.pids, filter);
+        let given = select::given(&cli.selection.pids, filter);
         fleet::pool(
             &given,
             jobs,

@@ -133,18 +133,8 @@ enum Cmd {
     /// (every process with the runtime loaded), `--name`, `--user`. Exit 0 when every
     /// selected process is set; 1 when one could not be, or none was selected.
     SetPatchable {
-        /// A process; repeat for several.
-        #[arg(short, long = "pid", value_name = "PID", required_unless_present_any = ["all", "name", "user"])]
-        pids: Vec<i32>,
-        /// Every process of the machine that has the runtime loaded.
-        #[arg(long, conflicts_with = "pids")]
-        all: bool,
-        /// Only processes whose name (or executable's file name) matches this shell pattern.
-        #[arg(long, value_name = "GLOB")]
-        name: Option<String>,
-        /// Only processes of this user (name or uid, compared with the effective uid).
-        #[arg(long, value_name = "USER")]
-        user: Option<String>,
+        #[command(flatten)]
+        selection: select::Selection,
         /// `on` or `off`.
         #[arg(value_parser = ["on", "off"])]
         state: String,
@@ -435,11 +425,9 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 }
             }
         }
-        Cmd::SetPatchable { pids, all: _, name, user, state } => {
+        Cmd::SetPatchable { selection, state } => {
             let on = state == "on";
-            let uid = user.as_deref().map(select::user_id).transpose()?;
-            let filter = select::Filter { name, uid };
-            let chosen = control::choose(&pids, &filter);
+            let chosen = control::choose(&selection.pids, &selection.filter()?);
             if chosen.is_empty() {
                 return Err("no process selected".into());
             }

@@ -17,6 +17,36 @@ pub struct Filter {
     pub uid: Option<u32>,
 }
 
+/// How a command is told which processes to work on: `-p` (repeatable), or a search of the
+/// machine narrowed by `--name` and `--user`. `pulp-trigger` and `pulp set-patchable` share it.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Selection {
+    /// A process; repeat for several (worked on in the order given).
+    #[arg(short, long = "pid", value_name = "PID", required_unless_present_any = ["all", "name", "user"])]
+    pub pids: Vec<i32>,
+    /// Every process of the machine that has the runtime loaded (pulp-trigger: of those, the
+    /// ones that map the patch's targets with their recorded build-ids; with --revert-all:
+    /// that map TARGET).
+    #[arg(long, conflicts_with = "pids")]
+    pub all: bool,
+    /// Only processes whose name (or executable's file name) matches this shell pattern.
+    /// Without -p, searches the machine as --all does.
+    #[arg(long, value_name = "GLOB")]
+    pub name: Option<String>,
+    /// Only processes of this user (name or uid, compared with the effective uid).
+    /// Without -p, searches the machine as --all does.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+}
+
+impl Selection {
+    /// The `--name`/`--user` filter (an unknown user is an error).
+    pub fn filter(&self) -> Result<Filter, String> {
+        let uid = self.user.as_deref().map(user_id).transpose()?;
+        Ok(Filter { name: self.name.clone(), uid })
+    }
+}
+
 /// A process seen in `/proc`.
 #[derive(Clone, Debug)]
 pub struct Candidate {
