@@ -63,11 +63,13 @@ pub extern "C" fn pulp_rs_entry(len: usize) -> i64 {
 /// request buffer wait for the first request (`crate::area`), the `membarrier(SYNC_CORE)`
 /// registration for the first request that writes code (`code::sync_core`), reading
 /// `/proc/self/status` for a seccomp filter for the first time the runtime writes its own
-/// code.
+/// code. What it runs in a process that is not excluded and has no patch installed lies
+/// in `.text.pulp_start`, beside the C runtime's and std's start code (`runtime/build.rs`).
 #[used]
 #[link_section = ".init_array"]
 static CONSTRUCTOR: extern "C" fn() = constructor;
 
+#[link_section = ".text.pulp_start"]
 extern "C" fn constructor() {
     // No panic may leave a constructor: it would abort the process before `main`.
     let _ = catch_unwind(crate::patchdir::at_load);

@@ -23,7 +23,9 @@ pub fn secure() -> bool {
 }
 
 /// The variable `name`, unless the process runs in secure mode. No allocation: the
-/// constructor reads its settings this way.
+/// constructor reads its settings this way (and keeps it with its own code in
+/// `.text.pulp_start`, `runtime/build.rs`).
+#[link_section = ".text.pulp_start"]
 pub fn var(name: &CStr) -> Option<&'static CStr> {
     // SAFETY: a valid C string; secure_getenv returns NULL or a pointer into the
     // environment, which the runtime never changes (nor, by contract, does a program
@@ -31,11 +33,6 @@ pub fn var(name: &CStr) -> Option<&'static CStr> {
     let p = unsafe { secure_getenv(name.as_ptr()) };
     // SAFETY: a non-NULL result is a NUL-terminated string of the environment.
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) })
-}
-
-/// [`var`] as text.
-pub fn var_text(name: &CStr) -> Option<String> {
-    var(name).map(|v| v.to_string_lossy().into_owned())
 }
 
 /// The owners whose files (and folders) the runtime trusts: root, and the effective user

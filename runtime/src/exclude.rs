@@ -12,11 +12,28 @@
 //! cannot switch off a fix in a program that runs with more privilege than theirs
 //! (`crate::environ`).
 
-use std::ffi::CString;
+use crate::environ::var;
+use std::ffi::{CStr, CString};
 
-/// Why this process is excluded, if it is.
+/// Why this process is excluded, if it is. Every process runs this at start: with none
+/// of the variables set it reads three and returns (kept in `.text.pulp_start` with the
+/// rest of the start path, `runtime/build.rs`).
+#[link_section = ".text.pulp_start"]
 pub fn reason() -> Option<String> {
-    if let Some(globs) = crate::environ::var_text(c"PULP_DISABLE_ON_PATH") {
+    let path = var(c"PULP_DISABLE_ON_PATH");
+    let users = var(c"PULP_DISABLE_ON_USERS");
+    let groups = var(c"PULP_DISABLE_ON_GROUPS");
+    if path.is_none() && users.is_none() && groups.is_none() {
+        return None;
+    }
+    excluded(path, users, groups)
+}
+
+/// [`reason`] when at least one of the variables is set.
+#[inline(never)]
+fn excluded(path: Option<&CStr>, users: Option<&CStr>, groups: Option<&CStr>) -> Option<String> {
+    let text = |v: Option<&CStr>| v.map(|v| v.to_string_lossy().into_owned());
+    if let Some(globs) = text(path) {
         let exe = std::fs::read_link("/proc/self/exe").ok()?.to_string_lossy().into_owned();
         for glob in globs.split(':').filter(|g| !g.is_empty()) {
             if matches(glob, &exe) {
@@ -24,7 +41,7 @@ pub fn reason() -> Option<String> {
             }
         }
     }
-    if let Some(users) = crate::environ::var_text(c"PULP_DISABLE_ON_USERS") {
+    if let Some(users) = text(users) {
         // SAFETY: getuid/geteuid have no arguments and cannot fail.
         let ids = unsafe { [libc::getuid(), libc::geteuid()] };
         for u in users.split(',').map(str::trim).filter(|u| !u.is_empty()) {
@@ -33,7 +50,7 @@ pub fn reason() -> Option<String> {
             }
         }
     }
-    if let Some(groups) = crate::environ::var_text(c"PULP_DISABLE_ON_GROUPS") {
+    if let Some(groups) = text(groups) {
         let ids = my_groups();
         for g in groups.split(',').map(str::trim).filter(|g| !g.is_empty()) {
             if group_id(g).is_some_and(|id| ids.contains(&id)) {

@@ -61,13 +61,15 @@ fn loaded_build_ids() -> Vec<Vec<u8>> {
 }
 
 /// The patch directory this process reads.
+#[link_section = ".text.pulp_start"]
 fn directory() -> &'static CStr {
     environ::var(DIR_ENV_C).unwrap_or(DEFAULT_DIR_C)
 }
 
-/// The `*.meta` names in `dir`, in name order, read with `getdents64` into a buffer on
-/// the stack: a process whose patch directory is absent or holds no `.meta` pays one
-/// `open` (and one `getdents64`, one `close`) and allocates nothing.
+/// The `*.meta` names in `dir`, read with `getdents64` into a buffer on the stack: a
+/// process whose patch directory is absent or holds no `.meta` pays one `open` (and one
+/// `getdents64`, one `close`) and allocates nothing.
+#[link_section = ".text.pulp_start"]
 fn list_metas(dir: &CStr) -> Vec<String> {
     // SAFETY: a valid C string; the descriptor is closed below.
     let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
@@ -101,27 +103,41 @@ fn list_metas(dir: &CStr) -> Vec<String> {
     }
     // SAFETY: `fd` was opened above and is not used afterwards.
     unsafe { libc::close(fd) };
-    names.sort();
     names
 }
 
-/// At load: exclusions, then the patch directory.
+/// At load: exclusions, then the patch directory. This and what it calls in a process
+/// that is neither excluded nor has patches installed lie in `.text.pulp_start`, next to
+/// the other code every process runs at start (`runtime/build.rs`).
+#[link_section = ".text.pulp_start"]
 pub fn at_load() {
     if let Some(why) = exclude::reason() {
-        if let Ok(mut claim) = Claim::get() {
-            let reg = claim.registry();
-            crate::registry::set_refusing(reg, why.clone());
-            reg.publish();
-        }
-        messages::log(&format!("this process refuses live patches: {why}"));
-        return;
+        return refuse_all(why);
     }
     // The one read every process pays: the directory's names.
     let dir = directory();
     let names = list_metas(dir);
-    if names.is_empty() {
-        return;
+    if !names.is_empty() {
+        read_directory(dir, names);
     }
+}
+
+/// An excluded process: every request is refused, nothing of the directory applied.
+#[inline(never)]
+fn refuse_all(why: String) {
+    if let Ok(mut claim) = Claim::get() {
+        let reg = claim.registry();
+        crate::registry::set_refusing(reg, why.clone());
+        reg.publish();
+    }
+    messages::log(&format!("this process refuses live patches: {why}"));
+}
+
+/// The patches of the directory (`names`, its `*.meta`): applied now, hooked for later,
+/// or reported, in name order.
+#[inline(never)]
+fn read_directory(dir: &CStr, mut names: Vec<String>) {
+    names.sort();
     let dir = PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes()));
     let files: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
     let owners = environ::trusted_owners();
