@@ -133,8 +133,10 @@ fn forced_and_reversed_transitions() {
         assert!(app.ask("hold").starts_with("holding"));
         left_running(&["--revert", "--timeout", "0", "-p", &pid, m]);
         // The held thread keeps it from completing; after the timeout it is turned
-        // around, and the threads that moved move back (within the same timeout).
-        libpulp_rs_tests::trigger(&["--continue", "--timeout", "0.3", "--reverse", "-p", &pid])
+        // around, and the threads that moved move back (within the same timeout: 2 s,
+        // since on a loaded machine a worker looping through g can be found inside it
+        // at every look for longer than a fraction of a second).
+        libpulp_rs_tests::trigger(&["--continue", "--timeout", "2", "--reverse", "-p", &pid])
             .assert_ok(&format!("--continue --reverse, cycle {cycle}"));
         assert_eq!(app.ask("release"), "released g=1", "cycle {cycle}: the held thread kept one version");
         assert_eq!(app.ask("probe"), MIX_NEW, "cycle {cycle}: the revert was rolled back");
