@@ -12,9 +12,11 @@
 //!   independent tables of 32-bit offsets relative to the table (`lea T(%rip), %rX`
 //!   followed within a few instructions by `movslq (%rX,%rY,4), ...`), and absolute
 //!   8-byte tables of position-dependent code (`jmp/mov T(,%rY,8)` with no base).
-//!   A table's entries are read from its start while they land in executable code, so
-//!   the words after a table's end may be taken as entries too (a refusal more, never
-//!   one less); a table whose address is computed in another way is not found.
+//!   A table has as many entries as the bound check before it says (`cmp $N, %rY`
+//!   then `ja`: N + 1), read while they land in executable code; without such a check
+//!   entries are read until one does not, so the words after the table's end may be
+//!   taken as entries too (a refusal more, never one less). A table whose address is
+//!   computed in another way is not found.
 //!
 //! Not looked at: static relocations (`--emit-relocs`), exception landing pads (never
 //! within a function's first bytes: they follow a call).
@@ -25,7 +27,8 @@ use object::{Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, RelocationF
 
 use crate::plan::near_branch_target;
 
-/// How many instructions after a `lea` of a table its indexed read may come.
+/// How many instructions after a `lea` of a table its indexed read may come, and how
+/// many before it its bound check.
 const TABLE_READ_WINDOW: usize = 8;
 /// Entries read from one jump table at most.
 const TABLE_MAX_ENTRIES: usize = 1 << 16;
@@ -129,17 +132,13 @@ fn sweep(image: &Image, code: &[u8], start: u64, out: &mut Vec<u64>) {
         Decoder::with_ip(64, code, start, DecoderOptions::NONE).into_iter().filter(|i| !i.is_invalid()).collect();
     for (n, i) in decoded.iter().enumerate() {
         out.extend(near_branch_target(i));
+        let entries = table_bound(&decoded[n.saturating_sub(TABLE_READ_WINDOW)..n]).unwrap_or(TABLE_MAX_ENTRIES);
         if let Some(table) = relative_table(i, &decoded[n + 1..decoded.len().min(n + 1 + TABLE_READ_WINDOW)]) {
-            read_table(
-                image,
-                table,
-                4,
-                |e| table.wrapping_add(i32::from_le_bytes(e.try_into().unwrap_or_default()) as u64),
-                out,
-            );
+            let target = |e: &[u8]| table.wrapping_add(i32::from_le_bytes(e.try_into().unwrap_or_default()) as u64);
+            read_table(image, table, 4, entries, target, out);
         }
         if let Some(table) = absolute_table(i) {
-            read_table(image, table, 8, |e| u64::from_le_bytes(e.try_into().unwrap_or_default()), out);
+            read_table(image, table, 8, entries, |e| u64::from_le_bytes(e.try_into().unwrap_or_default()), out);
         }
     }
 }
@@ -174,9 +173,37 @@ fn absolute_table(i: &Instruction) -> Option<u64> {
         .then(|| i.memory_displacement64())
 }
 
-/// Entries of `size` bytes from `table` while `target(entry)` lands in code.
-fn read_table(image: &Image, table: u64, size: usize, target: impl Fn(&[u8]) -> u64, out: &mut Vec<u64>) {
-    for n in 0..TABLE_MAX_ENTRIES {
+/// The number of entries the last bound check in `before` allows: `cmp $N, ...` then
+/// `ja` (N + 1 entries) or `jae` (N).
+fn table_bound(before: &[Instruction]) -> Option<usize> {
+    let at = before.iter().rposition(|i| matches!(i.mnemonic(), Mnemonic::Ja | Mnemonic::Jae))?;
+    let cmp = before[..at].last().filter(|i| i.mnemonic() == Mnemonic::Cmp && is_immediate(i.op1_kind()))?;
+    let bound = usize::try_from(cmp.immediate(1)).ok().filter(|&b| b < TABLE_MAX_ENTRIES)?;
+    Some(if before[at].mnemonic() == Mnemonic::Ja { bound + 1 } else { bound })
+}
+
+fn is_immediate(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::Immediate8
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32
+            | OpKind::Immediate32to64
+    )
+}
+
+/// At most `entries` entries of `size` bytes from `table`, while `target(entry)` lands in
+/// code.
+fn read_table(
+    image: &Image,
+    table: u64,
+    size: usize,
+    entries: usize,
+    target: impl Fn(&[u8]) -> u64,
+    out: &mut Vec<u64>,
+) {
+    for n in 0..entries {
         let Some(entry) = image.data_at(table + (n * size) as u64, size) else { return };
         let to = target(entry);
         if !image.is_code(to) {

@@ -43,7 +43,7 @@ pub struct Refusal {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Reason {
     /// The function is shorter than the jump (after a kept `endbr64`).
-    #[error("{size} bytes long, shorter than the {need} bytes the entry jump needs")]
+    #[error("{} long, shorter than the {need} bytes the entry jump needs", bytes(*size))]
     TooShort { size: usize, need: usize },
     /// A jump of the function's own code lands inside the bytes the jump overwrites (a
     /// loop at the top, a branch back to the entry): after the patch it would run half
@@ -67,16 +67,20 @@ pub enum Reason {
     OutOfReach { at: u64, target: u64, copy: u64 },
 }
 
+fn bytes(n: usize) -> String {
+    format!("{n} byte{}", if n == 1 { "" } else { "s" })
+}
+
 /// Decide the plan. `code` = the symbol's bytes, `addr` = its address (vaddr in the file),
 /// `inbound` = addresses other code or data can jump to (from
 /// [`inbound_addresses`](crate::inbound_addresses); any order).
 ///
 /// Refuses (see [`Reason`]): a function shorter than `skip + 5`; an overwritten
 /// instruction that cannot be decoded, is `int3`/`int n` (a debugger's breakpoint or a
-/// trap whose address matters), `xbegin`/`xabort`/`xend`, ends the function before 5
-/// bytes (`ret`, `jmp`, `ud2`: the bytes after it are not the function's), or is a call
-/// that is not the last overwritten instruction (its return address would lie inside the
-/// overwritten bytes); a jump of the function's own code (linear sweep over the whole
+/// trap whose address matters), `xbegin`/`xabort`/`xend`, does not fall through before
+/// 5 bytes (`ret`, `jmp`, `ud2`: the bytes after it are padding or reached another way),
+/// or is a call that is not the last overwritten instruction (its return address would
+/// lie inside the overwritten bytes; `syscall` is fine); a jump of the function's own code (linear sweep over the whole
 /// symbol) or a rip-relative operand into `[addr, end)`; an inbound address strictly
 /// inside `(addr, end)` other than `addr + skip`. Calls to the entry itself (`addr` or
 /// `addr + skip`, recursion) are fine: they are calls and go through the patch.
@@ -147,6 +151,9 @@ pub(crate) fn displaced(code: &[u8], start: u64) -> Result<Vec<Instruction>, Rea
 /// Why `i` cannot be among the overwritten instructions (`last`: it is the last of them).
 fn unmovable(i: &Instruction, last: bool) -> Option<&'static str> {
     match i.mnemonic() {
+        // A thread in the system call has its rip after it (a boundary `rip_map` maps); a
+        // restarted call goes back 2 bytes, to the same `syscall` in the copy.
+        Mnemonic::Syscall => return None,
         Mnemonic::Int3 => return Some("int3 (a breakpoint: the bytes are not the function's own)"),
         Mnemonic::Int | Mnemonic::Int1 | Mnemonic::Into => {
             return Some("a software interrupt, whose handler may look at its address")
@@ -161,7 +168,7 @@ fn unmovable(i: &Instruction, last: bool) -> Option<&'static str> {
         | FlowControl::Exception
             if !last =>
         {
-            Some("the function leaves there, within the first 5 bytes; what follows is not its code")
+            Some("nothing falls through it (jmp, ret, ud2) within the first 5 bytes: the bytes after it are padding or reached another way")
         }
         FlowControl::Call | FlowControl::IndirectCall if !last => {
             Some("a call whose return address would lie inside the overwritten bytes")

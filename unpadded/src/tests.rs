@@ -41,6 +41,8 @@ fn endbr64_is_kept() {
 #[test]
 fn too_short() {
     assert_eq!(refused(&[0x31, 0xc0, 0xc3], &[]), Reason::TooShort { size: 3, need: 5 });
+    let one = plan("f", &[0xc3], A, &[]).unwrap_err().to_string();
+    assert_eq!(one, "f: 1 byte long, shorter than the 5 bytes the entry jump needs");
     let endbr_ret = [0xf3, 0x0f, 0x1e, 0xfa, 0x31, 0xc0, 0xc3];
     assert_eq!(refused(&endbr_ret, &[]), Reason::TooShort { size: 7, need: 9 });
 }
@@ -50,7 +52,7 @@ fn a_function_that_ends_within_five_bytes() {
     // xor %eax,%eax; ret; then padding
     let r = refused(&[0x31, 0xc0, 0xc3, 0x90, 0x90, 0x90, 0x90], &[]);
     assert!(matches!(r, Reason::Unsupported { at, .. } if at == A + 2), "{r:?}");
-    assert!(r.to_string().contains("within the first 5 bytes"), "{r}");
+    assert!(r.to_string().contains("nothing falls through it"), "{r}");
 }
 
 #[test]
@@ -240,6 +242,10 @@ fn relocated_copies_run() {
         moved(&orig, &code, copy);
         assert_eq!(copy.call(0, 41), 42);
     }
+
+    // xor %eax,%eax; mov $39,%al (getpid); syscall; ret: the system call runs in the copy.
+    moved(&orig, &[0x31, 0xc0, 0xb0, 0x27, 0x0f, 0x05, 0xc3], &near);
+    assert_eq!(near.call(0, 0), u64::from(std::process::id()));
 }
 
 fn system(path: &str, names: &[&str]) -> Vec<(String, Result<Plan, Refusal>)> {
@@ -286,4 +292,54 @@ fn inbound_finds_jump_tables_and_symbols() {
     let atoi = file.dynamic_symbols().find(|s| s.name() == Ok("atoi")).unwrap().address();
     assert!(inbound.binary_search(&atoi).is_ok());
     assert!(inbound.len() > 10_000, "{}", inbound.len());
+}
+
+/// Hand-written assembly: `in_table` is reached at +2 only through the jump table of
+/// `dispatch` (3 entries, bound-checked), `past_table` would be the 4th entry (the words
+/// after the table), `in_data` is pointed to at +3 by a word in `.data` (a dynamic
+/// relocation), `plain` by nothing.
+const TABLES_S: &str = r#"
+    .text
+    .globl in_table, past_table, in_data, plain, dispatch
+    .hidden in_table, past_table, in_data, plain
+in_table:   nop; nop; nop; nop; nop; nop; nop; nop; ret
+past_table: nop; nop; nop; nop; nop; nop; nop; nop; ret
+in_data:    nop; nop; nop; nop; nop; nop; nop; nop; ret
+plain:      nop; nop; nop; nop; nop; nop; nop; nop; ret
+dispatch:
+    cmp $2, %edi
+    ja 1f
+    lea table(%rip), %rdx
+    movslq (%rdx,%rdi,4), %rax
+    add %rdx, %rax
+    jmp *%rax
+1:  ret
+    .section .rodata
+    .p2align 2
+table:
+    .long plain - table, in_table + 2 - table, plain - table
+    .long past_table + 1 - table
+    .data
+    .quad in_data + 3
+"#;
+
+#[test]
+fn inbound_from_jump_tables_and_relocations() {
+    let dir = std::env::temp_dir().join(format!("pulp-unpadded-tables-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (s, so) = (dir.join("tables.s"), dir.join("libtables.so"));
+    std::fs::write(&s, TABLES_S).unwrap();
+    let built = std::process::Command::new("cc").args(["-shared", "-nostdlib", "-o"]).arg(&so).arg(&s).status().unwrap();
+    assert!(built.success());
+    let data = std::fs::read(&so).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let inbound = inbound_addresses(&file);
+    let sym = |name: &str| file.symbols().find(|s| s.name() == Ok(name)).unwrap().address();
+    let code = [0x90; 9];
+    let at = |name: &str| plan(name, &code, sym(name), &inbound).map(|p| p.len).map_err(|r| r.reason);
+    assert_eq!(at("in_table"), Err(Reason::ReferenceIntoDisplaced { at: sym("in_table") + 2 }));
+    assert_eq!(at("in_data"), Err(Reason::ReferenceIntoDisplaced { at: sym("in_data") + 3 }));
+    assert_eq!(at("past_table"), Ok(5), "the bound check says 3 entries");
+    assert_eq!(at("plain"), Ok(5));
 }
