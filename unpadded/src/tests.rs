@@ -329,7 +329,8 @@ fn inbound_from_jump_tables_and_relocations() {
     std::fs::create_dir_all(&dir).unwrap();
     let (s, so) = (dir.join("tables.s"), dir.join("libtables.so"));
     std::fs::write(&s, TABLES_S).unwrap();
-    let built = std::process::Command::new("cc").args(["-shared", "-nostdlib", "-o"]).arg(&so).arg(&s).status().unwrap();
+    let built =
+        std::process::Command::new("cc").args(["-shared", "-nostdlib", "-o"]).arg(&so).arg(&s).status().unwrap();
     assert!(built.success());
     let data = std::fs::read(&so).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
