@@ -2,6 +2,9 @@
 //! build-patch` points the changed code's `x@gottpoff` loads at slots the runtime fills
 //! with the variable's offset from the thread pointer (`tp-offset` references), and each
 //! worker thread of a running process reads and writes its own copies after the patch.
+//! The fix also calls an IFUNC of the library (as glibc's string functions are): the
+//! patch imports it by its exported name, so the dynamic linker binds the implementation
+//! its resolver chose, not the resolver.
 //! A `tp-offset` reference into a library whose thread-locals are not in the static TLS
 //! area is refused and the process left as it was.
 
@@ -16,7 +19,7 @@ use libpulp_rs_tests::{apply, artifacts, run, tool, App, CSpec, Work};
 /// Each worker's "PROBE STEP": worker i's id is i + 1, ie_probe() = id * 100, ie_tick()
 /// grows by 1 a call.
 const BEFORE: &str = "100 1 200 1 300 1 400 1";
-/// The fix: ie_probe() = id * 100 + 5, ie_tick() grows by 10.
+/// The fix: ie_probe() = ie_twice(id * 50) + 5, ie_tick() grows by 10.
 const AFTER: &str = "105 10 205 10 305 10 405 10";
 
 fn fixtures() -> PathBuf {
@@ -87,6 +90,14 @@ fn initial_exec_thread_locals_are_each_threads_own_after_the_patch() {
             "no tp-offset reference to {var}:\n{dsc}"
         );
     }
+
+    assert!(!dsc.contains("#ie_twice"), "the IFUNC is not a slot (it would hold the resolver):\n{dsc}");
+    let imports = run(tool("readelf").arg("--dyn-syms").arg("-W").arg(out_dir.join("ie.so")));
+    assert!(
+        imports.stdout.lines().any(|l| l.contains(" UND ") && l.ends_with(" ie_twice")),
+        "the patch does not import ie_twice:\n{}",
+        imports.stdout
+    );
 
     let meta = out_dir.join("ie.meta");
     apply(app.pid(), &meta).assert_ok("pulp-trigger (initial-exec patch)");

@@ -247,9 +247,10 @@ fn side_args(words: &[OsString], source: &Path, asm: &Path, mode: &BuildPatch) -
 }
 
 /// The record of a link step (`a` the analysis of its arguments): its output, inputs and
-/// library options.
+/// library options. Partial links (`-r`) are recorded too: `pulp build-patch` follows
+/// them to the units behind them (glibc links `libc.so` from `libc_pic.os`).
 pub fn link_record(a: &Analysis, cwd: &Path) -> Option<String> {
-    if a.mode != Mode::Link || a.relocatable {
+    if a.mode != Mode::Link {
         return None;
     }
     let output = cwd.join(a.output.clone().unwrap_or_else(|| PathBuf::from("a.out")));
@@ -382,6 +383,15 @@ mod tests {
         assert_eq!(
             rec,
             "{\"kind\":\"link\",\"output\":\"/copy/b/libx.so\",\"inputs\":[\"/copy/b/lib.c\"],\"libs\":[\"-lm\",\"-L/copy/b/../lib\"]}"
+        );
+    }
+
+    #[test]
+    fn partial_links_are_recorded() {
+        let a = args("-nostdlib -r -o libc_pic.os -Wl,--whole-archive libc_pic.a");
+        assert_eq!(
+            link_record(&analyse(&a), Path::new("/b")).unwrap(),
+            "{\"kind\":\"link\",\"output\":\"/b/libc_pic.os\",\"inputs\":[\"/b/libc_pic.a\"],\"libs\":[]}"
         );
     }
 

@@ -62,6 +62,9 @@ pub struct Symbol {
     pub file_group: u32,
     /// Lies in memory that stays writable after relocation (not in a RELRO range).
     pub writable: bool,
+    /// `STT_GNU_IFUNC`: its value is a resolver, which returns the implementation the
+    /// dynamic linker binds (glibc's string functions, chosen for the CPU).
+    pub ifunc: bool,
 }
 
 /// An undefined symbol of `.dynsym`: what the dynamic linker must find elsewhere.
@@ -216,7 +219,9 @@ impl ObjectInfo {
                     file: None,
                     file_group: 0,
                     writable,
+                    ifunc: false,
                 });
+                entry.ifunc |= st_type == elf::STT_GNU_IFUNC;
                 entry.size = entry.size.max(sym.st_size(endian));
                 entry.global |= global;
                 entry.hidden |= hidden && !dynamic;

@@ -15,6 +15,8 @@
 //! leaq X@tlsld(%rip), %rdi  ->  leaq .Lslot(%rip), %rdi        slot = tls_index of an anchor
 //! X@dtpoff                  ->  (offset of X) - (offset of the anchor), a number
 //! X@gottpoff(%rip)          ->  .Lslot(%rip)                   slot = &X - %fs:0 (tp-offset)
+//! an IFUNC X (X@PLT, @PLTOFF, @GOT, @GOTPCREL)  ->  the same of an exported name of X,
+//!                              bound by the dynamic linker (a slot would hold the resolver)
 //! call X / jmp X / jcc X    ->  a local trampoline `jmp *.Lslot(%rip)`, slot = &X
 //! .quad X+N (data)          ->  an exported 8-byte variable the runtime fills with &X+N
 //! ```
@@ -100,6 +102,10 @@ enum Resolution {
     Target(Symbol),
     /// Another object's (libc, ...): the dynamic linker binds it.
     External,
+    /// An IFUNC of the running object, bound by the dynamic linker through this exported
+    /// name of it (the patch imports it): a slot would hold the resolver, not the
+    /// implementation it chose.
+    Ifunc(String),
 }
 
 /// Functions that end the program or unwind: a function calling them needs no return.
@@ -202,7 +208,10 @@ impl Generator<'_> {
         if let Some(r) = self.resolved.get(name) {
             return Ok(r.clone());
         }
-        let r = self.classify(name)?;
+        let r = match self.classify(name)? {
+            Resolution::Target(sym) if sym.ifunc => Resolution::Ifunc(self.exported_ifunc(&sym)?),
+            r => r,
+        };
         self.resolved.insert(name.to_owned(), r.clone());
         Ok(r)
     }
@@ -261,6 +270,26 @@ impl Generator<'_> {
         Ok(match i.target.global(name) {
             Some(s) => Resolution::Target(s.clone()),
             None => Resolution::External,
+        })
+    }
+
+    /// The exported name of the running object's IFUNC `sym` (itself, or an exported
+    /// alias: glibc's `__GI_memcpy` is `memcpy`).
+    fn exported_ifunc(&self, sym: &Symbol) -> Result<String, String> {
+        let exported = |s: &&Symbol| s.value == sym.value && s.ifunc && s.dynamic && s.global;
+        if exported(&sym) {
+            return Ok(sym.name.clone());
+        }
+        let mut names: Vec<&Symbol> = self.input.target.symbols().iter().filter(exported).collect();
+        // The plainest name: `memcpy` before `__memcpy`.
+        names.sort_by_key(|s| (s.name.starts_with('_'), s.name.len()));
+        names.first().map(|s| s.name.clone()).ok_or_else(|| {
+            format!(
+                "`{}` of {} is an IFUNC of the running object (its implementation is chosen by the dynamic \
+                 linker when the object is loaded) with no exported name the patch could import it by: not \
+                 supported",
+                sym.name, self.input.after.key
+            )
         })
     }
 
@@ -479,6 +508,20 @@ impl Generator<'_> {
             let res = self.resolve(&r.name)?;
             if matches!(r.spec.as_deref(), Some("tlsld" | "dtpoff")) && res == Resolution::Local {
                 self.ld_local = true;
+            }
+            if let Resolution::Ifunc(export) = &res {
+                // Through the patch's own PLT or GOT, bound by the dynamic linker.
+                if !matches!(r.spec.as_deref(), Some("plt" | "pltoff" | "got" | "gotpcrel")) {
+                    return Err(format!(
+                        "`{}` in {} uses the IFUNC `{}` of the running object in a way only an exported \
+                         symbol's PLT or GOT entry can reach: not supported",
+                        st.text, self.input.after.key, r.name
+                    ));
+                }
+                text.push_str(&st.text[at..r.start]);
+                text.push_str(&replace_token(&st.text[r.start..r.end], &r.name, export));
+                at = r.end;
+                continue;
             }
             let Resolution::Target(sym) = res else { continue };
             let spec = r.spec.as_deref();

@@ -101,12 +101,22 @@ fn final_outputs(after: &Built, objects: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf
             }
             if super::partial::is_relocatable(&l.output) {
                 work.push(l.output.clone());
-            } else {
-                finals.insert(l.output.clone());
+            } else if let Some(out) = where_it_is(&l.output) {
+                finals.insert(out);
             }
         }
     }
     finals
+}
+
+/// Where a link's output lies now: itself, or for `X.new` that is gone `X` (glibc links
+/// `ld.so.new`, then renames it); `None` for a temporary output the build removed.
+fn where_it_is(output: &Path) -> Option<PathBuf> {
+    if output.exists() {
+        return Some(output.to_path_buf());
+    }
+    let renamed = output.to_str()?.strip_suffix(".new").map(PathBuf::from)?;
+    renamed.exists().then_some(renamed)
 }
 
 #[cfg(test)]
@@ -126,7 +136,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         std::fs::create_dir_all(root.join("build/elf")).unwrap();
-        for (name, t) in [("build/elf/dl-allobjs.os", 1), ("build/elf/librtld.os", 1), ("build/elf/ld.so", 3)] {
+        for (name, t) in
+            [("build/elf/dl-allobjs.os", 1), ("build/elf/librtld.os", 1), ("build/elf/ld.so", 3), ("build/libc.so", 3)]
+        {
             crate::buildpatch::partial::write_elf_header(&root.join(name), t);
         }
         let tu = |key: &str, src: &str| TuRecord {
@@ -145,7 +157,9 @@ mod tests {
             links: vec![
                 link("build/elf/dl-allobjs.os", &["build/elf/dl-tunables.os", "build/elf/dl-misc.os"]),
                 link("build/elf/librtld.os", &["build/elf/dl-allobjs.os"]),
-                link("build/elf/ld.so", &["build/elf/librtld.os"]),
+                // Linked as ld.so.new, then renamed; a temporary link the build removed.
+                link("build/elf/ld.so.new", &["build/elf/librtld.os"]),
+                link("build/elf/librtld.map.o", &["build/elf/librtld.os"]),
                 // libc.so links against ld.so: not where dl-tunables.c went.
                 link("build/libc.so", &["build/libc_pic.os", "build/elf/ld.so"]),
             ],

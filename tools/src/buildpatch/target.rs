@@ -44,6 +44,11 @@ impl TargetIndex {
         self.symbols.iter().find(|s| s.file_group == g && s.name == name && s.file.is_some())
     }
 
+    /// Every symbol.
+    pub fn symbols(&self) -> &[Symbol] {
+        &self.symbols
+    }
+
     /// The global, weak or hidden symbol `name` (defined in any file of the object).
     pub fn global(&self, name: &str) -> Option<&Symbol> {
         let mut found = self.symbols.iter().filter(|s| s.name == name && (s.global || s.hidden || s.dynamic));
