@@ -96,7 +96,9 @@ enum Cmd {
     ///
     /// Exits 0 when at least one function can be patched by this release and every
     /// exported function has a patchable prologue, 1 otherwise. Static functions of a
-    /// stripped object come from its debug file (see `pulp pack --help`).
+    /// stripped object come from its debug file (see `pulp pack --help`). For functions
+    /// without a pad it also says whether an entry jump could overwrite their first
+    /// instructions, or why not (a plan only: this release does not apply entry jumps).
     Livepatchable {
         /// The shared object (or executable) to inspect.
         file: PathBuf,
