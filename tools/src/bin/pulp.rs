@@ -158,7 +158,8 @@ enum Cmd {
     /// that never returns (unless --allow-endless), a rebuild that is not PATH.
     #[command(verbatim_doc_comment)]
     BuildPatch {
-        /// The project's source folder (clean: objects found in it are rebuilt).
+        /// The project's source folder (clean: objects found in it are rebuilt; with
+        /// --incremental, a tree built through pulp-cc).
         #[arg(long, value_name = "DIR")]
         src: PathBuf,
         /// The fix, a diff for `patch -p1` in DIR.
@@ -194,6 +195,10 @@ enum Cmd {
         /// The compiler wrapper (default: pulp-cc next to pulp, else on PATH).
         #[arg(long = "cc-wrapper", value_name = "PATH")]
         cc_wrapper: Option<PathBuf>,
+        /// DIR is a tree already built through pulp-cc, its records in DIR/.pulp-records:
+        /// build only a copy with the fix, rebuilding only what the diff touches.
+        #[arg(long)]
+        incremental: bool,
     },
     /// Show the patches a running process has applied, and the transition in progress
     /// with the threads that hold it. Stops no thread.
@@ -460,6 +465,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             debug_files,
             debug_dir,
             cc_wrapper,
+            incremental,
         } => {
             let opts = pulp_tools::buildpatch::Options {
                 src,
@@ -473,6 +479,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 debug: pulp_elf::DebugSearch { files: debug_files, root: debug_dir },
                 allow_endless,
                 wrapper: cc_wrapper,
+                incremental,
             };
             let report = pulp_tools::buildpatch::run(&opts).map_err(|e| e.to_string())?;
             print!("{}", report.to_text());
