@@ -56,6 +56,7 @@ enum Cmd {
     ///                                replaces, its original code
     ///   #lenfix.1@2a40+8:ref         a symbol picked by offset, plus an addend
     ///   #%tls_var:ref_tls            a thread-local variable: its 16-byte tls_index
+    ///   #%tls_var:ref tp-offset      ... its offset from the thread pointer (static TLS)
     ///   #helper:ref got-relative     its address minus the patch's GOT (pulp build-patch)
     ///
     /// Relative paths are resolved against the .dsc's folder. Static symbols of a stripped
