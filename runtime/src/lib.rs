@@ -54,4 +54,5 @@ pub mod registry;
 pub mod request;
 pub mod shadow;
 pub mod status;
+pub mod trampoline;
 pub mod transition;
