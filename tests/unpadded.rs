@@ -30,7 +30,8 @@ fn base(pid: u32, path: &str) -> u64 {
     u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap()
 }
 
-/// The first `len` bytes of `func` in the file `path`, and its address in the file.
+/// The first `len` bytes of `func` in the file `path` (fewer at the end of its section),
+/// and its address in the file.
 fn file_bytes(path: &str, func: &str, len: usize) -> (u64, Vec<u8>) {
     let data = std::fs::read(path).unwrap();
     let file = object::File::parse(&*data).unwrap();
@@ -40,13 +41,15 @@ fn file_bytes(path: &str, func: &str, len: usize) -> (u64, Vec<u8>) {
         .unwrap_or_else(|| panic!("{func} is not in {path}"));
     let section = file.section_by_index(sym.section_index().unwrap()).unwrap();
     let at = (sym.address() - section.address()) as usize;
-    (sym.address(), section.data().unwrap()[at..at + len].to_vec())
+    let data = section.data().unwrap();
+    (sym.address(), data[at..(at + len).min(data.len())].to_vec())
 }
 
 /// The first `len` bytes of `func` of `path` as process `pid` has them in memory.
 fn memory_bytes(pid: u32, path: &str, func: &str, len: usize) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
-    let (addr, _) = file_bytes(path, func, len);
+    let (addr, file) = file_bytes(path, func, len);
+    let len = file.len();
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
     let mut b = vec![0u8; len];
     mem.read_exact_at(&mut b, base(pid, path) + addr).unwrap();
@@ -136,4 +139,95 @@ fn pack_refuses_what_cannot_be_redirected_naming_function_and_reason() {
         assert_ne!(out.code, Some(0), "{out:#?}");
         assert!(out.stderr.contains(&format!("`{func}`")) && out.stderr.contains(reason), "{func}: {out:#?}");
     }
+}
+
+#[test]
+fn a_function_starting_with_a_rip_relative_load_is_patched_through_a_transition() {
+    let work = Work::new();
+    let lib = work.shared("unpadded_lib", &CSpec::plain(&["unpadded_lib.c"]));
+    let app =
+        work.executable("unpadded_lib_app", &CSpec::plain(&["unpadded_lib_app.c"]).threads().link("unpadded_lib"));
+    let fix = work.shared("unpadded_lib_fix", &CSpec::plain(&["unpadded_lib_fix.c"]));
+    let meta = work.patch("lib", &fix, &[(&lib, &[("lib_value", "lib_value_fixed")])]);
+    let (_, first) = file_bytes(lib.to_str().unwrap(), "lib_value", 8);
+    // `mov base(%rip), %eax` (8b 05 disp32), as gcc writes it.
+    assert_eq!(first[..2], [0x8b, 0x05], "lib_value does not start with a rip-relative load: {first:02x?}");
+
+    let mut app = libpulp_rs_tests::App::start(&app);
+    let pid = app.pid();
+    assert_eq!(app.ask("value"), "value=8");
+    apply(pid, &meta).assert_ok("pulp-trigger");
+    assert_eq!(app.ask("value"), "value=1001");
+    revert(pid, &meta).assert_ok("pulp-trigger --revert");
+    // The original code, run from the relocated copy until the entry is back, and from
+    // the entry after: both read the variable where it is.
+    assert_eq!(app.ask("set 40"), "ok");
+    assert_eq!(app.ask("value"), "value=41");
+    assert_as_in_file(pid, lib.to_str().unwrap(), &["lib_value"]);
+    app.assert_alive();
+}
+
+/// `pulp-trigger` killed (SIGKILL, by strace's fault injection) at each of its writes to
+/// the process in turn: the process keeps answering with the old or the new version,
+/// and the next runs take the patch up, apply and revert it, leaving the file's bytes.
+#[test]
+fn a_killed_tool_leaves_a_state_the_next_run_repairs() {
+    use libpulp_rs_tests::{artifacts, run_limited, tool};
+    use std::time::Duration;
+    let work = Work::new();
+    let (app_path, fix) = build(&work);
+    let meta = work.patch("libz", &fix, &[(Path::new(LIBZ), &[("zlibVersion", "zlibVersion_pulp")])]);
+    let pulp_trigger = |args: &[&str], kill_at: Option<usize>| {
+        let mut cmd = tool("strace");
+        cmd.args(["-f", "-o", "/dev/null", "-e", "trace=pwrite64"]);
+        if let Some(n) = kill_at {
+            cmd.arg("-e").arg(format!("inject=pwrite64:signal=SIGKILL:when={n}"));
+        }
+        run_limited(cmd.arg(&artifacts().trigger).args(args), Duration::from_secs(30))
+    };
+    let mut failures = Vec::new();
+    let mut n = 1;
+    loop {
+        let mut app = libpulp_rs_tests::App::start(&app_path);
+        let pid = app.pid().to_string();
+        let m = meta.to_str().unwrap();
+        let killed = pulp_trigger(&["-p", &pid, m], Some(n));
+        if killed.out.code == Some(0) {
+            break; // fewer than n writes: every point was tried
+        }
+        let version = app.try_ask("version", Duration::from_secs(5));
+        let mut check = || -> Result<(), String> {
+            match version.as_deref() {
+                Some(v) if v.starts_with("1.2.13") => {}
+                other => return Err(format!("the process answers {other:?}")),
+            }
+            let _ = pulp_trigger(&["--continue", "-p", &pid], None);
+            let applied = pulp_trigger(&["-p", &pid, m], None);
+            if applied.out.code != Some(0) {
+                return Err(format!("apply after the kill: {}", applied.out.stderr.trim()));
+            }
+            if app.ask("version") != "1.2.13-pulp" {
+                return Err("not patched after the next apply".into());
+            }
+            let reverted = pulp_trigger(&["--revert", "-p", &pid, m], None);
+            if reverted.out.code != Some(0) {
+                return Err(format!("revert after the kill: {}", reverted.out.stderr.trim()));
+            }
+            let file = file_bytes(LIBZ, "zlibVersion", 32).1;
+            if memory_bytes(app.pid(), LIBZ, "zlibVersion", 32) != file {
+                return Err("zlibVersion differs from the file after revert".into());
+            }
+            Ok(())
+        };
+        if let Err(e) = check() {
+            failures.push(format!("killed at pwrite64 #{n}: {e}"));
+        } else if !app.is_alive() {
+            failures.push(format!("killed at pwrite64 #{n}: the process died"));
+        }
+        n += 1;
+        assert!(n < 200, "more than 200 writes in one apply");
+    }
+    println!("{} kill points", n - 1);
+    assert!(n > 3, "the apply made only {} writes", n - 1);
+    assert!(failures.is_empty(), "{} of {} kill points failed:\n{}", failures.len(), n - 1, failures.join("\n"));
 }
