@@ -129,6 +129,29 @@ fn system_libc_atoi_is_patched_immediately_and_reverted() {
     app.assert_alive();
 }
 
+/// libc's `syscall()` is what the runtime calls for `membarrier` while the tool writes
+/// the entries: the thread the tool borrows for that runs into the `int3` and is sent on
+/// to the slot (by the tool, which traces it), and the process's SIGTRAP action stays.
+#[test]
+fn a_function_the_runtime_itself_calls_is_patched_and_reverted() {
+    let work = Work::new();
+    let (app_path, fix) = build(&work);
+    let meta =
+        work.patch_with_options("syscall", &fix, &[(Path::new(LIBC), &[("syscall", "syscall_pulp")])], &["immediate"]);
+    let mut app = libpulp_rs_tests::App::start(&app_path);
+    let pid = app.pid();
+    for _ in 0..2 {
+        apply(pid, &meta).assert_ok("pulp-trigger");
+        assert_eq!(memory_bytes(pid, LIBC, "syscall", 1), [0xe9], "syscall() is not redirected");
+        assert_eq!(app.ask("atoi"), "atoi=42");
+        revert(pid, &meta).assert_ok("pulp-trigger --revert");
+        assert_as_in_file(pid, LIBC, &["syscall"]);
+    }
+    assert_eq!(app.ask("trap"), "traps=1", "the program's SIGTRAP handler is gone");
+    assert_workers_call(&mut app);
+    app.assert_alive();
+}
+
 #[test]
 fn pack_refuses_what_cannot_be_redirected_naming_function_and_reason() {
     let work = Work::new();

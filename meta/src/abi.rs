@@ -97,6 +97,9 @@ pub struct RuntimeInfo {
     /// up to [`MAX_TRAMPOLINE_REGIONS`] `(start, end)` pairs. Code there counts as inside
     /// the targets during a transition.
     pub trampolines: u64,
+    /// Where a thread caught on the `int3` of an unpadded entry goes: the address of a
+    /// `u64` count, then per descriptor index `(int3 address, slot)`.
+    pub traps: u64,
 }
 }
 

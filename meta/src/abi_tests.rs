@@ -45,7 +45,7 @@ fn request_and_thread_log_round_trip() {
 fn runtime_info_decodes_every_word() {
     let words: Vec<u8> = (0..RuntimeInfo::SIZE as u64 / 8).flat_map(|i| i.to_le_bytes()).collect();
     let info = RuntimeInfo::from_bytes(&words).unwrap();
-    assert_eq!((info.magic, info.trampolines), (0, RuntimeInfo::SIZE as u64 / 8 - 1));
+    assert_eq!((info.magic, info.traps), (0, RuntimeInfo::SIZE as u64 / 8 - 1));
 }
 
 #[test]

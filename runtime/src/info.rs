@@ -37,6 +37,7 @@ pub struct Info {
     messages: *const MessageArea,
     messages_len: u64,
     trampolines: *const crate::trampoline::Regions,
+    traps: *const crate::trampoline::Traps,
 }
 
 // SAFETY: `Info` is immutable after relocation; its pointers are only addresses for the
@@ -77,7 +78,8 @@ const _: () = {
         guard_depth,
         messages,
         messages_len,
-        trampolines
+        trampolines,
+        traps
     );
     assert!(core::mem::size_of::<ThreadLog>() == abi::ThreadLog::size(LOG_CAP));
     assert!(core::mem::size_of::<MessageArea>() == abi::MessageRing::HEADER + RING_LEN);
@@ -114,4 +116,5 @@ pub static pulp_rs_info: Info = Info {
     messages: &MESSAGES,
     messages_len: (abi::MessageRing::HEADER + RING_LEN) as u64,
     trampolines: &crate::trampoline::REGIONS,
+    traps: &crate::trampoline::TRAPS,
 };

@@ -102,19 +102,27 @@ fn map_near(entry: u64) -> Option<u64> {
     None
 }
 
-/// Per descriptor index: the address of the `int3` the tool writes (the first
-/// overwritten byte) and the slot to send a thread caught there to (0: none).
-static TRAPS: [[AtomicU64; 2]; pulp_trm::DESC_COUNT] =
-    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; pulp_trm::DESC_COUNT];
-/// How many entries of [`TRAPS`] may be in use.
-static TRAP_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Where threads caught on our `int3`s go: how many entries may be in use, then per
+/// descriptor index the address of the `int3` the tool writes (the first overwritten
+/// byte) and the slot (0: none). `RuntimeInfo::traps` names it: the tool sends a thread
+/// it borrowed that stops there the same way.
+#[repr(C)]
+pub struct Traps {
+    pub count: AtomicU64,
+    pub entries: [[AtomicU64; 2]; pulp_trm::DESC_COUNT],
+}
+
+pub static TRAPS: Traps = Traps {
+    count: AtomicU64::new(0),
+    entries: [const { [AtomicU64::new(0), AtomicU64::new(0)] }; pulp_trm::DESC_COUNT],
+};
 
 /// Record that a thread trapping at `at` (descriptor `d`'s first overwritten byte) goes
 /// to `slot`.
 pub fn set_trap(d: usize, at: u64, slot: u64) {
-    TRAPS[d][1].store(slot, Ordering::Relaxed);
-    TRAPS[d][0].store(at, Ordering::Release);
-    TRAP_COUNT.fetch_max(d as u64 + 1, Ordering::AcqRel);
+    TRAPS.entries[d][1].store(slot, Ordering::Relaxed);
+    TRAPS.entries[d][0].store(at, Ordering::Release);
+    TRAPS.count.fetch_max(d as u64 + 1, Ordering::AcqRel);
 }
 
 /// The program's own SIGTRAP action, which ours chains to.
@@ -160,8 +168,8 @@ extern "C" fn on_trap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         // SAFETY: the kernel passes a valid ucontext to an SA_SIGINFO handler.
         let rip = unsafe { &mut (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] };
         let at = (*rip as u64).wrapping_sub(1);
-        let n = TRAP_COUNT.load(Ordering::Acquire) as usize;
-        for t in &TRAPS[..n.min(TRAPS.len())] {
+        let n = TRAPS.count.load(Ordering::Acquire) as usize;
+        for t in &TRAPS.entries[..n.min(TRAPS.entries.len())] {
             if t[0].load(Ordering::Acquire) == at {
                 *rip = t[1].load(Ordering::Relaxed) as i64;
                 return;
