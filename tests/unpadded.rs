@@ -62,6 +62,15 @@ fn assert_as_in_file(pid: u32, path: &str, funcs: &[&str]) {
     }
 }
 
+/// Whether `pid` maps a trampoline region (anonymous, read and execute).
+fn has_trampoline(pid: u32) -> bool {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    maps.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() == 5 && f[1] == "r-xp"
+    })
+}
+
 /// The workers are still calling (their count grows).
 fn assert_workers_call(app: &mut libpulp_rs_tests::App) {
     let count = |app: &mut libpulp_rs_tests::App| -> u64 {
@@ -93,6 +102,7 @@ fn system_libz_is_patched_through_a_transition_and_reverted() {
 
     for round in 0..2 {
         apply(pid, &meta).assert_ok("pulp-trigger");
+        assert!(has_trampoline(pid), "no trampoline region after the apply");
         assert_eq!(app.ask("version"), "1.2.13-pulp", "round {round}");
         assert_eq!(app.ask("crc"), "crc32=c9ef5979", "round {round}");
         assert_workers_call(&mut app);
@@ -148,6 +158,54 @@ fn a_function_the_runtime_itself_calls_is_patched_and_reverted() {
         assert_as_in_file(pid, LIBC, &["syscall"]);
     }
     assert_eq!(app.ask("trap"), "traps=1", "the program's SIGTRAP handler is gone");
+    assert_workers_call(&mut app);
+    app.assert_alive();
+}
+
+/// Two patches stacked on one unpadded function, reverted in either order.
+#[test]
+fn patches_stack_on_an_unpadded_function() {
+    let work = Work::new();
+    let (app_path, fix) = build(&work);
+    let fix2 = work.shared("unpadded_fix2", &CSpec::plain(&["unpadded_fix2.c"]));
+    let one = work.patch("one", &fix, &[(Path::new(LIBZ), &[("zlibVersion", "zlibVersion_pulp")])]);
+    let two = work.patch("two", &fix2, &[(Path::new(LIBZ), &[("zlibVersion", "zlibVersion_pulp2")])]);
+    let mut app = libpulp_rs_tests::App::start(&app_path);
+    let pid = app.pid();
+    let version = app.ask("version");
+    for (first, second) in [(&one, &two), (&two, &one)] {
+        apply(pid, &one).assert_ok("apply one");
+        apply(pid, &two).assert_ok("apply two");
+        assert_eq!(app.ask("version"), "1.2.13-pulp2");
+        revert(pid, first).assert_ok("revert first");
+        let left = if first == &one { "1.2.13-pulp2" } else { "1.2.13-pulp" };
+        assert_eq!(app.ask("version"), left);
+        revert(pid, second).assert_ok("revert second");
+        assert_eq!(app.ask("version"), version);
+        assert_as_in_file(pid, LIBZ, &["zlibVersion"]);
+    }
+    app.assert_alive();
+}
+
+/// A `.meta` whose recorded first instructions are not what the process has (here: the
+/// bytes edited after packing) is refused before anything changes: no trampoline is
+/// mapped, the code is the file's, the process runs on.
+#[test]
+fn pulp_trigger_refuses_an_entry_that_is_not_as_recorded_and_changes_nothing() {
+    let work = Work::new();
+    let (app_path, fix) = build(&work);
+    let meta = work.patch("libz", &fix, &[(Path::new(LIBZ), &[("zlibVersion", "zlibVersion_pulp")])]);
+    let mut m = pulp_meta::PatchMeta::decode(&std::fs::read(&meta).unwrap()).unwrap();
+    let d = m.targets[0].functions[0].displaced.as_mut().unwrap();
+    d.original[0] ^= 0xff;
+    std::fs::write(&meta, m.encode()).unwrap();
+    let mut app = libpulp_rs_tests::App::start(&app_path);
+    let pid = app.pid();
+    let version = app.ask("version");
+    apply(pid, &meta).assert_refused(&["zlibVersion"]);
+    assert_eq!(app.ask("version"), version);
+    assert_as_in_file(pid, LIBZ, &["zlibVersion"]);
+    assert!(!has_trampoline(pid), "a trampoline region was mapped");
     assert_workers_call(&mut app);
     app.assert_alive();
 }
