@@ -251,6 +251,34 @@ fn a_function_starting_with_a_rip_relative_load_is_patched_through_a_transition(
     app.assert_alive();
 }
 
+/// The runtime never writes unpadded entries itself: a patch in the patch directory
+/// naming one is refused at start, saying to use pulp-trigger, which then applies it.
+#[test]
+fn the_patch_directory_leaves_unpadded_functions_to_pulp_trigger() {
+    use libpulp_rs_tests::{artifacts, pulp};
+    let work = Work::new();
+    // A build of its own (its own build-id): `pulp install` reaches no other process.
+    let tag = format!("{}", std::process::id());
+    let lib = work.shared("unpadded_lib", &CSpec::plain(&["unpadded_lib.c"]).define("UNPADDED_TAG", Some(&tag)));
+    let app =
+        work.executable("unpadded_lib_app", &CSpec::plain(&["unpadded_lib_app.c"]).threads().link("unpadded_lib"));
+    let fix = work.shared("unpadded_lib_fix", &CSpec::plain(&["unpadded_lib_fix.c"]));
+    let meta = work.patch("lib", &fix, &[(&lib, &[("lib_value", "lib_value_fixed")])]);
+    let dir = work.path().join("patches.d");
+    pulp(&["install", meta.to_str().unwrap(), "--dir", dir.to_str().unwrap()]).assert_ok("pulp install");
+
+    let mut cmd = std::process::Command::new(&app);
+    cmd.env("LD_PRELOAD", &artifacts().runtime).env("PULP_PATCH_DIR", &dir);
+    let mut app = libpulp_rs_tests::App::start_command(cmd, "unpadded_lib_app");
+    let pid = app.pid();
+    assert_eq!(app.ask("value"), "value=8", "applied by the runtime itself");
+    let log = pulp(&["messages", "-p", &pid.to_string()]);
+    assert!(log.stdout.contains("apply it with pulp-trigger") && log.stdout.contains("lib_value"), "{log:#?}");
+    apply(pid, &meta).assert_ok("pulp-trigger");
+    assert_eq!(app.ask("value"), "value=1001");
+    app.assert_alive();
+}
+
 /// `pulp-trigger` killed (SIGKILL, by strace's fault injection) at each of its writes to
 /// the process in turn: the process keeps answering with the old or the new version,
 /// and the next runs take the patch up, apply and revert it, leaving the file's bytes.
