@@ -27,6 +27,8 @@ pub struct FunctionInfo {
     pub dynamic: bool,
     /// How the function begins; `None` when it cannot be live-patched.
     pub prologue: Option<Prologue>,
+    /// An `STT_GNU_IFUNC` symbol: `offset` is its resolver, not the code callers reach.
+    pub ifunc: bool,
 }
 
 /// The object's GNU build-id (`NT_GNU_BUILD_ID`); an error if it has none.
@@ -94,7 +96,9 @@ pub(crate) fn collect(file: &object::File<'_>, symbols: &[Symbol], imports: &[St
             global: false,
             dynamic: false,
             prologue: locate(file, sym.value).and_then(|l| classify(l.before, l.at)),
+            ifunc: false,
         });
+        entry.ifunc |= sym.ifunc;
         entry.global |= sym.global;
         entry.dynamic |= sym.dynamic;
         entry.size = entry.size.max(sym.size);
