@@ -58,6 +58,7 @@ enum Cmd {
     ///                                replaces, its original code
     ///   #lenfix.1@2a40+8:ref         a symbol picked by offset, plus an addend
     ///   #%tls_var:ref_tls            a thread-local variable: its 16-byte tls_index
+    ///   #%tls_var:ref tp-offset      ... its offset from the thread pointer (static TLS)
     ///   #helper:ref got-relative     its address minus the patch's GOT (pulp build-patch)
     ///
     /// A bare name with several versions, an IFUNC or its resolver, a second name for an
@@ -163,7 +164,8 @@ enum Cmd {
     /// that never returns (unless --allow-endless), a rebuild that is not PATH.
     #[command(verbatim_doc_comment)]
     BuildPatch {
-        /// The project's source folder (clean: objects found in it are rebuilt).
+        /// The project's source folder (clean: objects found in it are rebuilt; with
+        /// --incremental, a tree built through pulp-cc).
         #[arg(long, value_name = "DIR")]
         src: PathBuf,
         /// The fix, a diff for `patch -p1` in DIR.
@@ -199,6 +201,10 @@ enum Cmd {
         /// The compiler wrapper (default: pulp-cc next to pulp, else on PATH).
         #[arg(long = "cc-wrapper", value_name = "PATH")]
         cc_wrapper: Option<PathBuf>,
+        /// DIR is a tree already built through pulp-cc, its records in DIR/.pulp-records:
+        /// build only a copy with the fix, rebuilding only what the diff touches.
+        #[arg(long)]
+        incremental: bool,
     },
     /// Show the patches a running process has applied, and the transition in progress
     /// with the threads that hold it. Stops no thread.
@@ -465,6 +471,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             debug_files,
             debug_dir,
             cc_wrapper,
+            incremental,
         } => {
             let opts = pulp_tools::buildpatch::Options {
                 src,
@@ -478,6 +485,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 debug: pulp_elf::DebugSearch { files: debug_files, root: debug_dir },
                 allow_endless,
                 wrapper: cc_wrapper,
+                incremental,
             };
             let report = pulp_tools::buildpatch::run(&opts).map_err(|e| e.to_string())?;
             print!("{}", report.to_text());

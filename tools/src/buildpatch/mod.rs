@@ -23,6 +23,7 @@
 
 pub mod asm;
 pub mod generate;
+pub mod incremental;
 mod operand;
 pub mod target;
 pub mod tu;
@@ -60,6 +61,9 @@ pub struct Options {
     pub allow_endless: bool,
     /// The compiler wrapper (default: `pulp-cc` next to this program, else on `PATH`).
     pub wrapper: Option<PathBuf>,
+    /// `src` is a kept tree already built through `pulp-cc` ([`incremental`]): build
+    /// only the fixed copy, and only what the diff touches.
+    pub incremental: bool,
 }
 
 /// What was found and written.
@@ -79,6 +83,9 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub build_before: Duration,
     pub build_after: Duration,
+    /// `--incremental`: the units whose original side compile was run again (the kept
+    /// build stands for the original build).
+    pub rerun_units: Option<usize>,
     /// Everything but the two builds.
     pub generation: Duration,
     pub so_size: u64,
@@ -130,10 +137,15 @@ impl Report {
             self.dsc.display(),
             self.meta_path.display()
         );
+        let before = match self.rerun_units {
+            Some(n) => {
+                format!("kept build before ({n} side compiles run again: {:.2} s)", self.build_before.as_secs_f64())
+            }
+            None => format!("{:.2} s before", self.build_before.as_secs_f64()),
+        };
         let _ = writeln!(
             s,
-            "builds: {:.2} s before, {:.2} s after; everything else: {:.2} s",
-            self.build_before.as_secs_f64(),
+            "builds: {before}, {:.2} s after; everything else: {:.2} s",
             self.build_after.as_secs_f64(),
             self.generation.as_secs_f64()
         );
@@ -231,25 +243,36 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
         .map_err(|e| BuildPatchError::Input(format!("{}: {e}", cxx.display())))?;
     let env = BuildEnv { wrapper: &wrapper, wrapper_cxx: &cxx, map: &src };
 
-    // The original, rebuilt, must be the running object.
-    let before_root = work.join("before");
-    let _ = std::fs::remove_dir_all(&before_root);
-    workspace::copy_sources(&src, &before_root).map_err(BuildPatchError::Build)?;
-    let before = workspace::build(&before_root, &opts.build, &work.join("records-before"), &env, "original")
-        .map_err(BuildPatchError::Build)?;
-    let link = matching_link(&before, &target)?;
-
     let after_root = work.join("after");
-    let _ = std::fs::remove_dir_all(&after_root);
-    workspace::copy_sources(&src, &after_root).map_err(BuildPatchError::Build)?;
-    workspace::apply_diff(&after_root, &diff).map_err(BuildPatchError::Build)?;
-    let after = workspace::build(&after_root, &opts.build, &work.join("records-after"), &env, "fixed")
-        .map_err(BuildPatchError::Build)?;
+    let (before, after, link) = if opts.incremental {
+        // The kept build is the original; its link must be the running object.
+        let mut before = incremental::kept_build(&src)?;
+        let link = matching_link(&before, &target)?;
+        let after = incremental::build_fixed(&src, &after_root, &diff, &opts.build, &work.join("records-after"), &env)?;
+        incremental::rerun_before_side_compiles(&mut before, &after, &incremental::before_asm_dir(&work))?;
+        (before, after, link)
+    } else {
+        // The original, rebuilt, must be the running object.
+        let before_root = work.join("before");
+        let _ = std::fs::remove_dir_all(&before_root);
+        workspace::copy_sources(&src, &before_root).map_err(BuildPatchError::Build)?;
+        let before = workspace::build(&before_root, &opts.build, &work.join("records-before"), &env, "original")
+            .map_err(BuildPatchError::Build)?;
+        let link = matching_link(&before, &target)?;
+
+        let _ = std::fs::remove_dir_all(&after_root);
+        workspace::copy_sources(&src, &after_root).map_err(BuildPatchError::Build)?;
+        workspace::apply_diff(&after_root, &diff).map_err(BuildPatchError::Build)?;
+        let after = workspace::build(&after_root, &opts.build, &work.join("records-after"), &env, "fixed")
+            .map_err(BuildPatchError::Build)?;
+        (before, after, link)
+    };
 
     let start = Instant::now();
     let mut report = Report {
         build_before: before.took,
         build_after: after.took,
+        rerun_units: opts.incremental.then(|| after.tus.iter().filter(|t| before.tu(&t.key).is_some()).count()),
         rebuilt: link.output.clone(),
         work_dir: work.clone(),
         ..Default::default()
@@ -515,6 +538,7 @@ fn dsc_text(
         };
         let line = match r.kind {
             RefKind::TlsIndex => format!("#%{}{at}:{}", r.symbol, r.var),
+            RefKind::TpOffset => format!("#%{}{at}:{} tp-offset", r.symbol, r.var),
             RefKind::GotRelative => format!("#{}{at}{add}:{} got-relative", r.symbol, r.var),
             _ => format!("#{}{at}{add}:{}", r.symbol, r.var),
         };

@@ -1,0 +1,84 @@
+//! A real OpenSSL CVE fix as a live patch: CVE-2024-0727 (tests/upstream/), in OpenSSL
+//! 3.0.8 from the openssl-src crate, built shared through pulp-cc once per `target/`
+//! (tests/buildpatch/kept.rs; about 5 minutes on 2 cores) and patched with
+//! `pulp build-patch --incremental`, which rebuilds only the four files of the fix.
+//! A program with 4 worker threads that parse PKCS#12 files in a loop through the patched
+//! functions shows the crash in every thread, the patch applied the clean error in every
+//! thread, reverted the crash again.
+
+#[path = "buildpatch/common.rs"]
+mod common;
+#[path = "buildpatch/kept.rs"]
+mod kept;
+
+use common::{build_patch_incremental, copy_dir, functions_of, recompiled_units, upstream_fix};
+use libpulp_rs_tests::{apply, crate_sources, revert, run, App, CSpec, Work};
+
+/// The kept build's command: configured as a shared library, only the two libraries built.
+const KEPT_BUILD: &str = "CC=gcc ./Configure linux-x86_64 shared no-tests >configure.log && \
+                          make -s -j2 CC=\"$CC\" build_generated && \
+                          make -s -j2 CC=\"$CC\" libcrypto.so.3 libssl.so.3";
+/// What `pulp build-patch` runs in the fixed copy.
+const BUILD: &str = "make -s -j2 CC=\"$CC\" libcrypto.so.3 libssl.so.3";
+
+const CRASHED: &str = "t0: crashed: signal 11; t1: crashed: signal 11; t2: crashed: signal 11; t3: crashed: signal 11";
+const FIXED: &str =
+    "t0: error: decode error; t1: error: decode error; t2: error: decode error; t3: error: decode error";
+
+#[test]
+fn openssl_cve_2024_0727_is_fixed_in_every_thread_of_a_running_process() {
+    let sources = crate_sources("openssl-src", "openssl");
+    let kept = kept::kept_build("openssl-3.0.8", |dir| copy_dir(&sources, dir), KEPT_BUILD);
+    let library = kept.join("libcrypto.so.3");
+    let check = run(std::process::Command::new(&libpulp_rs_tests::artifacts().pulp).arg("livepatchable").arg(&library));
+    println!("{}", check.stdout.lines().last().unwrap_or_default());
+
+    let work = Work::new();
+    let fix = upstream_fix("openssl-CVE-2024-0727.patch");
+    let out = build_patch_incremental(work.path(), &kept, &fix, BUILD, "libcrypto.so.3", "CVE-2024-0727");
+    out.assert_ok("pulp build-patch (OpenSSL)");
+    println!("{}", out.stdout);
+    // The four files of the fix, and nothing else, were compiled.
+    assert_eq!(
+        recompiled_units(&work.path().join("bp")),
+        [
+            "crypto/pkcs12/libcrypto-shlib-p12_add.o",
+            "crypto/pkcs12/libcrypto-shlib-p12_mutl.o",
+            "crypto/pkcs12/libcrypto-shlib-p12_npas.o",
+            "crypto/pkcs7/libcrypto-shlib-pk7_mime.o",
+        ]
+    );
+    for f in ["PKCS12_unpack_authsafes", "PKCS12_unpack_p7data", "PKCS12_unpack_p7encdata", "SMIME_write_PKCS7"] {
+        assert!(out.stdout.contains(&format!("{f} (crypto/")), "`{f}` should be replaced: {}", out.stdout);
+    }
+    let held = functions_of(&work.path().join("out/fix.so"));
+    assert!(held.contains(&"PKCS12_unpack_authsafes".to_string()), "{held:?}");
+    assert!(!held.contains(&"ASN1_item_unpack".to_string()), "callees are the running library's: {held:?}");
+    let (patch, lib) =
+        (std::fs::metadata(work.path().join("out/fix.so")).unwrap().len(), std::fs::metadata(&library).unwrap().len());
+    println!("patch object: {patch} bytes; libcrypto.so.3: {lib} bytes");
+    assert!(patch < lib / 20, "the patch object ({patch} bytes) is not much smaller than libcrypto ({lib} bytes)");
+
+    let app = work.executable(
+        "openssl_app",
+        &CSpec::plain(&["openssl_app.c"])
+            .threads()
+            .flag(&format!("-I{}", kept.join("include").display()))
+            .flag(&format!("-L{}", kept.display()))
+            .flag("-lcrypto")
+            .flag(&format!("-Wl,-rpath,{}", kept.display())),
+    );
+    let mut app = App::start(&app);
+    let pid = app.pid();
+    assert_eq!(app.ask("check"), CRASHED, "the bug shows in every thread before the patch");
+    assert_eq!(app.ask("sync"), "workers ok");
+
+    apply(pid, &work.path().join("out/fix.meta")).assert_ok("pulp-trigger");
+    assert_eq!(app.ask("check"), FIXED, "every thread runs the fixed code");
+    assert_eq!(app.ask("sync"), "workers ok");
+
+    revert(pid, &work.path().join("out/fix.meta")).assert_ok("pulp-trigger --revert");
+    assert_eq!(app.ask("check"), CRASHED, "the bug is back in every thread after the revert");
+    assert_eq!(app.ask("sync"), "workers ok");
+    app.assert_alive();
+}
