@@ -149,4 +149,9 @@ fn system_libc() {
     let spin = function(&v, "pthread_spin_lock");
     assert_eq!(spin["entry_jump"]["reason"], "branch-into-overwritten", "{spin}");
     assert_eq!(function(&v, "atoi")["entry_jump"]["plannable"], true);
+    // libc defines `__fentry__`; its functions that begin with another call (envz_get
+    // calls envz_entry, `.cold` parts call abort) are not fentry functions.
+    let envz = function(&v, "envz_get");
+    assert!(envz["prologue"].is_null() && envz["entry_jump"]["plannable"] == true, "{envz}");
+    assert_eq!(s["patchable"], 0, "{s}");
 }
