@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use libpulp_rs_tests::{apply, fixture, pack, revert, App, CSpec, ToolOutput, Work};
+use libpulp_rs_tests::{apply, fixture, pack, pulp, revert, App, CSpec, ToolOutput, Work};
+use serde_json::Value;
 
 struct Gs {
     work: Work,
@@ -87,12 +88,32 @@ fn a_versioned_name_packs_and_replaces_only_that_version() {
 }
 
 #[test]
+fn a_versioned_reference_gets_that_versions_address() {
+    let gs = Gs::new();
+    let (out, meta) = gs.pack_lines(&gs.lib, "gs_name:gs_name_fixed\n#gs_value@GS_1.0:gs_ref_v1\n");
+    out.assert_ok("pulp pack #gs_value@GS_1.0");
+    let dump = pulp(&["dump", "--json", meta.to_str().unwrap()]);
+    let v: Value = serde_json::from_str(&dump.stdout).unwrap_or_else(|e| panic!("{e}: {dump:#?}"));
+    let r = &v["targets"][0]["references"][0];
+    assert_eq!(r["symbol"], "gs_value@GS_1.0", "{r}");
+    // Its address is the one the symbol table gives `gs_value@GS_1.0` (gs_value_v1's).
+    let lp = pulp(&["livepatchable", "--json", gs.lib.to_str().unwrap()]);
+    let lp: Value = serde_json::from_str(&lp.stdout).unwrap();
+    let v1 = lp["functions"].as_array().unwrap().iter().find(|f| f["name"] == "gs_value_v1").unwrap();
+    assert_eq!(r["offset"], v1["offset"], "{r} {v1}");
+    gs.refused(
+        "gs_name:gs_name_fixed\n#gs_value:gs_ref_v1\n",
+        &[":4: `gs_value` has 2 versions in", "`gs_value@GS_1.0` (0x"],
+    );
+}
+
+#[test]
 fn a_bare_name_with_several_versions_is_refused_listing_them() {
     let gs = Gs::new();
     gs.refused(
         "gs_value:gs_value_fixed\n",
         &[
-            ":3: function `gs_value` has 2 versions in",
+            ":3: `gs_value` has 2 versions in",
             "`gs_value@GS_1.0` (0x",
             "`gs_value@@GS_2.0` (0x",
             "name one (`gs_value@@VERSION` for the default, `gs_value@VERSION` for another)",

@@ -68,7 +68,7 @@ pub enum PackErrorKind {
     )]
     SameEntry { func: String, other: String, offset: u64, target: String, first_line: usize },
     #[error(
-        "function `{func}` has {} versions in {target}: {}; name one (`{func}@@VERSION` for the default, \
+        "`{func}` has {} versions in {target}: {}; name one (`{func}@@VERSION` for the default, \
          `{func}@VERSION` for another)",
         versions.len(),
         versions.join(", ")

@@ -3,7 +3,7 @@
 
 use super::caveats::not_found_hint;
 use super::error::hex_list;
-use super::replacements::{not_cold_part, version_address};
+use super::replacements::{address_of, not_cold_part};
 use super::{Object, PackError, PackErrorKind, PackWarning, PendingRef, PendingTarget};
 use std::collections::HashMap;
 use std::path::Path;
@@ -72,10 +72,7 @@ pub(super) fn reference(
 ) -> Result<(Reference, Option<String>), PackErrorKind> {
     let tpath = &target.object.path;
     let name = &r.symbol.name;
-    let at = match &r.symbol.version {
-        Some(v) => Some(version_address(&target.object, &r.symbol, v)?),
-        None => r.symbol.at,
-    };
+    let at = address_of(&target.object, &r.symbol)?;
     let all: Vec<&Symbol> = target.object.elf.named(name).filter(|s| at.is_none_or(|o| s.value == o)).collect();
     if all.is_empty() {
         if let Some(callers) = target.object.elf.only_inlined(name) {

@@ -30,18 +30,7 @@ pub(super) fn replacement(
         return Err(PackErrorKind::DuplicateFunction { func: old.to_string(), target: tpath.clone(), first_line });
     }
     not_cold_part(name, tpath)?;
-    let at = match &old.version {
-        Some(v) => Some(version_address(&target.object, old, v)?),
-        None => old.at,
-    };
-    let versions: Vec<&SymbolVersion> = target.object.elf.info.versions_of(name).collect();
-    if at.is_none() && versions.iter().any(|v| v.value != versions[0].value) {
-        return Err(PackErrorKind::SeveralVersions {
-            func: name.into(),
-            target: tpath.clone(),
-            versions: spelled(&versions),
-        });
-    }
+    let at = address_of(&target.object, old)?;
     let candidates: Vec<&FunctionInfo> =
         target.object.functions().iter().filter(|f| f.name == name && at.is_none_or(|o| f.offset == o)).collect();
     let f = match candidates.as_slice() {
@@ -103,8 +92,25 @@ fn spelled(versions: &[&SymbolVersion]) -> Vec<String> {
     versions.iter().map(|v| format!("`{}` ({:#x})", v.spelled(), v.value)).collect()
 }
 
+/// The address `sym` picks in `object`: its `@OFFSET`, its version's, or `None` for a
+/// bare name, which is refused when its versions lie at several addresses.
+pub(super) fn address_of(object: &Object, sym: &SymbolName) -> Result<Option<u64>, PackErrorKind> {
+    if let Some(v) = &sym.version {
+        return version_address(object, sym, v).map(Some);
+    }
+    let versions: Vec<&SymbolVersion> = object.elf.info.versions_of(&sym.name).collect();
+    if sym.at.is_none() && versions.iter().any(|v| v.value != versions[0].value) {
+        return Err(PackErrorKind::SeveralVersions {
+            func: sym.name.clone(),
+            target: object.path.clone(),
+            versions: spelled(&versions),
+        });
+    }
+    Ok(sym.at)
+}
+
 /// The address `old` (written `name@VERSION` or `name@@VERSION`) stands for in `object`.
-pub(super) fn version_address(object: &Object, old: &SymbolName, v: &VersionName) -> Result<u64, PackErrorKind> {
+fn version_address(object: &Object, old: &SymbolName, v: &VersionName) -> Result<u64, PackErrorKind> {
     let versions: Vec<&SymbolVersion> = object.elf.info.versions_of(&old.name).collect();
     match versions.iter().find(|x| x.version == v.name) {
         None => Err(PackErrorKind::VersionNotFound {
