@@ -144,7 +144,7 @@ fn system_libc() {
     counts_agree(&v);
     let s = &v["summary"];
     let (n, planned) = (s["unpadded"].as_u64().unwrap(), s["entry_jump_plannable"].as_u64().unwrap());
-    assert!(n >= 2000 && planned * 100 >= n * 95, "{s}");
+    assert!(n >= 2000 && planned * 100 >= n * 90, "{s}");
     // A spin lock whose loop goes back to its first instruction; atoi is plain code.
     let spin = function(&v, "pthread_spin_lock");
     assert_eq!(spin["entry_jump"]["reason"], "branch-into-overwritten", "{spin}");
@@ -154,4 +154,7 @@ fn system_libc() {
     let envz = function(&v, "envz_get");
     assert!(envz["prologue"].is_null() && envz["entry_jump"]["plannable"] == true, "{envz}");
     assert_eq!(s["patchable"], 0, "{s}");
+    // strlen is an IFUNC: its address is the resolver, not worth an entry jump.
+    let strlen = function(&v, "strlen");
+    assert_eq!((&strlen["ifunc"], &strlen["entry_jump"]["reason"]), (&Value::Bool(true), &Value::from("ifunc")));
 }

@@ -146,6 +146,13 @@ fn ifunc_symbols_and_resolvers_are_refused_naming_the_implementations() {
         "gs_pick_resolver:gs_pick_fixed\n",
         &["function `gs_pick_resolver`", "is the resolver of the IFUNC `gs_pick`", "changes nothing", choices],
     );
+    // `pulp livepatchable` does not count them as patchable either.
+    let lp = pulp(&["livepatchable", "--json", gs.lib.to_str().unwrap()]);
+    let lp: Value = serde_json::from_str(&lp.stdout).unwrap_or_else(|e| panic!("{e}: {lp:#?}"));
+    for (name, ifunc) in [("gs_pick", true), ("gs_pick_resolver", true), ("gs_pick_generic", false)] {
+        let f = lp["functions"].as_array().unwrap().iter().find(|f| f["name"] == name).unwrap();
+        assert_eq!((&f["ifunc"], &f["supported"]), (&Value::Bool(ifunc), &Value::Bool(!ifunc)), "{f}");
+    }
     // The implementation itself packs.
     let (out, _) = gs.pack_lines(&gs.lib, "gs_pick_generic:gs_pick_fixed\n");
     out.assert_ok("pulp pack gs_pick_generic");
