@@ -192,3 +192,22 @@ fn the_dynamic_linker_is_refused() {
     let rtld = gs.work.shared("rtldlike", &CSpec::patchable(&["glibc_symbols.c"]).define("GS_RTLD", None).flag(&map));
     gs.refused_for(&rtld, "gs_name:gs_name_fixed\n", &["is the dynamic linker (it defines `_rtld_global`)"]);
 }
+
+#[test]
+fn the_systems_glibc_symbols_get_the_same_answers() {
+    let gs = Gs::new();
+    let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    gs.refused_for(
+        libc,
+        "memcpy:gs_value_fixed\n",
+        &[":3: `memcpy` has 2 versions in", "`memcpy@GLIBC_2.2.5` (0x", "`memcpy@@GLIBC_2.14` (0x"],
+    );
+    // Each version is found: the default one is an IFUNC, the old one a plain function
+    // (an alias of __memmove_sse2_unaligned) that Debian built without a pad.
+    gs.refused_for(libc, "memcpy@@GLIBC_2.14:gs_value_fixed\n", &["function `memcpy` in", "is an IFUNC"]);
+    gs.refused_for(libc, "memcpy@GLIBC_2.2.5:gs_value_fixed\n", &["function `memcpy` in", "has no patchable prologue"]);
+    let (out, _) = gs.pack_lines(libc, "strlen:gs_value_fixed\n");
+    out.assert_refused(&["is an IFUNC"]);
+    // The implementations are named when libc's debug file (libc6-dbg) gives their names.
+    assert!(out.stderr.contains("`__strlen_avx2`") || out.stderr.contains("not named by a symbol"), "{out:#?}");
+}
