@@ -144,9 +144,17 @@ fn system_libc() {
     counts_agree(&v);
     let s = &v["summary"];
     let (n, planned) = (s["unpadded"].as_u64().unwrap(), s["entry_jump_plannable"].as_u64().unwrap());
-    assert!(n >= 2000 && planned * 100 >= n * 95, "{s}");
+    assert!(n >= 2000 && planned * 100 >= n * 90, "{s}");
     // A spin lock whose loop goes back to its first instruction; atoi is plain code.
     let spin = function(&v, "pthread_spin_lock");
     assert_eq!(spin["entry_jump"]["reason"], "branch-into-overwritten", "{spin}");
     assert_eq!(function(&v, "atoi")["entry_jump"]["plannable"], true);
+    // libc defines `__fentry__`; its functions that begin with another call (envz_get
+    // calls envz_entry, `.cold` parts call abort) are not fentry functions.
+    let envz = function(&v, "envz_get");
+    assert!(envz["prologue"].is_null() && envz["entry_jump"]["plannable"] == true, "{envz}");
+    assert_eq!(s["patchable"], 0, "{s}");
+    // strlen is an IFUNC: its address is the resolver, not worth an entry jump.
+    let strlen = function(&v, "strlen");
+    assert_eq!((&strlen["ifunc"], &strlen["entry_jump"]["reason"]), (&Value::Bool(true), &Value::from("ifunc")));
 }
