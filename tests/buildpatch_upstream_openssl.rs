@@ -11,7 +11,11 @@ mod common;
 #[path = "buildpatch/kept.rs"]
 mod kept;
 
-use common::{build_patch_incremental, copy_dir, functions_of, recompiled_units, upstream_fix};
+use std::path::PathBuf;
+
+use common::{
+    assert_refused, build_patch_incremental, copy_dir, fixtures, functions_of, recompiled_units, upstream_fix,
+};
 use libpulp_rs_tests::{apply, crate_sources, revert, run, App, CSpec, Work};
 
 /// The kept build's command: configured as a shared library, only the two libraries built.
@@ -25,10 +29,15 @@ const CRASHED: &str = "t0: crashed: signal 11; t1: crashed: signal 11; t2: crash
 const FIXED: &str =
     "t0: error: decode error; t1: error: decode error; t2: error: decode error; t3: error: decode error";
 
+/// OpenSSL 3.0.8 built live-patchable, once per `target/`.
+fn kept_openssl() -> PathBuf {
+    let sources = crate_sources("openssl-src", "openssl");
+    kept::kept_build("openssl-3.0.8", |dir| copy_dir(&sources, dir), KEPT_BUILD)
+}
+
 #[test]
 fn openssl_cve_2024_0727_is_fixed_in_every_thread_of_a_running_process() {
-    let sources = crate_sources("openssl-src", "openssl");
-    let kept = kept::kept_build("openssl-3.0.8", |dir| copy_dir(&sources, dir), KEPT_BUILD);
+    let kept = kept_openssl();
     let library = kept.join("libcrypto.so.3");
     let check = run(std::process::Command::new(&libpulp_rs_tests::artifacts().pulp).arg("livepatchable").arg(&library));
     println!("{}", check.stdout.lines().last().unwrap_or_default());
@@ -81,4 +90,41 @@ fn openssl_cve_2024_0727_is_fixed_in_every_thread_of_a_running_process() {
     assert_eq!(app.ask("check"), CRASHED, "the bug is back in every thread after the revert");
     assert_eq!(app.ask("sync"), "workers ok");
     app.assert_alive();
+}
+
+/// The providers are linked into libcrypto from archives (`providers/libdefault.a`):
+/// a change there is found in the archive's member.
+#[test]
+fn a_provider_linked_from_an_archive_is_patched() {
+    let kept = kept_openssl();
+    let work = Work::new();
+    let diff = fixtures().join("openssl/provider-in-archive.patch");
+    let out = build_patch_incremental(work.path(), &kept, &diff, BUILD, "libcrypto.so.3", "provider");
+    out.assert_ok("pulp build-patch (a provider)");
+    println!("{}", out.stdout);
+    assert_eq!(
+        recompiled_units(&work.path().join("bp")),
+        ["providers/implementations/digests/libdefault-lib-sha2_prov.o"]
+    );
+    assert!(
+        out.stdout.contains("sha1_set_ctx_params (providers/implementations/digests/sha2_prov.c)"),
+        "{}",
+        out.stdout
+    );
+    assert!(functions_of(&work.path().join("out/fix.so")).contains(&"sha1_set_ctx_params".to_string()));
+}
+
+/// OpenSSL's perl-generated assembly is not compiled from C: a change there is refused,
+/// naming the object and the perl file, and nothing is written.
+#[test]
+fn a_change_of_perl_generated_assembly_is_refused() {
+    let kept = kept_openssl();
+    let work = Work::new();
+    let diff = fixtures().join("openssl/perl-assembly.patch");
+    let out = build_patch_incremental(work.path(), &kept, &diff, BUILD, "libcrypto.so.3", "assembly");
+    assert_refused(
+        &out,
+        &["crypto/aes/libcrypto-shlib-aes-x86_64.o changes", "not compiled from C", "crypto/aes/asm/aes-x86_64.pl"],
+    );
+    assert!(!work.path().join("out/fix.so").exists() && !work.path().join("out/fix.meta").exists());
 }
