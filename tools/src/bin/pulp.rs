@@ -56,6 +56,7 @@ enum Cmd {
     ///                                replaces, its original code
     ///   #lenfix.1@2a40+8:ref         a symbol picked by offset, plus an addend
     ///   #%tls_var:ref_tls            a thread-local variable: its 16-byte tls_index
+    ///   #%tls_var:ref tp-offset      ... its offset from the thread pointer (static TLS)
     ///   #helper:ref got-relative     its address minus the patch's GOT (pulp build-patch)
     ///
     /// Relative paths are resolved against the .dsc's folder. Static symbols of a stripped
@@ -96,7 +97,9 @@ enum Cmd {
     ///
     /// Exits 0 when at least one function can be patched by this release and every
     /// exported function has a patchable prologue, 1 otherwise. Static functions of a
-    /// stripped object come from its debug file (see `pulp pack --help`).
+    /// stripped object come from its debug file (see `pulp pack --help`). For functions
+    /// without a pad it also says whether an entry jump could overwrite their first
+    /// instructions, or why not (a plan only: this release does not apply entry jumps).
     Livepatchable {
         /// The shared object (or executable) to inspect.
         file: PathBuf,

@@ -539,6 +539,7 @@ fn dsc_text(
         };
         let line = match r.kind {
             RefKind::TlsIndex => format!("#%{}{at}:{}", r.symbol, r.var),
+            RefKind::TpOffset => format!("#%{}{at}:{} tp-offset", r.symbol, r.var),
             RefKind::GotRelative => format!("#{}{at}{add}:{} got-relative", r.symbol, r.var),
             _ => format!("#{}{at}{add}:{}", r.symbol, r.var),
         };

@@ -17,6 +17,8 @@
 //! #lenfix.1@2a40+8:ref           ... of a symbol picked by offset, plus (or minus) an addend
 //! #%tls_var:ref_tls              thread-local: ref_tls receives its 16-byte tls_index
 //! #helper:ref_h got-relative     ... its address minus the patch's GOT (pulp build-patch)
+//! #%errno:ref_e tp-offset        thread-local of a static-TLS target: its 8-byte offset from
+//!                                the thread pointer (initial-exec code, pulp build-patch)
 //! ```
 //!
 //! A comment may also end a line: ` # text` (whitespace, `#`, then whitespace or the end of
@@ -50,6 +52,8 @@ pub enum RefForm {
     Tls,
     /// `#sym:var got-relative`: the address minus the patch object's GOT.
     GotRelative,
+    /// `#%sym:var tp-offset`: a thread-local variable's address minus the thread pointer.
+    TpOffset,
 }
 
 /// A `%` option.
@@ -198,7 +202,8 @@ fn option(text: &str, line: &str) -> Result<DscOption, ParseErrorKind> {
 }
 
 fn reference(text: &str, line: &str) -> Result<Item, ParseErrorKind> {
-    const SHAPE: &str = "expected `#symbol:variable`, `#%symbol:variable` or `#symbol:variable got-relative`";
+    const SHAPE: &str = "expected `#symbol:variable`, `#%symbol:variable`, `#%symbol:variable tp-offset` or \
+                         `#symbol:variable got-relative`";
     let mut words = text.split_whitespace();
     let main = words.next().unwrap_or_default();
     let modifier = words.next();
@@ -213,7 +218,13 @@ fn reference(text: &str, line: &str) -> Result<Item, ParseErrorKind> {
         (false, None) => RefForm::Plain,
         (true, None) => RefForm::Tls,
         (false, Some("got-relative")) => RefForm::GotRelative,
-        (true, Some(_)) => return Err(malformed(line, "a thread-local reference (`#%`) takes no modifier")),
+        (true, Some("tp-offset")) => RefForm::TpOffset,
+        (true, Some(_)) => {
+            return Err(malformed(line, "unknown modifier of a thread-local reference (`#%`; known: `tp-offset`)"))
+        }
+        (false, Some("tp-offset")) => {
+            return Err(malformed(line, "`tp-offset` is for thread-locals: write `#%symbol:variable tp-offset`"))
+        }
         (false, Some(_)) => return Err(malformed(line, "unknown modifier (known: `got-relative`)")),
     };
     let Some((sym, var)) = main.split_once(':') else { return Err(malformed(line, SHAPE)) };
@@ -390,6 +401,18 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_pointer_offset_reference() {
+        assert_eq!(
+            items("fix.so\n@t.so\n#%errno:ref_e tp-offset\n")[2],
+            (
+                3,
+                Item::Reference { symbol: sym("errno", None), addend: 0, form: RefForm::TpOffset, var: "ref_e".into() }
+            )
+        );
+        assert!(err("fix.so\n@t.so\n#errno:ref_e tp-offset\n").contains("write `#%symbol:variable tp-offset`"));
+    }
+
+    #[test]
     fn malformed_lines_name_their_line() {
         assert_eq!(err("@t.so\n"), "line 1: no patch .so: the first line that is not a label, option or comment must name the .so holding the new functions");
         assert!(err("!only a label\n").starts_with("no patch .so"), "no line: the whole text lacks it");
@@ -398,7 +421,7 @@ mod tests {
         assert!(err("fix.so\n@t.so\nfoo:bar # trailing\nfoo: bar baz\n").starts_with("line 4: malformed line"));
         assert!(err("fix.so\n@t.so\n#x\n").contains("expected `#symbol:variable`"));
         assert!(err("fix.so\n@t.so\n#x:y z\n").contains("unknown modifier"));
-        assert!(err("fix.so\n@t.so\n#%x:y got-relative\n").contains("takes no modifier"));
+        assert!(err("fix.so\n@t.so\n#%x:y got-relative\n").contains("known: `tp-offset`"));
         assert!(err("fix.so\n@t.so\n#x@zz:y\n").contains("offset in hex"));
         assert!(err("fix.so\n@t.so\n#x+q:y\n").contains("`+`/`-` must be followed by a number"));
         assert!(matches!(items("fix.so\n@t.so\n#x-4:y\n")[2].1, Item::Reference { addend: -4, .. }));

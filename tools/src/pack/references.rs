@@ -87,7 +87,7 @@ pub(super) fn reference(
         };
         return Err(PackErrorKind::UnknownSymbol { symbol: r.symbol.to_string(), target: tpath.clone(), hint });
     }
-    let wants_tls = r.form == RefForm::Tls;
+    let wants_tls = matches!(r.form, RefForm::Tls | RefForm::TpOffset);
     let fitting: Vec<&Symbol> = all.iter().copied().filter(|s| (s.kind == SymbolKind::Tls) == wants_tls).collect();
     let sym = match fitting.as_slice() {
         [] if wants_tls => {
@@ -113,6 +113,7 @@ pub(super) fn reference(
     let replaced = sym.kind == SymbolKind::Function && target.functions.iter().any(|f| f.offset == sym.value);
     let kind = match r.form {
         RefForm::Tls => RefKind::TlsIndex,
+        RefForm::TpOffset => RefKind::TpOffset,
         RefForm::GotRelative => RefKind::GotRelative,
         RefForm::Plain if replaced && r.addend == 0 => RefKind::Original,
         RefForm::Plain => RefKind::Address,
