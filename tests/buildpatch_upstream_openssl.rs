@@ -4,14 +4,15 @@
 //! `pulp build-patch --incremental`, which rebuilds only the four files of the fix.
 //! A program with 4 worker threads that parse PKCS#12 files in a loop through the patched
 //! functions shows the crash in every thread, the patch applied the clean error in every
-//! thread, reverted the crash again.
+//! thread, reverted the crash again. CVE-2023-2975 the same way, in the default provider
+//! (AES-SIV), which libcrypto links from an archive.
 
 #[path = "buildpatch/common.rs"]
 mod common;
 #[path = "buildpatch/kept.rs"]
 mod kept;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{
     assert_refused, build_patch_incremental, copy_dir, fixtures, functions_of, recompiled_units, upstream_fix,
@@ -68,6 +69,13 @@ fn openssl_cve_2024_0727_is_fixed_in_every_thread_of_a_running_process() {
     println!("patch object: {patch} bytes; libcrypto.so.3: {lib} bytes");
     assert!(patch < lib / 20, "the patch object ({patch} bytes) is not much smaller than libcrypto ({lib} bytes)");
 
+    live(&work, &kept, &[], CRASHED, FIXED);
+}
+
+/// The program on the kept libcrypto (with `args`): the probe shows `bug` in every
+/// thread, the patch `out/fix.meta` applied `fixed`, reverted `bug` again; the workers
+/// stay right throughout.
+fn live(work: &Work, kept: &Path, args: &[&str], bug: &str, fixed: &str) {
     let app = work.executable(
         "openssl_app",
         &CSpec::plain(&["openssl_app.c"])
@@ -77,41 +85,39 @@ fn openssl_cve_2024_0727_is_fixed_in_every_thread_of_a_running_process() {
             .flag("-lcrypto")
             .flag(&format!("-Wl,-rpath,{}", kept.display())),
     );
-    let mut app = App::start(&app);
+    let mut app = App::start_with(&app, true, args);
     let pid = app.pid();
-    assert_eq!(app.ask("check"), CRASHED, "the bug shows in every thread before the patch");
+    assert_eq!(app.ask("check"), bug, "the bug shows in every thread before the patch");
     assert_eq!(app.ask("sync"), "workers ok");
 
     apply(pid, &work.path().join("out/fix.meta")).assert_ok("pulp-trigger");
-    assert_eq!(app.ask("check"), FIXED, "every thread runs the fixed code");
+    assert_eq!(app.ask("check"), fixed, "every thread runs the fixed code");
     assert_eq!(app.ask("sync"), "workers ok");
 
     revert(pid, &work.path().join("out/fix.meta")).assert_ok("pulp-trigger --revert");
-    assert_eq!(app.ask("check"), CRASHED, "the bug is back in every thread after the revert");
+    assert_eq!(app.ask("check"), bug, "the bug is back in every thread after the revert");
     assert_eq!(app.ask("sync"), "workers ok");
     app.assert_alive();
 }
 
-/// The providers are linked into libcrypto from archives (`providers/libdefault.a`):
-/// a change there is found in the archive's member.
+/// CVE-2023-2975, a fix of the default provider, linked into libcrypto from
+/// `providers/libdefault.a`: AES-SIV authenticates an empty associated data item once
+/// patched, in every thread.
 #[test]
-fn a_provider_linked_from_an_archive_is_patched() {
+fn openssl_cve_2023_2975_in_a_provider_is_fixed_in_every_thread() {
     let kept = kept_openssl();
     let work = Work::new();
-    let diff = fixtures().join("openssl/provider-in-archive.patch");
-    let out = build_patch_incremental(work.path(), &kept, &diff, BUILD, "libcrypto.so.3", "provider");
-    out.assert_ok("pulp build-patch (a provider)");
+    let fix = upstream_fix("openssl-CVE-2023-2975.patch");
+    let out = build_patch_incremental(work.path(), &kept, &fix, BUILD, "libcrypto.so.3", "CVE-2023-2975");
+    out.assert_ok("pulp build-patch (OpenSSL provider)");
     println!("{}", out.stdout);
     assert_eq!(
         recompiled_units(&work.path().join("bp")),
-        ["providers/implementations/digests/libdefault-lib-sha2_prov.o"]
+        ["providers/implementations/ciphers/libdefault-lib-cipher_aes_siv.o"]
     );
-    assert!(
-        out.stdout.contains("sha1_set_ctx_params (providers/implementations/digests/sha2_prov.c)"),
-        "{}",
-        out.stdout
-    );
-    assert!(functions_of(&work.path().join("out/fix.so")).contains(&"sha1_set_ctx_params".to_string()));
+    assert!(out.stdout.contains("siv_cipher (providers/implementations/ciphers/cipher_aes_siv.c)"), "{}", out.stdout);
+    let each = |r: &str| (0..4).map(|i| format!("t{i}: {r}")).collect::<Vec<_>>().join("; ");
+    live(&work, &kept, &["siv"], &each("empty AD ignored"), &each("empty AD authenticated"));
 }
 
 /// OpenSSL's perl-generated assembly is not compiled from C: a change there is refused,
