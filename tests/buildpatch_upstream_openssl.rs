@@ -19,10 +19,12 @@ use common::{
 };
 use libpulp_rs_tests::{apply, crate_sources, revert, run, App, CSpec, Work};
 
-/// The kept build's command: configured as a shared library, only the two libraries built.
+/// The kept build's command: configured as a shared library, only the two libraries
+/// built, then `make depend` (which `make all` runs at its end): the header dependencies
+/// the compiles wrote go into the Makefile, so a fix of a header rebuilds its users.
 const KEPT_BUILD: &str = "CC=gcc ./Configure linux-x86_64 shared no-tests >configure.log && \
                           make -s -j2 CC=\"$CC\" build_generated && \
-                          make -s -j2 CC=\"$CC\" libcrypto.so.3 libssl.so.3";
+                          make -s -j2 CC=\"$CC\" libcrypto.so.3 libssl.so.3 && make -s depend";
 /// What `pulp build-patch` runs in the fixed copy.
 const BUILD: &str = "make -s -j2 CC=\"$CC\" libcrypto.so.3 libssl.so.3";
 
