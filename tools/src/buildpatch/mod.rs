@@ -43,7 +43,7 @@ use pulp_meta::{PatchMeta, RefKind};
 
 use generate::{Input, Replaced, Slot, UnitOutput};
 use target::TargetIndex;
-use units::{compare_units, matching_link, refuse_data_and_layout_changes, Unit};
+use units::{compare_units, matching_link, refuse_changed_other_objects, refuse_data_and_layout_changes, Unit};
 use workspace::{BuildEnv, LinkRecord};
 
 /// What `pulp build-patch` is asked to do.
@@ -298,6 +298,7 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
             lto.join(", ")
         )]));
     }
+    refuse_changed_other_objects(&before, &after, &link, &diff)?;
     let units = compare_units(&before, &after, &link)?;
     if units.iter().all(|u| u.diff.is_empty()) {
         let files = rtld::changed_files(&std::fs::read_to_string(&diff).unwrap_or_default());
