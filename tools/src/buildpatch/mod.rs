@@ -249,7 +249,7 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
     let env = BuildEnv { wrapper: &wrapper, wrapper_cxx: &cxx, map: &src };
 
     let after_root = work.join("after");
-    let (before, after, link) = if opts.incremental {
+    let (mut before, mut after, link) = if opts.incremental {
         // The kept build is the original; its link must be the running object.
         let mut before = incremental::kept_build(&src)?;
         let link = matching_link(&before, &target)?;
@@ -273,6 +273,11 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
         (before, after, link)
     };
 
+    // The units behind partial links (glibc's libc_pic.os) are their links' own.
+    before.links = partial::flattened(&before);
+    after.links = partial::flattened(&after);
+    let link = partial::through_partial_links(&before, &link);
+
     let start = Instant::now();
     let mut report = Report {
         build_before: before.took,
@@ -282,8 +287,6 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
         work_dir: work.clone(),
         ..Default::default()
     };
-    // The units behind partial links (glibc's libc_pic.os) are the target's too.
-    let link = partial::through_partial_links(&before, &link);
     let lto: Vec<String> = before
         .units_of(&link)
         .iter()
@@ -298,10 +301,13 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
             lto.join(", ")
         )]));
     }
+    let files = rtld::changed_files(&std::fs::read_to_string(&diff).unwrap_or_default());
+    if let Some(why) = rtld::only_in_the_dynamic_linker(&after, &files) {
+        return Err(BuildPatchError::Refused(vec![why]));
+    }
     refuse_changed_other_objects(&before, &after, &link, &diff)?;
     let units = compare_units(&before, &after, &link)?;
     if units.iter().all(|u| u.diff.is_empty()) {
-        let files = rtld::changed_files(&std::fs::read_to_string(&diff).unwrap_or_default());
         let elsewhere = rtld::where_changes_went(&after, &files);
         return Err(BuildPatchError::NothingChanged { target: target.display().to_string(), elsewhere });
     }
@@ -438,7 +444,11 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
 
     // The description, packed.
     let dsc = out_dir.join(format!("{name}.dsc"));
-    let text = dsc_text(&name, &diff, &opts.labels, &target, &replaced, &report.references);
+    let mut text = dsc_text(&name, &diff, &opts.labels, &target, &replaced, &report.references);
+    if let Some(why) = rtld::immediate_only(&target_info) {
+        text.push_str("%immediate\n");
+        report.warnings.push(why);
+    }
     std::fs::write(&dsc, &text).map_err(|e| BuildPatchError::Output(format!("{}: {e}", dsc.display())))?;
     let mut pack_opts = crate::pack::PackOptions { debug: opts.debug.clone(), generated: true, ..Default::default() };
     if running.stripped() {

@@ -29,6 +29,11 @@ pub fn through_partial_links(built: &Built, link: &LinkRecord) -> LinkRecord {
     LinkRecord { output: link.output.clone(), inputs, libs: link.libs.clone() }
 }
 
+/// Every link of `built`, [`through_partial_links`].
+pub fn flattened(built: &Built) -> Vec<LinkRecord> {
+    built.links.iter().map(|l| through_partial_links(built, l)).collect()
+}
+
 /// An ELF relocatable object (`ET_REL`): what a partial link makes.
 pub(super) fn is_relocatable(path: &Path) -> bool {
     let mut head = [0u8; 18];

@@ -33,6 +33,21 @@ pub fn dynamic_linker(path: &Path, info: &ObjectInfo) -> Option<String> {
     })
 }
 
+/// Why a patch of `info` must switch every thread at once (`%immediate`), if it must:
+/// the C library's exported entries are where a gated transition puts its gates, and the
+/// runtime's gate path (unwinding, its log, system calls) calls the C library itself, so
+/// it would enter a gate again, recursively, until its stack overflows.
+pub fn immediate_only(info: &ObjectInfo) -> Option<String> {
+    let soname = info.soname.as_deref()?;
+    soname.starts_with("libc.so").then(|| {
+        format!(
+            "the patch is packed %immediate (every thread switches at once; a thread inside a replaced \
+             function finishes the old code): {soname} is the C library, which the runtime's transition \
+             gates themselves call"
+        )
+    })
+}
+
 /// The files `diff` changes (`+++ b/PATH` lines, `-p1`).
 pub fn changed_files(diff: &str) -> Vec<String> {
     let mut out: Vec<String> = diff
@@ -53,20 +68,12 @@ pub fn changed_files(diff: &str) -> Vec<String> {
 /// changed files.
 pub fn where_changes_went(after: &Built, files: &[String]) -> Vec<String> {
     let mut out = Vec::new();
-    for file in files {
-        let source = after.root.join(file);
-        let objects: BTreeSet<PathBuf> =
-            after.tus.iter().filter(|t| t.source == source).map(|t| after.root.join(&t.key)).collect();
-        if objects.is_empty() {
-            continue;
-        }
-        let finals = final_outputs(after, &objects);
+    for (file, objects, finals) in files_and_objects(after, files) {
         let named: Vec<String> = finals
             .iter()
             .map(|p| {
                 let rel = p.strip_prefix(&after.root).unwrap_or(p).display().to_string();
-                let rtld = ObjectInfo::read(p).ok().and_then(|i| dynamic_linker(p, &i)).is_some();
-                if rtld {
+                if is_dynamic_linker(p) {
                     format!("{rel} (the dynamic linker: not live-patchable)")
                 } else {
                     rel
@@ -81,6 +88,42 @@ pub fn where_changes_went(after: &Built, files: &[String]) -> Vec<String> {
         out.push(format!("{file} is compiled into {}, linked into {into}", rel_list(after, &objects)));
     }
     out
+}
+
+/// When every changed source the build compiled went into the dynamic linker only: the
+/// refusal, naming where each went.
+pub fn only_in_the_dynamic_linker(after: &Built, files: &[String]) -> Option<String> {
+    let reached: Vec<bool> = files_and_objects(after, files)
+        .iter()
+        .map(|(_, _, finals)| !finals.is_empty() && finals.iter().all(|p| is_dynamic_linker(p)))
+        .collect();
+    (!reached.is_empty() && reached.iter().all(|r| *r)).then(|| {
+        format!(
+            "the fix changes only code of the dynamic linker (ld.so), which a live patch cannot replace: it runs \
+             at start-up, before any patch can be loaded, and loads the patches (restart the processes with the \
+             fixed ld.so):{}",
+            where_changes_went(after, files).iter().map(|w| format!("\n    {w}")).collect::<String>()
+        )
+    })
+}
+
+/// Each changed file the build compiled: its objects and the linked objects they went into.
+fn files_and_objects<'a>(after: &Built, files: &'a [String]) -> Vec<(&'a str, BTreeSet<PathBuf>, BTreeSet<PathBuf>)> {
+    let mut out = Vec::new();
+    for file in files {
+        let source = after.root.join(file);
+        let objects: BTreeSet<PathBuf> =
+            after.tus.iter().filter(|t| t.source == source).map(|t| after.root.join(&t.key)).collect();
+        if !objects.is_empty() {
+            let finals = final_outputs(after, &objects);
+            out.push((file.as_str(), objects, finals));
+        }
+    }
+    out
+}
+
+fn is_dynamic_linker(p: &Path) -> bool {
+    ObjectInfo::read(p).ok().and_then(|i| dynamic_linker(p, &i)).is_some()
 }
 
 fn rel_list(after: &Built, paths: &BTreeSet<PathBuf>) -> String {
