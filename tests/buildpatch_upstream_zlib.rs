@@ -85,3 +85,21 @@ fn live(work: &Work, include: &Path, running_dir: &Path, out: &Path) {
     assert_eq!(app.ask("sync"), "workers ok");
     app.assert_alive();
 }
+
+/// `--incremental` on a tree that was not built through pulp-cc: refused, saying how to
+/// build it, and nothing is written.
+#[test]
+fn incremental_needs_a_tree_built_through_pulp_cc() {
+    let work = Work::new();
+    let src = work.path().join("src");
+    with_bug_put_back(&crate_sources("libz-sys", "src/zlib"), "zlib.mk", "zlib-CVE-2022-37434.patch", &src);
+    // Any object with a build-id: the records are checked before the build.
+    std::fs::copy("/bin/true", src.join("libz.so")).unwrap();
+    let fix = common::upstream_fix("zlib-CVE-2022-37434.patch");
+    let out = build_patch_incremental(work.path(), &src, &fix, "make -s", "libz.so", "x");
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    for w in [".pulp-records/records.jsonl", "PULP_BUILDPATCH_RECORD_ONLY=1", "drop --incremental"] {
+        assert!(out.stderr.contains(w), "the error does not say `{w}`: {}", out.stderr);
+    }
+    assert!(!work.path().join("out/fix.so").exists() && !work.path().join("bp/after").exists());
+}

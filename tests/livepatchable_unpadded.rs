@@ -1,6 +1,6 @@
 //! What `pulp livepatchable` says of functions built without a pad: whether an entry jump
 //! could overwrite their first instructions, and why not. On a gcc-built fixture with one
-//! function of each verdict (tests/fixtures/unpadded_lib.c), with and without `endbr64`,
+//! function of each verdict (tests/fixtures/unpadded_verdicts.c), with and without `endbr64`,
 //! and on the system's own libz and libc.
 
 use std::collections::BTreeMap;
@@ -54,7 +54,7 @@ fn counts_agree(v: &Value) {
 fn fixture_functions_get_their_verdicts() {
     let work = Work::new();
     for (name, flag, kept) in [("unpadded", "-fcf-protection=none", 0), ("unpadded_ibt", "-fcf-protection", 4)] {
-        let lib = work.shared(name, &CSpec::plain(&["unpadded_lib.c"]).compiler("gcc").flag(flag));
+        let lib = work.shared(name, &CSpec::plain(&["unpadded_verdicts.c"]).compiler("gcc").flag(flag));
         let (out, v) = livepatchable_json(&lib);
         assert_eq!(out.code, Some(1), "no function has a prologue: the object does not pass: {out:#?}");
         assert_eq!(v["livepatchable"], false);

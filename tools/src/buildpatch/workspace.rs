@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// One translation unit the wrapper compiled.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TuRecord {
     /// Its object file (or `OUTPUT#SOURCE`), relative to the copy's root.
     pub key: String,
@@ -239,7 +239,8 @@ pub fn build(root: &Path, command: &str, records: &Path, env: &BuildEnv<'_>, wha
         ));
     }
     let (tus, links) = read_records(&records.join("records.jsonl"))?;
-    if tus.is_empty() {
+    // A build that only assembles and links (a fix of assembly) is judged by its links.
+    if tus.is_empty() && links.is_empty() {
         return Err(format!(
             "the build of the {what} sources compiled nothing through $CC (was everything up to date, or does \
              the build command ignore CC?); its output is in {}",
@@ -293,4 +294,47 @@ pub mod pulp_side {
     pub const ROOT_ENV: &str = "PULP_BUILDPATCH_ROOT";
     pub const MAP_ENV: &str = "PULP_BUILDPATCH_MAP";
     pub const RECORD_ONLY_ENV: &str = "PULP_BUILDPATCH_RECORD_ONLY";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(dir: &Path, cmd: &str) {
+        let out = Command::new("sh").arg("-c").arg(cmd).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn archive_members_are_the_recorded_objects_they_hold() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        // Two objects of one name in two folders; each archive holds one of them.
+        sh(
+            root,
+            "mkdir x y && echo 'int f(void){return 1;}' > x/u.c && echo 'int g(void){return 2;}' > y/u.c && \
+             cc -c x/u.c -o x/u.o && cc -c y/u.c -o y/u.o && cc -c x/u.c -o other.o && \
+             ar rc lib.a x/u.o && ar rcT thin.a y/u.o",
+        );
+        let tu = |key: &str| TuRecord { key: key.into(), ..Default::default() };
+        let built = Built {
+            root: root.to_path_buf(),
+            tus: vec![tu("x/u.o"), tu("y/u.o"), tu("other.o"), tu("unused.o")],
+            links: Vec::new(),
+            took: Duration::ZERO,
+        };
+        let link = |inputs: &[&str]| LinkRecord {
+            output: root.join("libt.so"),
+            inputs: inputs.iter().map(|i| root.join(i)).collect(),
+            libs: Vec::new(),
+        };
+        let keys = |l: &LinkRecord| built.units_of(l).iter().map(|t| t.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&link(&["lib.a"])), ["x/u.o"], "the member with x/u.o's content");
+        assert_eq!(keys(&link(&["thin.a"])), ["y/u.o"], "a thin archive names its member's place");
+        assert_eq!(keys(&link(&["other.o", "lib.a"])), ["x/u.o", "other.o"]);
+        assert!(archive_members(&root.join("x/u.o")).is_none(), "an object is no archive");
+        let members = archive_members(&root.join("lib.a")).unwrap();
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].name, b"u.o");
+    }
 }

@@ -57,6 +57,8 @@ pub enum PackErrorKind {
         "function `{func}` in {target} has no patchable prologue (build it with -fpatchable-function-entry=16,14)"
     )]
     NotPatchable { func: String, target: String },
+    #[error("function `{func}` in {target} has no pad and its entry cannot be redirected: {reason}")]
+    Unpadded { func: String, target: String, reason: String },
     #[error("function `{func}` in {target} has a {kind} prologue, which is not supported yet")]
     UnsupportedPrologue { func: String, target: String, kind: Prologue },
     #[error("function `{func}` already replaced in {target} at line {first_line}")]

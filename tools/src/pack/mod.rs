@@ -23,6 +23,7 @@ pub mod livepatchable;
 mod object;
 mod references;
 mod replacements;
+mod unpadded;
 
 use caveats::caveats;
 pub use error::{PackError, PackErrorKind};

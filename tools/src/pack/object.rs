@@ -10,6 +10,8 @@ use pulp_elf::{DebugSearch, FunctionInfo, Inspected};
 pub(super) struct Object {
     pub(super) path: String,
     pub(super) elf: Inspected,
+    /// Addresses other code or data may branch to (for unpadded functions), found once.
+    inbound: std::cell::OnceCell<Vec<u64>>,
 }
 
 impl Object {
@@ -36,12 +38,17 @@ impl Object {
                 elf
             }
         };
-        Ok(Self { elf, path: path_str })
+        Ok(Self { elf, path: path_str, inbound: std::cell::OnceCell::new() })
     }
 
     /// The object's build-id ([`Object::open`] refuses an object without one).
     pub(super) fn build_id(&self) -> &[u8] {
         self.elf.info.build_id.as_deref().expect("Object::open checked the build-id")
+    }
+
+    /// `pulp_unpadded::inbound_addresses` of the object (`file`: its parsed bytes).
+    pub(super) fn inbound(&self, file: &object::File) -> &[u64] {
+        self.inbound.get_or_init(|| pulp_unpadded::inbound_addresses(file))
     }
 
     pub(super) fn functions(&self) -> &[FunctionInfo] {

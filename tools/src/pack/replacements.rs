@@ -7,7 +7,7 @@ use super::{Object, PackErrorKind, PendingTarget};
 use super::dsc::{SymbolName, VersionName};
 use pulp_elf::symbols::cold_parent;
 use pulp_elf::{FunctionInfo, SymbolVersion};
-use pulp_meta::Function;
+use pulp_meta::{Function, Prologue};
 
 /// Cold parts (`f.cold`) are not entry points: neither replaced nor referred to.
 pub(super) fn not_cold_part(name: &str, tpath: &str) -> Result<(), PackErrorKind> {
@@ -70,12 +70,13 @@ pub(super) fn replacement(
             first_line: *first_line,
         });
     }
-    let prologue = match f.prologue {
-        None => return Err(PackErrorKind::NotPatchable { func: name.into(), target: tpath.clone() }),
+    let (prologue, displaced) = match f.prologue {
+        // No pad: overwrite its first instructions, when that is safe.
+        None => (Prologue::Unpadded, Some(super::unpadded::displaced(&target.object, f)?)),
         Some(k) if !k.is_supported() => {
             return Err(PackErrorKind::UnsupportedPrologue { func: name.into(), target: tpath.clone(), kind: k })
         }
-        Some(k) => k,
+        Some(k) => (k, None),
     };
     let in_patch: Vec<&FunctionInfo> = patch.functions().iter().filter(|f| f.name == new).collect();
     if in_patch.is_empty() {
@@ -84,7 +85,7 @@ pub(super) fn replacement(
     if !in_patch.iter().any(|f| f.global && f.dynamic) {
         return Err(PackErrorKind::NewNotExported { func: new.into(), patch_so: patch.path.clone() });
     }
-    Ok(Function { old: name.into(), offset: f.offset, prologue, new: new.into() })
+    Ok(Function { old: name.into(), offset: f.offset, prologue, displaced, new: new.into() })
 }
 
 /// `name@VERSION (0xOFFSET)` for each version.
