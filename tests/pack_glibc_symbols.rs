@@ -226,7 +226,8 @@ fn the_systems_glibc_symbols_get_the_same_answers() {
         &[":3: `memcpy` has 2 versions in", "`memcpy@GLIBC_2.2.5` (0x", "`memcpy@@GLIBC_2.14` (0x"],
     );
     // Each version is found: the default one is an IFUNC, the old one a plain function
-    // (an alias of __memmove_sse2_unaligned) whose entry other code enters 3 bytes in.
+    // (an alias of __memmove_sse2_unaligned) that Debian built without a pad, whose entry
+    // cannot be overwritten: the other memmove entry points enter it 3 bytes in.
     gs.refused_for(libc, "memcpy@@GLIBC_2.14:gs_value_fixed\n", &["function `memcpy` in", "is an IFUNC"]);
     gs.refused_for(
         libc,
