@@ -162,6 +162,28 @@ fn a_function_the_runtime_itself_calls_is_patched_and_reverted() {
     app.assert_alive();
 }
 
+/// A thread that blocks SIGTRAP would be killed by the int3 (the kernel resets the
+/// action to the default): the apply stops before the first write, the process runs
+/// on unpatched, and applies once the thread unblocks it.
+#[test]
+fn a_thread_blocking_sigtrap_holds_the_write_back() {
+    let work = Work::new();
+    let (app_path, fix) = build(&work);
+    let meta = work.patch("libz", &fix, &[(Path::new(LIBZ), &[("zlibVersion", "zlibVersion_pulp")])]);
+    let mut app = libpulp_rs_tests::App::start(&app_path);
+    let pid = app.pid();
+    let version = app.ask("version");
+    assert_eq!(app.ask("block"), "ok");
+    apply(pid, &meta).assert_refused(&["blocks SIGTRAP"]);
+    assert_eq!(app.ask("version"), version);
+    assert_as_in_file(pid, LIBZ, &["zlibVersion"]);
+    assert_eq!(app.ask("unblock"), "ok");
+    apply(pid, &meta).assert_ok("pulp-trigger once SIGTRAP is unblocked");
+    assert_eq!(app.ask("version"), "1.2.13-pulp");
+    assert_workers_call(&mut app);
+    app.assert_alive();
+}
+
 /// Two patches stacked on one unpadded function, reverted in either order.
 #[test]
 fn patches_stack_on_an_unpadded_function() {
