@@ -22,7 +22,8 @@
 //! touch) come the few words the dynamic linker relocates at start (`crtbeginS.o`'s
 //! `__dso_handle`, std's and `memchr`'s pointers, the personality reference) and std's
 //! `ARGC`/`ARGV`, which its initialiser writes: they share the page where `.bss` begins,
-//! which the dynamic linker writes anyway (it zeroes the rest of that page).
+//! which the dynamic linker writes anyway (it zeroes the rest of that page); so do the
+//! runtime's own flags of the start path (`#[link_section = ".data.pulp_start"]`).
 //! `-z separate-loadable-segments` (lld; GNU ld ignores it with a warning) starts each
 //! segment on a page of its own, so RELRO takes as few pages as its size needs. Nothing
 //! here changes what the code does or how it is protected (RELRO and `BIND_NOW` stay as
@@ -66,6 +67,7 @@ SECTIONS {
     *(.data.DW.ref.*)
     *libstd-*.rlib:*(.data._*)
     *libmemchr-*.rlib:*(.data._*)
+    *(.data.pulp_start)
   }
   .bss.pulp_start : { *(.bss.*4args4unix3imp4ARGC* .bss.*4args4unix3imp4ARGV*) }
 } INSERT AFTER .data;

@@ -104,3 +104,49 @@ fn objects_load_when_their_target_is_mapped_once_per_content() {
     let mut plain = start(&app, &f.work.path().join("none"));
     assert_eq!(plain.ask("call 5"), OLD);
 }
+
+/// A process whose start found patches but none of their targets reads the directory
+/// when a target is first mapped, not before (`runtime/src/startscan.rs`): what was
+/// uninstalled in between is not applied, what was installed in between is.
+#[test]
+fn the_directory_is_read_when_a_target_is_first_mapped() {
+    let f = fixture();
+    let dl_app = f.work.executable("calc_dlopen_app", &CSpec::plain(&["calc_dlopen_app.c"]).flag("-ldl"));
+    let metas = |dir: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "meta"))
+            .collect();
+        v.sort();
+        v
+    };
+
+    // Uninstalled after the start, before the target is loaded: not applied.
+    let mut app = start(&dl_app, &f.dir);
+    assert_eq!(app.ask("call 5"), "not loaded");
+    let moved = f.work.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    let saved = metas(&f.dir);
+    assert_eq!(saved.len(), 5, "{saved:?}");
+    for m in &saved {
+        std::fs::rename(m, moved.join(m.file_name().unwrap())).unwrap();
+    }
+    assert_eq!(app.ask(&format!("load {}", f.lib.display())), "loaded");
+    assert_eq!(app.ask("call 5"), OLD, "an uninstalled patch must not be applied: {}", app.stderr());
+    assert_eq!(patch_object_copies(app.pid()), 0);
+
+    // One unrelated patch at the start; the fix installed after it: applied at the load.
+    std::fs::rename(moved.join(saved[4].file_name().unwrap()), &saved[4]).unwrap();
+    let other = f.work.path().join("other.meta");
+    std::fs::rename(&saved[4], &other).unwrap();
+    let unrelated = f.dir.join("u+00112233445566778899aabbccddeeff00112233.meta");
+    std::fs::copy(&other, &unrelated).unwrap();
+    let mut app = start(&dl_app, &f.dir);
+    assert_eq!(app.ask("call 5"), "not loaded");
+    std::fs::rename(moved.join(saved[0].file_name().unwrap()), &saved[0]).unwrap();
+    assert_eq!(app.ask(&format!("load {}", f.lib.display())), "loaded");
+    assert_eq!(app.ask("call 5"), NEW, "{}", app.stderr());
+    let stderr = app.stderr();
+    assert!(stderr.contains("constructor of small ran"), "{stderr}");
+}

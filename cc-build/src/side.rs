@@ -18,13 +18,17 @@
 //! Each side compile and each link is appended as one JSON line to `DIR/records.jsonl`:
 //!
 //! ```text
-//! {"kind":"tu","key":"src/foo.o","source":"/abs/src/foo.c","asm":"/abs/DIR/asm/1f2e.s","cwd":"/abs/src"}
+//! {"kind":"tu","key":"src/foo.o","source":"/abs/src/foo.c","asm":"/abs/DIR/asm/1f2e.s","cwd":"/abs/src",
+//!  "lto":false,"compiler":["gcc"],"args":["-O2","foo.c","-S",...]}
 //! {"kind":"link","output":"/abs/libfoo.so","inputs":["/abs/src/foo.o",...],"libs":["-lm","-L/abs/lib"]}
 //! ```
 //!
 //! `key` names the translation unit the same way in both builds: its object file (or
 //! `OUTPUT#SOURCE` for a source compiled and linked in one command), relative to the
-//! copy's root.
+//! copy's root. `compiler` and `args` are the side compile without its `-o ASM`, so that
+//! `pulp build-patch --incremental` can run it again, in `cwd`, for the units a fix
+//! recompiles. With [`RECORD_ONLY_ENV`] set the side compiles are recorded, not run (a
+//! kept build for `--incremental` costs one build, not two).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -39,6 +43,8 @@ pub const DIR_ENV: &str = "PULP_BUILDPATCH_DIR";
 pub const ROOT_ENV: &str = "PULP_BUILDPATCH_ROOT";
 /// The user's source folder the copy stands for (`-ffile-prefix-map=ROOT=MAP`).
 pub const MAP_ENV: &str = "PULP_BUILDPATCH_MAP";
+/// `1`: record the side compiles without running them.
+pub const RECORD_ONLY_ENV: &str = "PULP_BUILDPATCH_RECORD_ONLY";
 
 /// The build-patch mode, from the environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +52,8 @@ pub struct BuildPatch {
     pub dir: PathBuf,
     pub root: Option<PathBuf>,
     pub map: Option<PathBuf>,
+    /// [`RECORD_ONLY_ENV`]: record the side compiles, do not run them.
+    pub record_only: bool,
 }
 
 impl BuildPatch {
@@ -53,7 +61,8 @@ impl BuildPatch {
     pub fn from_env() -> Option<Self> {
         let dir = std::env::var_os(DIR_ENV).filter(|v| !v.is_empty())?;
         let path = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        Some(Self { dir: PathBuf::from(dir), root: path(ROOT_ENV), map: path(MAP_ENV) })
+        let record_only = std::env::var_os(RECORD_ONLY_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+        Some(Self { dir: PathBuf::from(dir), root: path(ROOT_ENV), map: path(MAP_ENV), record_only })
     }
 
     /// `-ffile-prefix-map=ROOT=MAP`, when both are known.
@@ -96,15 +105,20 @@ pub struct SideCompile {
 }
 
 impl SideCompile {
-    /// Its record line.
-    pub fn record(&self, cwd: &Path) -> String {
+    /// Its record line; `compiler` is the real compiler's words.
+    pub fn record(&self, cwd: &Path, compiler: &[OsString]) -> String {
+        let list = |v: &[OsString]| v.iter().map(|w| json(&w.to_string_lossy())).collect::<Vec<_>>().join(",");
+        // The arguments without the final `-o ASM`: a rerun names its own output.
+        let args = &self.args[..self.args.len().saturating_sub(2)];
         format!(
-            "{{\"kind\":\"tu\",\"key\":{},\"source\":{},\"asm\":{},\"cwd\":{},\"lto\":{}}}",
+            "{{\"kind\":\"tu\",\"key\":{},\"source\":{},\"asm\":{},\"cwd\":{},\"lto\":{},\"compiler\":[{}],\"args\":[{}]}}",
             json(&self.key),
             json_path(&self.source),
             json_path(&self.asm),
             json_path(cwd),
-            self.lto
+            self.lto,
+            list(compiler),
+            list(args)
         )
     }
 }
@@ -301,6 +315,7 @@ mod tests {
             dir: PathBuf::from("/bp"),
             root: Some(PathBuf::from("/copy")),
             map: Some(PathBuf::from("/home/me/src")),
+            record_only: false,
         }
     }
 
@@ -336,8 +351,14 @@ mod tests {
                 &s.asm.to_string_lossy(),
             ]
         );
-        assert!(s.record(Path::new("/copy/src")).starts_with("{\"kind\":\"tu\",\"key\":\"src/obj/foo.o\","));
-        assert!(s.lto && s.record(Path::new("/")).ends_with(",\"lto\":true}"), "the build's compile uses -flto");
+        let gcc = [OsString::from("gcc")];
+        let rec = s.record(Path::new("/copy/src"), &gcc);
+        assert!(rec.starts_with("{\"kind\":\"tu\",\"key\":\"src/obj/foo.o\","));
+        assert!(s.lto && rec.contains(",\"lto\":true,"), "the build's compile uses -flto");
+        assert!(
+            rec.ends_with(",\"compiler\":[\"gcc\"],\"args\":[\"-O2\",\"-Iinc\",\"-DX=1\",\"foo.c\",\"-S\",\"-g\",\"-mcmodel=large\",\"-ffunction-sections\",\"-fdata-sections\",\"-fPIC\",\"-ffile-prefix-map=/copy=/home/me/src\"]}"),
+            "{rec}"
+        );
         let a = args("-O2 -flto -fno-lto -c foo.c");
         assert!(!super::plan(&mode(), &analyse(&a), Path::new("/copy"))[0].lto);
     }

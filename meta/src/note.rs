@@ -4,7 +4,9 @@
 const NT_GNU_BUILD_ID: u32 = 3;
 
 /// The `NT_GNU_BUILD_ID` descriptor among ELF notes (4-byte aligned name and descriptor),
-/// as found in a `PT_NOTE` segment; `None` if absent or malformed.
+/// as found in a `PT_NOTE` segment; `None` if absent or malformed. In the runtime's start
+/// section (`runtime/build.rs`): a process with patches installed runs it at start.
+#[link_section = ".text.pulp_start"]
 pub fn gnu_build_id(mut notes: &[u8]) -> Option<&[u8]> {
     let word =
         |b: &[u8], i: usize| -> Option<usize> { Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize) };

@@ -5,10 +5,10 @@
 
 use pulp_meta::abi::{self, EntryStatus};
 use pulp_meta::prologue::{self, Tables};
-use std::os::unix::fs::FileExt;
 
 /// Whether `/proc/self/status` says `Seccomp: 0`. Reads it with plain open/read/close
 /// (which any filter must allow for the program to run at all) into a stack buffer.
+#[link_section = ".text.pulp_start"]
 pub fn seccomp_free() -> bool {
     let mut buf = [0u8; 4096];
     // SAFETY: a static NUL-terminated path; the fd is closed below.
@@ -37,6 +37,7 @@ const MEMBARRIER_SYNC_CORE: libc::c_long = 1 << 5; // MEMBARRIER_CMD_PRIVATE_EXP
 /// Make every thread of the process serialise its instruction stream before the tool
 /// flips function entries, so that no core runs stale bytes of a freshly written pad.
 /// (x86 keeps code coherent in practice; this is the architectural guarantee.)
+#[link_section = ".text.pulp_start"]
 pub fn sync_core() -> EntryStatus {
     // SAFETY: membarrier takes no pointers; failure (an old kernel) only returns -1.
     let ok = unsafe {
@@ -50,14 +51,21 @@ pub fn sync_core() -> EntryStatus {
     }
 }
 
-/// The process's own code, open for writing through `/proc/self/mem`.
-pub struct CodeWriter(std::fs::File);
+/// Why [`CodeWriter::open`] gave nothing.
+pub const CANNOT_WRITE: &str = "this process cannot write its own code (a seccomp filter, or no /proc)";
+
+/// The process's own code, open for writing through `/proc/self/mem`, with plain system
+/// calls and no allocation: the linker hook the start installs uses it
+/// (`crate::patchdir`), so it lies in `.text.pulp_start`.
+pub struct CodeWriter(libc::c_int);
 
 impl CodeWriter {
     /// `None` where the process may not write its own code: under a seccomp filter (a
     /// system call it does not expect might kill it; a filter can be added at any time,
     /// never removed, so a "no" is kept), or without a writable `/proc/self/mem`.
+    #[link_section = ".text.pulp_start"]
     pub fn open() -> Option<Self> {
+        #[link_section = ".data.pulp_start"]
         static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         if NEVER.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
@@ -66,17 +74,34 @@ impl CodeWriter {
             NEVER.store(true, std::sync::atomic::Ordering::Relaxed);
             return None;
         }
-        std::fs::OpenOptions::new().read(true).write(true).open("/proc/self/mem").ok().map(Self)
+        // SAFETY: a static NUL-terminated path; the descriptor is closed by `drop`.
+        let fd = unsafe { libc::open(c"/proc/self/mem".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        (fd >= 0).then_some(Self(fd))
     }
 
     /// As `open`, with the reason as an error.
     pub fn require() -> Result<Self, String> {
-        Self::open().ok_or_else(|| "this process cannot write its own code (a seccomp filter, or no /proc)".into())
+        Self::open().ok_or_else(|| CANNOT_WRITE.into())
     }
 
     /// Write `bytes` at `addr`.
+    #[link_section = ".text.pulp_start"]
     pub fn write(&self, addr: u64, bytes: &[u8]) -> Result<(), String> {
-        self.0.write_all_at(bytes, addr).map_err(|e| format!("cannot write code at {addr:#x}: {e}"))
+        // SAFETY: pwrite reads `bytes.len()` bytes of `bytes`; the descriptor is ours.
+        let n = unsafe { libc::pwrite(self.0, bytes.as_ptr().cast(), bytes.len(), addr as libc::off_t) };
+        if n == bytes.len() as isize {
+            Ok(())
+        } else {
+            Err(failed("write", addr))
+        }
+    }
+
+    /// `len` bytes at `addr`.
+    pub fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        let mut b = vec![0u8; len];
+        // SAFETY: pread writes at most `len` bytes into `b`, which holds `len`.
+        let n = unsafe { libc::pread(self.0, b.as_mut_ptr().cast(), len, addr as libc::off_t) };
+        (n == len as isize).then_some(b)
     }
 
     /// Write the code the reply in `buf` asks for (see `prologue::code_writes`).
@@ -87,10 +112,7 @@ impl CodeWriter {
             desc_size: std::mem::size_of::<abi::Descriptor>() as u64,
             far_stubs: pulp_trm::far_stub(0) as u64,
         };
-        let writes = prologue::code_writes(&replies, tables, |addr, len| {
-            let mut b = vec![0u8; len];
-            self.0.read_exact_at(&mut b, addr).ok().map(|_| b)
-        })?;
+        let writes = prologue::code_writes(&replies, tables, |addr, len| self.read(addr, len))?;
         for (addr, bytes) in &writes.pads {
             self.write(*addr, bytes)?;
         }
@@ -104,4 +126,18 @@ impl CodeWriter {
         }
         Ok(())
     }
+}
+
+impl Drop for CodeWriter {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor was opened by `open` and is not used afterwards.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// A failed write or read of the process's own code, with the system's reason.
+#[cold]
+#[inline(never)]
+fn failed(what: &str, addr: u64) -> String {
+    format!("cannot {what} code at {addr:#x}: {}", std::io::Error::last_os_error())
 }

@@ -53,6 +53,7 @@ pub mod references;
 pub mod registry;
 pub mod request;
 pub mod shadow;
+pub mod startscan;
 pub mod status;
 pub mod trampoline;
 pub mod transition;

@@ -13,6 +13,9 @@ pub struct Loaded {
     pub segments: Vec<(usize, usize)>,
     /// Its TLS module id (0 when it has no thread-local storage).
     pub tls_modid: usize,
+    /// Where its TLS block is relative to the thread pointer, the same in every thread
+    /// (initial-exec code's `x@gottpoff`), or why it is not.
+    pub tls_offset: Result<i64, &'static str>,
 }
 
 impl Loaded {
@@ -78,8 +81,56 @@ impl Visited<'_> {
             exec: self.ranges(libc::PT_LOAD, libc::PF_X).collect(),
             segments: self.ranges(libc::PT_LOAD, 0).collect(),
             tls_modid: self.info.dlpi_tls_modid,
+            tls_offset: self.tls_offset(),
         }
     }
+
+    /// The offset of its TLS block from the thread pointer, when that is one number for
+    /// every thread: its block lies in the static TLS area, allocated with each thread's
+    /// control block. That is so for the main program and for an object flagged
+    /// `DF_STATIC_TLS` (the linker sets it when the object has initial-exec accesses; the
+    /// dynamic linker refuses to load such an object if it cannot put its block there).
+    /// An object loaded with `dlopen` without that flag gets a block per thread wherever
+    /// `malloc` puts it. The calling thread's block (`dlpi_tls_data`) minus its thread
+    /// pointer gives the offset.
+    fn tls_offset(&self) -> Result<i64, &'static str> {
+        if self.info.dlpi_tls_modid == 0 {
+            return Err("the target has no thread-local storage");
+        }
+        if !self.name().is_empty() && !self.has_static_tls_flag() {
+            return Err("the target's thread-local storage is not in the static TLS area (it is not flagged \
+                        DF_STATIC_TLS: built without initial-exec accesses), so its offset from the thread \
+                        pointer differs per thread");
+        }
+        let block = self.info.dlpi_tls_data as usize;
+        if block == 0 {
+            return Err("the dynamic linker has no TLS block of the target in this thread");
+        }
+        Ok(block.wrapping_sub(thread_pointer()) as i64)
+    }
+
+    /// Whether its dynamic section's `DT_FLAGS` has `DF_STATIC_TLS`.
+    fn has_static_tls_flag(&self) -> bool {
+        const DT_FLAGS: u64 = 30;
+        const DF_STATIC_TLS: u64 = 0x10;
+        let Some((start, end)) = self.ranges(libc::PT_DYNAMIC, 0).next() else { return false };
+        // `Elf64_Dyn`: a tag and a value.
+        let count = (end - start) / 16;
+        // SAFETY: the PT_DYNAMIC segment of a loaded object lies inside one of its PT_LOAD
+        // segments, mapped readable, and holds 16-byte, 8-byte aligned `Elf64_Dyn` entries.
+        let entries = unsafe { std::slice::from_raw_parts(start as *const [u64; 2], count) };
+        entries.iter().take_while(|d| d[0] != 0).any(|d| d[0] == DT_FLAGS && d[1] & DF_STATIC_TLS != 0)
+    }
+}
+
+/// The calling thread's thread pointer: on x86-64 the first word of its control block,
+/// at `%fs:0`, holds the block's own address.
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: reads 8 bytes at %fs:0, the TCB's self pointer every glibc thread has; no
+    // register but the output is written, no stack or flags are touched.
+    unsafe { std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+    tp
 }
 
 /// Visit every loaded object, in the dynamic linker's order, until `visit` says stop.

@@ -3,7 +3,8 @@
 //! later.
 //!
 //! When the runtime loads it lists `$PULP_PATCH_DIR` (default `/etc/pulp/patches.d`; the
-//! variable is ignored in secure mode, `crate::environ`) once. An installed `.meta`'s name
+//! variable is ignored in secure mode, `crate::environ`) once (`crate::startscan`; if no
+//! patch concerns the process then, the hook below lists it again when it first runs). An installed `.meta`'s name
 //! lists its targets' build-ids (`pulp_meta::patchdir`), so a process that maps none of
 //! them pays that one directory read and nothing else: no file is opened, no object
 //! hashed or loaded, no constructor of a patch runs. A patch concerning the process is
@@ -28,6 +29,7 @@
 
 use crate::loader;
 use crate::registry::{Claim, Object};
+use crate::startscan::{self, Look};
 use crate::{environ, exclude, local, messages};
 use pulp_meta::patchdir::{targets_in_name, DEFAULT_DIR_C, DIR_ENV_C};
 use pulp_meta::PatchMeta;
@@ -51,6 +53,10 @@ static SEEN: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// Set while the hook runs (the linker calls it again from inside, for the patch objects
 /// the hook loads).
 static IN_HOOK: AtomicBool = AtomicBool::new(false);
+/// Set when the start hooked the linker without reading the directory (`startscan`): the
+/// hook's first run reads it.
+#[link_section = ".data.pulp_start"]
+static LIST_AT_HOOK: AtomicBool = AtomicBool::new(false);
 
 fn short(file: &Path) -> String {
     file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
@@ -116,10 +122,27 @@ pub fn at_load() {
     }
     // The one read every process pays: the directory's names.
     let dir = directory();
-    let names = list_metas(dir);
-    if !names.is_empty() {
-        read_directory(dir, names);
+    match startscan::look(dir) {
+        Look::Nothing => {}
+        // Nothing to apply now: the linker hook reads the directory when it first runs.
+        Look::NoTargetLoaded => {
+            LIST_AT_HOOK.store(true, Ordering::Release);
+            if let Err(e) = hook_linker() {
+                hook_failed(e);
+            }
+        }
+        Look::ReadInFull => {
+            let names = list_metas(dir);
+            if !names.is_empty() {
+                read_directory(dir, names);
+            }
+        }
     }
+}
+
+#[inline(never)]
+fn hook_failed(e: String) {
+    messages::log(&format!("patch directory: patches for libraries loaded later will not be applied: {e}"));
 }
 
 /// An excluded process: every request is refused, nothing of the directory applied.
@@ -137,31 +160,18 @@ fn refuse_all(why: String) {
 /// or reported, in name order.
 #[inline(never)]
 fn read_directory(dir: &CStr, mut names: Vec<String>) {
-    names.sort();
-    let dir = PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes()));
-    let files: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
+    let files = files_of(dir, &mut names);
     let owners = environ::trusted_owners();
     let loaded = loaded_build_ids();
     let mut waiting = Vec::new();
     let mut apply_now = Vec::new();
-    for file in files {
-        let name = short(&file);
-        let (targets, meta) = match targets_in_name(&name) {
-            Some(targets) => (targets, None),
-            // Not named as installed: its content says what it is for.
-            None => match read_meta(&file, &owners) {
-                Ok((bytes, meta)) => (meta.targets.iter().map(|t| t.build_id.clone()).collect(), Some((bytes, meta))),
-                Err(e) => {
-                    messages::log(&format!("patch directory: {name} skipped: {e}"));
-                    continue;
-                }
-            },
-        };
-        let present = targets.iter().filter(|t| loaded.contains(t)).count();
+    for w in files.into_iter().filter_map(|f| waiting_of(f, &owners)) {
+        let present = w.targets.iter().filter(|t| loaded.contains(t)).count();
+        let name = short(&w.file);
         if present == 0 {
-            waiting.push(Waiting { file, targets, meta });
-        } else if present == targets.len() {
-            apply_now.push(Waiting { file, targets, meta });
+            waiting.push(w);
+        } else if present == w.targets.len() {
+            apply_now.push(w);
         } else {
             messages::log(&format!(
                 "patch directory: {name} not applied: only some of its targets are loaded (apply it with pulp-trigger)"
@@ -185,8 +195,34 @@ fn read_directory(dir: &CStr, mut names: Vec<String>) {
         *SEEN.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
         *WAITING.lock().unwrap_or_else(|p| p.into_inner()) = waiting;
         if let Err(e) = hook_linker() {
-            messages::log(&format!("patch directory: patches for libraries loaded later will not be applied: {e}"));
+            hook_failed(e);
         }
+    }
+}
+
+/// The paths of `names` in `dir`, in name order (the order patches are applied in).
+fn files_of(dir: &CStr, names: &mut [String]) -> Vec<PathBuf> {
+    names.sort();
+    let dir = Path::new(std::ffi::OsStr::from_bytes(dir.to_bytes()));
+    names.iter().map(|n| dir.join(n)).collect()
+}
+
+/// `file` as a patch waiting for its targets: the targets its name lists, or, for a
+/// `.meta` not named as installed, those its content lists (`None`: unreadable, logged).
+fn waiting_of(file: PathBuf, owners: &[u32]) -> Option<Waiting> {
+    match targets_in_name(&short(&file)) {
+        Some(targets) => Some(Waiting { file, targets, meta: None }),
+        // Not named as installed: its content says what it is for.
+        None => match read_meta(&file, owners) {
+            Ok((bytes, meta)) => {
+                let targets = meta.targets.iter().map(|t| t.build_id.clone()).collect();
+                Some(Waiting { file, targets, meta: Some((bytes, meta)) })
+            }
+            Err(e) => {
+                messages::log(&format!("patch directory: {} skipped: {e}", short(&file)));
+                None
+            }
+        },
     }
 }
 
@@ -260,10 +296,16 @@ fn apply_waiting() {
     let loaded = loaded_build_ids();
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let mut waiting = WAITING.lock().unwrap_or_else(|p| p.into_inner());
+    let owners = environ::trusted_owners();
+    if LIST_AT_HOOK.swap(false, Ordering::AcqRel) {
+        // The start found patches none of whose targets was loaded (`startscan`), so
+        // the objects of the start are nothing to them: `seen` stays empty.
+        let dir = directory();
+        *waiting = files_of(dir, &mut list_metas(dir)).into_iter().filter_map(|f| waiting_of(f, &owners)).collect();
+    }
     let ready: Vec<Waiting>;
     (ready, *waiting) =
         std::mem::take(&mut *waiting).into_iter().partition(|w| w.targets.iter().all(|t| loaded.contains(t)));
-    let owners = environ::trusted_owners();
     for w in ready {
         if w.targets.iter().any(|t| seen.contains(t)) {
             messages::log(&format!(
@@ -283,6 +325,7 @@ struct RDebug {
     brk: u64,
 }
 
+#[link_section = ".text.pulp_start"]
 fn r_debug() -> Option<RDebug> {
     // SAFETY: dlsym with a static NUL-terminated name.
     let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_r_debug".as_ptr()) } as *const u8;
@@ -305,6 +348,7 @@ fn r_debug() -> Option<RDebug> {
 /// any, over the `ret` and the padding that follows it, the jump's last 4 bytes first
 /// and its opcode last (one byte: a thread calling it meanwhile runs either `ret` or the
 /// whole jump).
+#[link_section = ".text.pulp_start"]
 fn hook_linker() -> Result<(), String> {
     let brk = r_debug().ok_or("the dynamic linker has no r_debug")?.brk;
     if brk == 0 {
@@ -326,13 +370,14 @@ fn hook_linker() -> Result<(), String> {
     let target = on_linker_change as *const () as u64;
     let rel =
         i32::try_from(target as i64 - (at as i64 + 5)).map_err(|_| "the runtime is out of reach of the linker")?;
-    let writer = crate::code::CodeWriter::require()?;
+    let writer = crate::code::CodeWriter::open().ok_or(crate::code::CANNOT_WRITE)?;
     writer.write(at + 1, &rel.to_le_bytes())?;
     crate::code::sync_core();
     writer.write(at, &[0xe9])
 }
 
 /// Bytes compilers pad functions with (multi-byte NOPs, `int3`).
+#[link_section = ".text.pulp_start"]
 fn is_padding(b: u8) -> bool {
     matches!(b, 0x90 | 0x66 | 0x2e | 0x0f | 0x1f | 0x84 | 0x00 | 0x40 | 0x44 | 0x80 | 0xcc)
 }

@@ -1,12 +1,14 @@
 //! References (`#sym:var` in a `.dsc`, and every reference `pulp build-patch` generates):
 //! before a patch is activated, the runtime writes into each of the patch object's
 //! reference variables what it needs to know about a symbol of a target (its address,
-//! its original code, its TLS index, or its address relative to the patch's GOT).
+//! its original code, its TLS index or offset from the thread pointer, or its address
+//! relative to the patch's GOT).
 //!
 //! [`write_references`] checks every reference of every target first (the variable is an
 //! exported, writable data object of the patch, big enough, or a file-local one `pulp
 //! pack` located in the object's symbol table, inside its writable memory; the target
-//! address is mapped; the target has TLS) and writes nothing unless all of them resolve.
+//! address is mapped; the target has TLS, static TLS for an offset from the thread pointer)
+//! and writes nothing unless all of them resolve.
 
 use crate::loader::{self, PatchObject};
 use pulp_meta::{PatchMeta, RefKind};
@@ -79,6 +81,10 @@ pub fn write_references(
                     }
                     bytes[..8].copy_from_slice(&(obj.tls_modid as u64).to_le_bytes());
                     bytes[8..].copy_from_slice(&r.offset.to_le_bytes());
+                }
+                RefKind::TpOffset => {
+                    let base = obj.tls_offset.map_err(|why| format!("{}: {why}", what()))?;
+                    bytes[..8].copy_from_slice(&base.wrapping_add(r.offset as i64).to_le_bytes());
                 }
                 RefKind::GotRelative => {
                     inside()?;

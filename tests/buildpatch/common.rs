@@ -164,6 +164,64 @@ pub fn assert_refused(out: &ToolOutput, words: &[&str]) {
     println!("refused as expected: {}", out.stderr.trim());
 }
 
+/// A file of tests/upstream.
+pub fn upstream_fix(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream").join(name)
+}
+
+/// Copy `sources` to `dir`, with `makefile` (a file of fixtures/buildpatch/upstream, if
+/// given) as its `Makefile`, and the bug put back: the fix `fix` (a file of
+/// tests/upstream) applied in reverse. Returns the fix's path.
+pub fn with_bug_put_back(sources: &Path, makefile: &str, fix: &str, dir: &Path) -> PathBuf {
+    copy_dir(sources, dir);
+    if !makefile.is_empty() {
+        std::fs::copy(fixtures().join("upstream").join(makefile), dir.join("Makefile")).unwrap();
+    }
+    let fix = upstream_fix(fix);
+    run(tool("patch").args(["-R", "-p1", "--batch", "-d"]).arg(dir).arg("-i").arg(&fix))
+        .assert_ok("putting the bug back (patch -R)");
+    fix
+}
+
+/// `pulp build-patch --incremental` of `fix` on the kept build `kept` (see kept.rs) for its
+/// `library`, into `work/out`, building in `work/bp` (kept, to be looked at).
+pub fn build_patch_incremental(
+    work: &Path,
+    kept: &Path,
+    fix: &Path,
+    build: &str,
+    library: &str,
+    label: &str,
+) -> ToolOutput {
+    let mut cmd = Command::new(&artifacts().pulp);
+    cmd.args(["build-patch", "--incremental", "--src"])
+        .arg(kept)
+        .arg("--diff")
+        .arg(fix)
+        .args(["--build", build, "--name", "fix", "--label", label, "--target"])
+        .arg(kept.join(library))
+        .arg("-o")
+        .arg(work.join("out"))
+        .arg("--work-dir")
+        .arg(work.join("bp"))
+        .env("PULP_CC_REAL", "gcc");
+    run(&mut cmd)
+}
+
+/// The units a `pulp build-patch` run in `work_dir` compiled for the fixed side, by key.
+pub fn recompiled_units(work_dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(work_dir.join("records-after/records.jsonl")).unwrap();
+    let mut keys: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "tu")
+        .filter_map(|v| v["key"].as_str().map(str::to_owned))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// A real library whose release contains an upstream fix: its sources with the bug put
 /// back (the fix applied in reverse) as `src/`, built live-patchable with pulp-cc in
 /// `running/`, and `pulp build-patch` with the upstream fix.
@@ -180,11 +238,7 @@ impl Upstream {
     pub fn new(sources: &Path, makefile: &str, fix: &str) -> Upstream {
         let work = Work::new();
         let src = work.path().join("src");
-        copy_dir(sources, &src);
-        std::fs::copy(fixtures().join("upstream").join(makefile), src.join("Makefile")).unwrap();
-        let fix = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream").join(fix);
-        run(tool("patch").args(["-R", "-p1", "--batch", "-d"]).arg(&src).arg("-i").arg(&fix))
-            .assert_ok("putting the bug back (patch -R)");
+        let fix = with_bug_put_back(sources, makefile, fix, &src);
         let running_dir = work.path().join("running");
         copy_dir(&src, &running_dir);
         let mut make = tool("make");

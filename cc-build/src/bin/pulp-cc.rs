@@ -96,6 +96,11 @@ fn build_patch_records(
 ) -> Result<(), String> {
     let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
     for sc in side::plan(bp, analysis, &cwd) {
+        if bp.record_only {
+            bp.append(&sc.record(&cwd, compiler))
+                .map_err(|e| format!("cannot write the records in {}: {e}", bp.dir.display()))?;
+            continue;
+        }
         if let Some(parent) = sc.asm.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
@@ -113,7 +118,8 @@ fn build_patch_records(
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        bp.append(&sc.record(&cwd)).map_err(|e| format!("cannot write the records in {}: {e}", bp.dir.display()))?;
+        bp.append(&sc.record(&cwd, compiler))
+            .map_err(|e| format!("cannot write the records in {}: {e}", bp.dir.display()))?;
     }
     if let Some(rec) = side::link_record(analysis, &cwd) {
         bp.append(&rec).map_err(|e| format!("cannot write the records in {}: {e}", bp.dir.display()))?;

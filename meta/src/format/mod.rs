@@ -110,7 +110,7 @@ pub struct Reference {
     /// The target's symbol, for messages (`name` or `name@OFFSET`).
     pub symbol: String,
     /// Its value: an address relative to the target's load base, or for
-    /// [`RefKind::TlsIndex`] an offset in the target's TLS block.
+    /// [`RefKind::TlsIndex`] and [`RefKind::TpOffset`] an offset in the target's TLS block.
     pub offset: u64,
     pub kind: RefKind,
     /// The patch object's exported variable that receives it.
@@ -132,6 +132,11 @@ pub enum RefKind {
     /// The symbol's address minus the address of the patch object's global offset table
     /// (8 bytes): for code compiled with `-mcmodel=large -fPIC` (`pulp build-patch`).
     GotRelative = 4,
+    /// The thread-local variable's address minus the thread pointer (`%fs:0`), the same
+    /// in every thread (8 bytes, what an initial-exec `x@gottpoff` GOT entry holds): only
+    /// for a target whose TLS block lies in the static TLS area (the main program, or an
+    /// object flagged `DF_STATIC_TLS`).
+    TpOffset = 5,
 }
 
 impl RefKind {
@@ -141,6 +146,7 @@ impl RefKind {
             2 => Self::Original,
             3 => Self::TlsIndex,
             4 => Self::GotRelative,
+            5 => Self::TpOffset,
             _ => return None,
         })
     }
@@ -151,6 +157,7 @@ impl RefKind {
             Self::Original => "original code",
             Self::TlsIndex => "thread-local",
             Self::GotRelative => "GOT-relative address",
+            Self::TpOffset => "thread-pointer offset",
         }
     }
 

@@ -50,13 +50,19 @@ enum Cmd {
     ///   @/usr/lib/libfoo.so          a target object; the lines below are about it
     ///   foo:foo_fixed                replace function foo by the patch's foo_fixed
     ///   twin@1130:twin_fixed         one of several functions of that name, by offset (hex)
+    ///   memcpy@@GLIBC_2.14:new       the default version of a versioned symbol
+    ///   memcpy@GLIBC_2.2.5:new       a version by name (anything after `@` that is not hex)
     ///   #counter:ref_counter         the patch's variable ref_counter receives the address of
     ///                                the target's counter (any symbol: exported, hidden,
     ///                                static, `lenfix.1`); for a function this patch
     ///                                replaces, its original code
     ///   #lenfix.1@2a40+8:ref         a symbol picked by offset, plus an addend
     ///   #%tls_var:ref_tls            a thread-local variable: its 16-byte tls_index
+    ///   #%tls_var:ref tp-offset      ... its offset from the thread pointer (static TLS)
     ///   #helper:ref got-relative     its address minus the patch's GOT (pulp build-patch)
+    ///
+    /// A bare name with several versions, an IFUNC or its resolver, a second name for an
+    /// entry already replaced (a `__GI_` alias) and the dynamic linker are refused.
     ///
     /// Relative paths are resolved against the .dsc's folder. Static symbols of a stripped
     /// target come from its debug file (--debug-file, DIR/.build-id/xx/yyyy.debug, or
@@ -96,7 +102,9 @@ enum Cmd {
     ///
     /// Exits 0 when at least one function can be patched by this release and every
     /// exported function has a patchable prologue, 1 otherwise. Static functions of a
-    /// stripped object come from its debug file (see `pulp pack --help`).
+    /// stripped object come from its debug file (see `pulp pack --help`). For functions
+    /// without a pad it also says whether an entry jump could overwrite their first
+    /// instructions, or why not (a plan only: this release does not apply entry jumps).
     Livepatchable {
         /// The shared object (or executable) to inspect.
         file: PathBuf,
@@ -156,7 +164,8 @@ enum Cmd {
     /// that never returns (unless --allow-endless), a rebuild that is not PATH.
     #[command(verbatim_doc_comment)]
     BuildPatch {
-        /// The project's source folder (clean: objects found in it are rebuilt).
+        /// The project's source folder (clean: objects found in it are rebuilt; with
+        /// --incremental, a tree built through pulp-cc).
         #[arg(long, value_name = "DIR")]
         src: PathBuf,
         /// The fix, a diff for `patch -p1` in DIR.
@@ -192,6 +201,10 @@ enum Cmd {
         /// The compiler wrapper (default: pulp-cc next to pulp, else on PATH).
         #[arg(long = "cc-wrapper", value_name = "PATH")]
         cc_wrapper: Option<PathBuf>,
+        /// DIR is a tree already built through pulp-cc, its records in DIR/.pulp-records:
+        /// build only a copy with the fix, rebuilding only what the diff touches.
+        #[arg(long)]
+        incremental: bool,
     },
     /// Show the patches a running process has applied, and the transition in progress
     /// with the threads that hold it. Stops no thread.
@@ -458,6 +471,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             debug_files,
             debug_dir,
             cc_wrapper,
+            incremental,
         } => {
             let opts = pulp_tools::buildpatch::Options {
                 src,
@@ -471,6 +485,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 debug: pulp_elf::DebugSearch { files: debug_files, root: debug_dir },
                 allow_endless,
                 wrapper: cc_wrapper,
+                incremental,
             };
             let report = pulp_tools::buildpatch::run(&opts).map_err(|e| e.to_string())?;
             print!("{}", report.to_text());

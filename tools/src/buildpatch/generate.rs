@@ -14,6 +14,7 @@
 //! leaq X@tlsgd(%rip), %rdi  ->  leaq .Lslot(%rip), %rdi        slot = tls_index of X
 //! leaq X@tlsld(%rip), %rdi  ->  leaq .Lslot(%rip), %rdi        slot = tls_index of an anchor
 //! X@dtpoff                  ->  (offset of X) - (offset of the anchor), a number
+//! X@gottpoff(%rip)          ->  .Lslot(%rip)                   slot = &X - %fs:0 (tp-offset)
 //! call X / jmp X / jcc X    ->  a local trampoline `jmp *.Lslot(%rip)`, slot = &X
 //! .quad X+N (data)          ->  an exported 8-byte variable the runtime fills with &X+N
 //! ```
@@ -527,10 +528,32 @@ impl Generator<'_> {
                         text.push_str(&st.text[at..r.start]);
                         let _ = write!(text, ".Lpulp_tramp_{k}");
                     }
-                    Some("gottpoff" | "tpoff" | "ntpoff" | "tlsdesc" | "tlscall" | "dtpmod") => {
+                    // Initial-exec: the GOT entry holds the variable's offset from the thread
+                    // pointer; the slot holds the running object's (static TLS: the same in
+                    // every thread, the runtime checks the object's TLS is static).
+                    Some("gottpoff") => {
+                        self.tls(&sym, st)?;
+                        if !operands.contains(&format!("{}(%rip)", &st.text[r.start..r.end])) {
+                            return Err(self.unexpected(st, &r.name));
+                        }
+                        let k = self.slot(RefKind::TpOffset, &sym, 0);
+                        text.push_str(&st.text[at..r.start]);
+                        let _ = write!(text, ".Lpulp_ref_{k}");
+                    }
+                    Some("tpoff" | "ntpoff") => {
                         return Err(format!(
-                            "`{}` in {} uses the thread-local variable `{}` of the running object with a model a \
-                             patch cannot use (initial-exec or local-exec): not supported",
+                            "`{}` in {} uses the thread-local variable `{}` of the running object in the \
+                             local-exec model (its offset from the thread pointer is an immediate operand, \
+                             fixed when the executable was linked; build with -fPIC or -fPIE, or declare it \
+                             `extern`): not supported",
+                            st.text, self.input.after.key, r.name
+                        ));
+                    }
+                    Some("tlsdesc" | "tlscall" | "dtpmod") => {
+                        return Err(format!(
+                            "`{}` in {} uses the thread-local variable `{}` of the running object through a \
+                             TLS descriptor (-mtls-dialect=gnu2) or a module id a patch cannot fill: not \
+                             supported (build with -mtls-dialect=gnu)",
                             st.text, self.input.after.key, r.name
                         ));
                     }

@@ -23,7 +23,10 @@
 
 pub mod asm;
 pub mod generate;
+pub mod incremental;
 mod operand;
+pub mod partial;
+pub mod rtld;
 pub mod target;
 pub mod tu;
 mod units;
@@ -40,7 +43,7 @@ use pulp_meta::{PatchMeta, RefKind};
 
 use generate::{Input, Replaced, Slot, UnitOutput};
 use target::TargetIndex;
-use units::{compare_units, matching_link, refuse_data_and_layout_changes, Unit};
+use units::{compare_units, matching_link, refuse_changed_other_objects, refuse_data_and_layout_changes, Unit};
 use workspace::{BuildEnv, LinkRecord};
 
 /// What `pulp build-patch` is asked to do.
@@ -60,6 +63,9 @@ pub struct Options {
     pub allow_endless: bool,
     /// The compiler wrapper (default: `pulp-cc` next to this program, else on `PATH`).
     pub wrapper: Option<PathBuf>,
+    /// `src` is a kept tree already built through `pulp-cc` ([`incremental`]): build
+    /// only the fixed copy, and only what the diff touches.
+    pub incremental: bool,
 }
 
 /// What was found and written.
@@ -79,6 +85,9 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub build_before: Duration,
     pub build_after: Duration,
+    /// `--incremental`: the units whose original side compile was run again (the kept
+    /// build stands for the original build).
+    pub rerun_units: Option<usize>,
     /// Everything but the two builds.
     pub generation: Duration,
     pub so_size: u64,
@@ -130,10 +139,15 @@ impl Report {
             self.dsc.display(),
             self.meta_path.display()
         );
+        let before = match self.rerun_units {
+            Some(n) => {
+                format!("kept build before ({n} side compiles run again: {:.2} s)", self.build_before.as_secs_f64())
+            }
+            None => format!("{:.2} s before", self.build_before.as_secs_f64()),
+        };
         let _ = writeln!(
             s,
-            "builds: {:.2} s before, {:.2} s after; everything else: {:.2} s",
-            self.build_before.as_secs_f64(),
+            "builds: {before}, {:.2} s after; everything else: {:.2} s",
             self.build_after.as_secs_f64(),
             self.generation.as_secs_f64()
         );
@@ -157,8 +171,8 @@ pub enum BuildPatchError {
     NoTarget { target: String, built: String },
     #[error("cannot live-patch this change:\n{}", .0.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
     Refused(Vec<String>),
-    #[error("the fix changes no function of {target}")]
-    NothingChanged { target: String },
+    #[error("the fix changes no function of {target}{}", .elsewhere.iter().map(|w| format!("\n  - {w}")).collect::<String>())]
+    NothingChanged { target: String, elsewhere: Vec<String> },
     #[error("{0}")]
     Output(String),
 }
@@ -192,6 +206,9 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
     let diff = canonical(&opts.diff, "--diff")?;
     let target = canonical(&opts.target, "--target")?;
     let target_info = ObjectInfo::read(&target).map_err(|e| BuildPatchError::Input(format!("--target: {e}")))?;
+    if let Some(why) = rtld::dynamic_linker(&target, &target_info) {
+        return Err(BuildPatchError::Refused(vec![why]));
+    }
     if target_info.build_id.is_none() {
         return Err(BuildPatchError::Input(format!(
             "--target {} has no GNU build-id (link it with -Wl,--build-id=sha1)",
@@ -231,29 +248,42 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
         .map_err(|e| BuildPatchError::Input(format!("{}: {e}", cxx.display())))?;
     let env = BuildEnv { wrapper: &wrapper, wrapper_cxx: &cxx, map: &src };
 
-    // The original, rebuilt, must be the running object.
-    let before_root = work.join("before");
-    let _ = std::fs::remove_dir_all(&before_root);
-    workspace::copy_sources(&src, &before_root).map_err(BuildPatchError::Build)?;
-    let before = workspace::build(&before_root, &opts.build, &work.join("records-before"), &env, "original")
-        .map_err(BuildPatchError::Build)?;
-    let link = matching_link(&before, &target)?;
-
     let after_root = work.join("after");
-    let _ = std::fs::remove_dir_all(&after_root);
-    workspace::copy_sources(&src, &after_root).map_err(BuildPatchError::Build)?;
-    workspace::apply_diff(&after_root, &diff).map_err(BuildPatchError::Build)?;
-    let after = workspace::build(&after_root, &opts.build, &work.join("records-after"), &env, "fixed")
-        .map_err(BuildPatchError::Build)?;
+    let (before, after, link) = if opts.incremental {
+        // The kept build is the original; its link must be the running object.
+        let mut before = incremental::kept_build(&src)?;
+        let link = matching_link(&before, &target)?;
+        let after = incremental::build_fixed(&src, &after_root, &diff, &opts.build, &work.join("records-after"), &env)?;
+        incremental::rerun_before_side_compiles(&mut before, &after, &incremental::before_asm_dir(&work))?;
+        (before, after, link)
+    } else {
+        // The original, rebuilt, must be the running object.
+        let before_root = work.join("before");
+        let _ = std::fs::remove_dir_all(&before_root);
+        workspace::copy_sources(&src, &before_root).map_err(BuildPatchError::Build)?;
+        let before = workspace::build(&before_root, &opts.build, &work.join("records-before"), &env, "original")
+            .map_err(BuildPatchError::Build)?;
+        let link = matching_link(&before, &target)?;
+
+        let _ = std::fs::remove_dir_all(&after_root);
+        workspace::copy_sources(&src, &after_root).map_err(BuildPatchError::Build)?;
+        workspace::apply_diff(&after_root, &diff).map_err(BuildPatchError::Build)?;
+        let after = workspace::build(&after_root, &opts.build, &work.join("records-after"), &env, "fixed")
+            .map_err(BuildPatchError::Build)?;
+        (before, after, link)
+    };
 
     let start = Instant::now();
     let mut report = Report {
         build_before: before.took,
         build_after: after.took,
+        rerun_units: opts.incremental.then(|| after.tus.iter().filter(|t| before.tu(&t.key).is_some()).count()),
         rebuilt: link.output.clone(),
         work_dir: work.clone(),
         ..Default::default()
     };
+    // The units behind partial links (glibc's libc_pic.os) are the target's too.
+    let link = partial::through_partial_links(&before, &link);
     let lto: Vec<String> = before
         .units_of(&link)
         .iter()
@@ -268,9 +298,12 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
             lto.join(", ")
         )]));
     }
+    refuse_changed_other_objects(&before, &after, &link, &diff)?;
     let units = compare_units(&before, &after, &link)?;
     if units.iter().all(|u| u.diff.is_empty()) {
-        return Err(BuildPatchError::NothingChanged { target: target.display().to_string() });
+        let files = rtld::changed_files(&std::fs::read_to_string(&diff).unwrap_or_default());
+        let elsewhere = rtld::where_changes_went(&after, &files);
+        return Err(BuildPatchError::NothingChanged { target: target.display().to_string(), elsewhere });
     }
     refuse_data_and_layout_changes(&units, &work)?;
 
@@ -370,7 +403,7 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
         return Err(BuildPatchError::Refused(problems));
     }
     if replaced.is_empty() {
-        return Err(BuildPatchError::NothingChanged { target: target.display().to_string() });
+        return Err(BuildPatchError::NothingChanged { target: target.display().to_string(), elsewhere: Vec::new() });
     }
 
     // Assemble and link.
@@ -515,6 +548,7 @@ fn dsc_text(
         };
         let line = match r.kind {
             RefKind::TlsIndex => format!("#%{}{at}:{}", r.symbol, r.var),
+            RefKind::TpOffset => format!("#%{}{at}:{} tp-offset", r.symbol, r.var),
             RefKind::GotRelative => format!("#{}{at}{add}:{} got-relative", r.symbol, r.var),
             _ => format!("#{}{at}{add}:{}", r.symbol, r.var),
         };

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::tu::Tu;
-use super::workspace::{Built, LinkRecord};
+use super::workspace::{self, Built, LinkRecord};
 use super::{driver, tu, BuildPatchError};
 
 /// One unit on both sides.
@@ -103,6 +103,57 @@ pub(super) fn compare_units(before: &Built, after: &Built, link: &LinkRecord) ->
         });
     }
     Ok(units)
+}
+
+/// Objects of the target that the fixed build made anew, but not by compiling C or C++
+/// (assembly: OpenSSL's perl-generated `crypto/*/asm/*.pl`; another tool's output): no
+/// side compile shows their functions, which have no patchable prologue either.
+pub(super) fn refuse_changed_other_objects(
+    before: &Built,
+    after: &Built,
+    link: &LinkRecord,
+    diff: &Path,
+) -> Result<(), BuildPatchError> {
+    let out_key = link.output.strip_prefix(&before.root).unwrap_or(&link.output).to_path_buf();
+    let Some(after_link) = after.links.iter().rev().find(|l| l.output == after.root.join(&out_key)) else {
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    for input in &after_link.inputs {
+        let Ok(rel) = input.strip_prefix(&after.root) else { continue };
+        let key = rel.to_string_lossy();
+        if after.tu(&key).is_some() || workspace::archive_members(input).is_some() {
+            continue;
+        }
+        let (Ok(new), Ok(old)) = (std::fs::read(input), std::fs::read(before.root.join(rel))) else { continue };
+        if new != old {
+            problems.push(format!(
+                "{key} changes, but it is not compiled from C or C++ (assembly, such as OpenSSL's perl-generated \
+                 crypto/*/asm/*.pl, or another tool's output): its functions can be neither compared nor \
+                 redirected{}",
+                non_c_files(diff).map(|f| format!("; the diff changes {f}")).unwrap_or_default()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildPatchError::Refused(problems))
+    }
+}
+
+/// The files of a diff that are not C or C++ sources or headers, when there are any.
+fn non_c_files(diff: &Path) -> Option<String> {
+    const C: &[&str] = &["c", "h", "cc", "cpp", "cxx", "hpp", "hh", "hxx", "inc"];
+    let text = std::fs::read_to_string(diff).ok()?;
+    let files: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("+++ "))
+        .map(|l| l.split('\t').next().unwrap_or(l).trim())
+        .map(|f| f.split_once('/').map_or(f, |(_, rest)| rest))
+        .filter(|f| !Path::new(f).extension().is_some_and(|e| C.contains(&e.to_string_lossy().as_ref())))
+        .collect();
+    (!files.is_empty()).then(|| files.join(", "))
 }
 
 /// Changed initial values of existing data and changed struct layouts cannot be patched.

@@ -4,13 +4,19 @@
 //! release can redirect it, then a summary. The object passes when at least one of its
 //! functions can be patched by this release and every exported function (the ones in
 //! `.dynsym`, which other objects call) has a patchable prologue.
+//!
+//! For each function without a patchable prologue it also says whether its first
+//! instructions could be overwritten by an entry jump (`pulp_unpadded::plan`: how many
+//! bytes, or the reason it is refused), with the counts by reason in the summary. Those
+//! verdicts do not change the object's: this release does not apply entry jumps.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection};
 use pulp_elf::inspect::SymbolSource;
-use pulp_elf::{DebugSearch, FunctionInfo, InspectError};
+use pulp_elf::{DebugSearch, FunctionInfo, InspectError, SymbolKind};
+use pulp_unpadded::{Plan, Reason};
 use serde_json::{json, Value};
 
 /// How many exported functions a failure message names before "and N more".
@@ -32,6 +38,61 @@ pub struct Report {
     pub functions: Vec<FunctionInfo>,
     /// Where the symbols came from.
     pub source: SymbolSource,
+    /// For each of `functions` (same index): `None` when it has a patchable prologue, else
+    /// the plan of an entry jump over its first instructions or why there can be none.
+    pub entry_jumps: Vec<Option<EntryJump>>,
+    /// The addresses of IFUNC symbols, sorted: there an IFUNC's resolver begins, code the
+    /// dynamic linker ran once at load, not what callers reach.
+    pub ifunc_entries: Vec<u64>,
+}
+
+/// Whether an entry jump could overwrite the first instructions of a function without a
+/// patchable prologue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryJump {
+    /// What it would overwrite.
+    Plannable(Plan),
+    /// Why it must not (from `pulp_unpadded::plan`).
+    Refused(Reason),
+    /// The symbol has no size (assembly without `.size`): where the function ends, and so
+    /// which jumps are its own, is unknown.
+    Unsized,
+    /// An IFUNC symbol or its resolver: patching it changes nothing in a running process.
+    Ifunc,
+}
+
+impl EntryJump {
+    pub fn is_plannable(&self) -> bool {
+        matches!(self, EntryJump::Plannable(_))
+    }
+
+    /// The short name of the reason of a refusal, for the summary counts and JSON.
+    pub fn reason_key(&self) -> Option<&'static str> {
+        Some(match self {
+            EntryJump::Plannable(_) => return None,
+            EntryJump::Unsized => "unsized",
+            EntryJump::Ifunc => "ifunc",
+            EntryJump::Refused(Reason::TooShort { .. }) => "too-short",
+            EntryJump::Refused(Reason::BranchIntoDisplaced { .. }) => "branch-into-overwritten",
+            EntryJump::Refused(Reason::ReferenceIntoDisplaced { .. }) => "reference-into-overwritten",
+            EntryJump::Refused(Reason::Undecodable { .. }) => "undecodable",
+            EntryJump::Refused(Reason::Unsupported { .. }) => "unmovable-instruction",
+            EntryJump::Refused(Reason::OutOfReach { .. }) => "out-of-reach",
+        })
+    }
+
+    /// The reason of a refusal, in words.
+    pub fn why(&self) -> Option<String> {
+        match self {
+            EntryJump::Plannable(_) => None,
+            EntryJump::Refused(r) => Some(r.to_string()),
+            EntryJump::Unsized => Some("its symbol has no size, so where its code ends is unknown".into()),
+            EntryJump::Ifunc => Some(
+                "an IFUNC or its resolver: it ran once, at load, to choose the code callers reach; patch that code"
+                    .into(),
+            ),
+        }
+    }
 }
 
 impl Report {
@@ -39,9 +100,15 @@ impl Report {
         self.functions.iter().filter(|f| f.prologue.is_some())
     }
 
-    /// Functions this release can redirect: a supported prologue.
+    /// Functions this release can redirect: a supported prologue, and not an IFUNC or
+    /// its resolver (`pulp pack` refuses those).
     pub fn can_patch(&self, f: &FunctionInfo) -> bool {
-        f.prologue.is_some_and(|k| k.is_supported())
+        f.prologue.is_some_and(|k| k.is_supported()) && !self.is_ifunc(f)
+    }
+
+    /// An IFUNC symbol, or a function at the address of one (its resolver).
+    pub fn is_ifunc(&self, f: &FunctionInfo) -> bool {
+        f.ifunc || self.ifunc_entries.binary_search(&f.offset).is_ok()
     }
 
     pub fn exported(&self) -> impl Iterator<Item = &FunctionInfo> {
@@ -78,6 +145,40 @@ impl Report {
             ));
         }
         Ok(())
+    }
+
+    /// The functions without a patchable prologue, each with its entry-jump verdict.
+    pub fn unpadded(&self) -> impl Iterator<Item = (&FunctionInfo, &EntryJump)> {
+        self.functions.iter().zip(&self.entry_jumps).filter_map(|(f, e)| Some((f, e.as_ref()?)))
+    }
+
+    /// How many functions without a pad are refused an entry jump, by [`EntryJump::reason_key`]
+    /// (sorted by key).
+    pub fn refusals_by_reason(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        let mut by = std::collections::BTreeMap::new();
+        for key in self.unpadded().filter_map(|(_, e)| e.reason_key()) {
+            *by.entry(key).or_default() += 1;
+        }
+        by
+    }
+
+    /// The entry-jump line of the summary, when the object has functions without a pad.
+    pub fn unpadded_summary(&self) -> Option<String> {
+        let n = self.unpadded().count();
+        if n == 0 {
+            return None;
+        }
+        let planned = self.unpadded().filter(|(_, e)| e.is_plannable()).count();
+        let mut s = format!(
+            "without a patchable prologue: {n}; an entry jump could overwrite the first instructions of {planned}"
+        );
+        let by = self.refusals_by_reason();
+        if !by.is_empty() {
+            let counts: Vec<String> = by.iter().map(|(k, c)| format!("{c} {k}")).collect();
+            let _ = write!(s, ", refused {}: {}", n - planned, counts.join(", "));
+        }
+        s.push_str(" (planned only: this release does not apply entry jumps)");
+        Some(s)
     }
 
     pub fn summary(&self) -> String {
@@ -120,7 +221,64 @@ pub fn check_with(path: &Path, search: &DebugSearch) -> Result<Report, Livepatch
         object::ObjectKind::Dynamic => ObjectKind::SharedObject,
         _ => return Err(LivepatchableError::NotLinked { path: path.into() }),
     };
-    Ok(Report { file: path.into(), kind, functions, source })
+    let mut ifunc_entries: Vec<u64> = functions.iter().filter(|f| f.ifunc).map(|f| f.offset).collect();
+    ifunc_entries.sort_unstable();
+    ifunc_entries.dedup();
+    let entry_jumps = entry_jumps(&file, &functions, &inspected.symbols, &ifunc_entries);
+    Ok(Report { file: path.into(), kind, functions, source, entry_jumps, ifunc_entries })
+}
+
+/// The entry-jump verdict of every function without a patchable prologue. Inbound
+/// addresses are the object's own ([`pulp_unpadded::inbound_addresses`]) and every
+/// symbol of its debug file, so that an alternate entry named only there is seen.
+fn entry_jumps(
+    file: &object::File<'_>,
+    functions: &[FunctionInfo],
+    symbols: &[pulp_elf::Symbol],
+    ifunc_entries: &[u64],
+) -> Vec<Option<EntryJump>> {
+    if functions.iter().all(|f| f.prologue.is_some()) {
+        return vec![None; functions.len()];
+    }
+    let mut inbound = pulp_unpadded::inbound_addresses(file);
+    inbound.extend(symbols.iter().filter(|s| s.kind != SymbolKind::Tls).map(|s| s.value));
+    inbound.sort_unstable();
+    inbound.dedup();
+    functions
+        .iter()
+        .map(|f| {
+            f.prologue.is_none().then(|| {
+                if ifunc_entries.binary_search(&f.offset).is_ok() {
+                    return EntryJump::Ifunc;
+                }
+                if f.size == 0 {
+                    return EntryJump::Unsized;
+                }
+                let code = function_bytes(file, f.offset, f.size);
+                // Only the inbound addresses within the function matter to its plan.
+                let from = inbound.partition_point(|&a| a < f.offset);
+                let to = inbound.partition_point(|&a| a < f.offset.saturating_add(f.size));
+                match pulp_unpadded::plan(&f.name, code, f.offset, &inbound[from..to]) {
+                    Ok(p) => EntryJump::Plannable(p),
+                    Err(r) => EntryJump::Refused(r.reason),
+                }
+            })
+        })
+        .collect()
+}
+
+/// The `size` bytes of the file at `addr`, cut at the end of their section (empty when no
+/// section with contents holds `addr`).
+fn function_bytes<'a>(file: &object::File<'a>, addr: u64, size: u64) -> &'a [u8] {
+    file.sections()
+        .find(|s| addr >= s.address() && addr - s.address() < s.size())
+        .and_then(|s| {
+            let data = s.data().ok()?;
+            let from = usize::try_from(addr - s.address()).ok()?;
+            let to = usize::try_from(size).ok().and_then(|n| from.checked_add(n))?.min(data.len());
+            data.get(from..to)
+        })
+        .unwrap_or_default()
 }
 
 /// A position-independent executable: `DF_1_PIE` in `DT_FLAGS_1`.
@@ -163,17 +321,31 @@ pub fn to_text(r: &Report) -> String {
     let width = r.functions.iter().map(|f| f.name.len()).max().unwrap_or(0).max(8);
     let _ = writeln!(
         s,
-        "  {:<width$}  {:>10}  {:>6}  {:<6}  {:<22}  supported",
-        "function", "offset", "size", "bind", "prologue"
+        "  {:<width$}  {:>10}  {:>6}  {:<6}  {:<22}  supported{}",
+        "function",
+        "offset",
+        "size",
+        "bind",
+        "prologue",
+        if r.unpadded().next().is_some() { "  entry jump (no prologue)" } else { "" }
     );
-    for f in &r.functions {
+    for (f, entry) in r.functions.iter().zip(&r.entry_jumps) {
         let bind = match (f.global, f.dynamic) {
             (_, true) => "export",
             (true, false) => "global",
             (false, false) => "local",
         };
         let prologue = f.prologue.map_or("not patchable", |k| k.name());
-        let supported = if r.can_patch(f) { "yes" } else { "no" };
+        let supported = if r.can_patch(f) { "yes" } else { "no " };
+        let supported = match entry {
+            None => supported.trim_end().to_string(),
+            Some(EntryJump::Plannable(p)) => format!("{supported}        overwrites {} bytes{}", p.len, endbr_kept(p)),
+            Some(refused) => format!(
+                "{supported}        refused, {}: {}",
+                refused.reason_key().unwrap_or_default(),
+                refused.why().unwrap_or_default()
+            ),
+        };
         let _ = writeln!(
             s,
             "  {:<width$}  {:>#10x}  {:>6}  {:<6}  {:<22}  {supported}",
@@ -181,6 +353,9 @@ pub fn to_text(r: &Report) -> String {
         );
     }
     let _ = writeln!(s, "{}", r.summary());
+    if let Some(line) = r.unpadded_summary() {
+        let _ = writeln!(s, "{line}");
+    }
     match r.verdict() {
         Ok(()) => {
             let _ = writeln!(s, "live-patchable: yes");
@@ -190,6 +365,23 @@ pub fn to_text(r: &Report) -> String {
         }
     }
     s
+}
+
+fn endbr_kept(p: &Plan) -> &'static str {
+    if p.skip > 0 {
+        " after endbr64"
+    } else {
+        ""
+    }
+}
+
+/// One function's entry-jump verdict as JSON (`null` for a function with a prologue).
+fn entry_json(entry: &Option<EntryJump>) -> Value {
+    match entry {
+        None => Value::Null,
+        Some(EntryJump::Plannable(p)) => json!({ "plannable": true, "kept": p.skip, "overwritten": p.len }),
+        Some(refused) => json!({ "plannable": false, "reason": refused.reason_key(), "why": refused.why() }),
+    }
 }
 
 /// The same as a JSON object.
@@ -203,7 +395,7 @@ pub fn to_json(r: &Report) -> Value {
             SymbolSource::DebugFile(p) => format!("debug file {}", p.display()),
             SymbolSource::Stripped { .. } => "exports only (stripped)".to_string(),
         },
-        "functions": r.functions.iter().map(|f| json!({
+        "functions": r.functions.iter().zip(&r.entry_jumps).map(|(f, entry)| json!({
             "name": f.name,
             "offset": f.offset,
             "size": f.size,
@@ -212,6 +404,8 @@ pub fn to_json(r: &Report) -> Value {
             "prologue": f.prologue.map(|k| k.name()),
             "patchable": f.prologue.is_some(),
             "supported": r.can_patch(f),
+            "ifunc": r.is_ifunc(f),
+            "entry_jump": entry_json(entry),
         })).collect::<Vec<_>>(),
         "summary": {
             "functions": r.functions.len(),
@@ -219,6 +413,9 @@ pub fn to_json(r: &Report) -> Value {
             "supported": r.functions.iter().filter(|f| r.can_patch(f)).count(),
             "exported": r.exported().count(),
             "exported_patchable": r.exported().filter(|f| f.prologue.is_some()).count(),
+            "unpadded": r.unpadded().count(),
+            "entry_jump_plannable": r.unpadded().filter(|(_, e)| e.is_plannable()).count(),
+            "entry_jump_refused": r.refusals_by_reason(),
         },
         "livepatchable": verdict.is_ok(),
         "reason": verdict.err(),

@@ -55,6 +55,19 @@ impl Object {
         &self.elf.functions
     }
 
+    /// Why this is the dynamic linker (`ld.so`), if it is: its soname or file name, or its
+    /// `_rtld_global`.
+    pub(super) fn dynamic_linker(&self) -> Option<String> {
+        let file = Path::new(&self.path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let soname = self.elf.info.soname.as_deref();
+        match soname {
+            _ if !self.elf.info.is_dynamic_linker() && !is_ld_name(file) => None,
+            Some(s) if is_ld_name(s) => Some(format!("its soname is {s}")),
+            _ if is_ld_name(file) => Some(format!("its file is {file}")),
+            _ => Some("it defines `_rtld_global`".into()),
+        }
+    }
+
     /// " (the target is stripped ...)" when static symbols may be unknown.
     pub(super) fn stripped_hint(&self) -> String {
         match &self.elf.source {
@@ -65,4 +78,9 @@ impl Object {
             _ => String::new(),
         }
     }
+}
+
+/// `ld-linux*`, `ld.so*`, `ld64.so*`: the names the dynamic linker goes by.
+fn is_ld_name(name: &str) -> bool {
+    ["ld-linux", "ld.so", "ld64.so"].iter().any(|p| name.starts_with(p))
 }

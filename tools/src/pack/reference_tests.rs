@@ -138,6 +138,14 @@ fn every_kind_of_symbol_can_be_referenced() {
         }
     );
     assert_eq!(PatchMeta::decode(&m.encode()).unwrap(), m);
+
+    // Initial-exec code's thread-pointer offset: 8 bytes, of a thread-local only.
+    let (m, _) = fx.ok(&format!("{HEAD}#%tls_var:ref_scale tp-offset\n"));
+    let r = &m.targets[0].references[0];
+    assert_eq!((r.kind, r.offset, r.kind.size()), (RefKind::TpOffset, fx.sym("tls_var"), 8));
+    assert_eq!(PatchMeta::decode(&m.encode()).unwrap(), m);
+    let e = fx.err(&format!("{HEAD}#%exported_var:ref_scale tp-offset\n"));
+    assert!(e.contains("exported_var") && e.contains("thread-local"), "{e}");
 }
 
 #[test]

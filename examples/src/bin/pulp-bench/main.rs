@@ -304,11 +304,12 @@ fn main() {
         }
         _ => String::new(),
     };
-    // `--b PATH` (repeated): other runtime builds for `startup`.
+    // `--b PATH` / `--bi PATH` (repeated): other runtime builds for `startup`, without
+    // and with the installed patches.
     let mut others = Vec::new();
-    while let Some(i) = args.iter().position(|a| a == "--b") {
+    while let Some(i) = args.iter().position(|a| a == "--b" || a == "--bi") {
         if let Some(p) = args.get(i + 1) {
-            others.push(std::path::PathBuf::from(p));
+            others.push((std::path::PathBuf::from(p), args[i] == "--bi"));
         }
         args.drain(i..(i + 2).min(args.len()));
     }

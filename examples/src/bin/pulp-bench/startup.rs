@@ -8,7 +8,8 @@
 //! - `installed`: `libpulp_rs.so` with five patches installed in its patch directory
 //!   for a library the program never maps (one with a 4 MiB object);
 //! - `b1`, `b2`, ...: other builds of the runtime (`--b PATH`, repeated), for an A/B of
-//!   two trees.
+//!   two trees; `--bi PATH` runs that build with the five patches installed, beside
+//!   `installed`.
 //!
 //! The variants take turns in blocks of 10 starts, in rotating order, so a busy moment
 //! of the machine falls on all of them; the table gives the lower decile and the median
@@ -125,7 +126,7 @@ fn install_unrelated(tools: &Tools, work: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(tools: &Tools, rounds: usize, others: &[PathBuf]) -> Result<()> {
+pub(crate) fn run(tools: &Tools, rounds: usize, others: &[(PathBuf, bool)]) -> Result<()> {
     let work = tempfile::tempdir()?;
     let empty_c = work.path().join("empty.c");
     std::fs::write(&empty_c, "")?;
@@ -145,8 +146,9 @@ pub(crate) fn run(tools: &Tools, rounds: usize, others: &[PathBuf]) -> Result<()
         ("runtime".to_string(), environment(Some(&tools.runtime), &no_dir)),
         ("installed".to_string(), environment(Some(&tools.runtime), &dir)),
     ];
-    for (i, b) in others.iter().enumerate() {
-        variants.push((format!("b{} ({})", i + 1, b.display()), environment(Some(b), &no_dir)));
+    for (i, (b, installed)) in others.iter().enumerate() {
+        let (what, patches) = if *installed { (", installed", &dir) } else { ("", &no_dir) };
+        variants.push((format!("b{} ({}{what})", i + 1, b.display()), environment(Some(b), patches)));
     }
     let mut variants: Vec<Variant> = variants
         .into_iter()
