@@ -184,6 +184,28 @@ fn a_thread_blocking_sigtrap_holds_the_write_back() {
     app.assert_alive();
 }
 
+/// A new version that calls the original function through a reference gets the
+/// relocated copy, not the entry (which now leads to the new version itself).
+#[test]
+fn a_new_version_calls_the_original_unpadded_function() {
+    let work = Work::new();
+    let (app_path, _) = build(&work);
+    let wrap = work.shared("unpadded_wrap", &CSpec::plain(&["unpadded_wrap.c"]));
+    let dsc = work.path().join("wrap.dsc");
+    let text = format!("{}\n@{LIBZ}\nzlibVersion:zlibVersion_wrap\n#zlibVersion:zlib_orig\n", wrap.display());
+    std::fs::write(&dsc, text).unwrap();
+    let meta = work.path().join("wrap.meta");
+    pack(&dsc, &meta).assert_ok("pulp pack");
+    let mut app = libpulp_rs_tests::App::start(&app_path);
+    let pid = app.pid();
+    let version = app.ask("version");
+    apply(pid, &meta).assert_ok("pulp-trigger");
+    assert_eq!(app.ask("version"), format!("{version}+wrap"));
+    revert(pid, &meta).assert_ok("pulp-trigger --revert");
+    assert_eq!(app.ask("version"), version);
+    app.assert_alive();
+}
+
 /// Two patches stacked on one unpadded function, reverted in either order.
 #[test]
 fn patches_stack_on_an_unpadded_function() {
