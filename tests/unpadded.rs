@@ -228,6 +228,13 @@ fn patches_stack_on_an_unpadded_function() {
         assert_eq!(app.ask("version"), version);
         assert_as_in_file(pid, LIBZ, &["zlibVersion"]);
     }
+    // Both at once, with --revert-all.
+    apply(pid, &one).assert_ok("apply one");
+    apply(pid, &two).assert_ok("apply two");
+    let out = libpulp_rs_tests::trigger(&["--revert-all", LIBZ, "-p", &pid.to_string()]);
+    out.assert_ok("pulp-trigger --revert-all");
+    assert_eq!(app.ask("version"), version);
+    assert_as_in_file(pid, LIBZ, &["zlibVersion"]);
     app.assert_alive();
 }
 
