@@ -129,6 +129,30 @@ fn main() {
     export("PULP_BENCH_F_FIX", &f_fix);
     export("PULP_BENCH_PERCALL", &percall);
 
+    // The unpadded benchmark: fu.c's f without pad (left alone, and patched) and with
+    // the pad (patched), its fix, and the stall target over each patched one.
+    let fu = [bench.join("fu.c")];
+    let variant = |v| vec![("VARIANT", Some(v))];
+    let fu_plain = Spec { patchable: false, defines: variant("1"), ..Spec::new(&fu) }.shared(&out, "fu_plain");
+    let fu_unpadded = Spec { patchable: false, defines: variant("2"), ..Spec::new(&fu) }.shared(&out, "fu_unpadded");
+    let fu_pad = Spec { defines: variant("3"), ..Spec::new(&fu) }.shared(&out, "fu_pad");
+    let fu_fix = Spec { patchable: false, ..Spec::new(&[bench.join("fu_fix.c")]) }.shared(&out, "fu_fix");
+    for (name, lib) in [("stall_fu_unpadded", "fu_unpadded"), ("stall_fu_pad", "fu_pad")] {
+        let exe = Spec {
+            patchable: false,
+            threads: true,
+            link_lib: Some(lib),
+            link_dir: Some(&out),
+            ..Spec::new(&[bench.join("stall.c")])
+        }
+        .executable(&out, name);
+        export(&format!("PULP_BENCH_{}", name.to_uppercase()), &exe);
+    }
+    export("PULP_BENCH_FU_PLAIN", &fu_plain);
+    export("PULP_BENCH_FU_UNPADDED", &fu_unpadded);
+    export("PULP_BENCH_FU_PAD", &fu_pad);
+    export("PULP_BENCH_FU_FIX", &fu_fix);
+
     // Redirect mechanisms side by side (C + GNU as). -no-pie: variant (c) has an
     // absolute address in its code.
     let redirect = Spec {

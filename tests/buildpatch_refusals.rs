@@ -2,12 +2,32 @@
 //! value of existing data, a changed struct layout, a changed function without
 //! patchable prologue, a changed function that never returns, a running object that is
 //! not the rebuild of the sources, a library built with link-time optimisation, a diff
-//! that does not apply.
+//! that does not apply, the dynamic linker as the target.
 
 #[path = "buildpatch/common.rs"]
 mod common;
 
 use common::{assert_refused, Compiler, Project};
+use libpulp_rs_tests::ToolOutput;
+
+/// `pulp build-patch` of the project's sources with `diff` for `target`, building in
+/// `work/bp`, into `work/OUT`.
+fn build_patch(p: &Project, diff: &std::path::Path, target: &std::path::Path, out: &str) -> ToolOutput {
+    libpulp_rs_tests::run(
+        std::process::Command::new(&libpulp_rs_tests::artifacts().pulp)
+            .arg("build-patch")
+            .arg("--src")
+            .arg(&p.src)
+            .arg("--diff")
+            .arg(diff)
+            .args(["--build", "make -s", "--work-dir"])
+            .arg(p.work.path().join("bp"))
+            .arg("--target")
+            .arg(target)
+            .arg("-o")
+            .arg(p.work.path().join(out)),
+    )
+}
 
 fn nothing_written(p: &Project, diff: &str) {
     assert!(!p.patch_so(diff).exists() && !p.meta(diff).exists(), "{diff}: a refused patch was written");
@@ -65,17 +85,22 @@ fn a_diff_that_does_not_apply_is_refused() {
     let p = Project::new(Compiler::Gcc);
     let bad = p.work.path().join("bad.patch");
     std::fs::write(&bad, "--- a/nope.c\n+++ b/nope.c\n@@ -1 +1 @@\n-int x;\n+int y;\n").unwrap();
-    let out = libpulp_rs_tests::run(
-        std::process::Command::new(&libpulp_rs_tests::artifacts().pulp)
-            .arg("build-patch")
-            .arg("--src")
-            .arg(&p.src)
-            .arg("--diff")
-            .arg(&bad)
-            .args(["--build", "make -s", "--target"])
-            .arg(&p.running)
-            .arg("-o")
-            .arg(p.work.path().join("out-bad")),
-    );
+    let out = build_patch(&p, &bad, &p.running, "out-bad");
     assert_refused(&out, &["bad.patch does not apply to the sources (patch -p1)", "nope.c"]);
+}
+
+/// The dynamic linker (here the system's) is refused as a target before anything is
+/// built: its code runs at start-up, before a patch can be loaded, and loads the patches.
+#[test]
+fn the_dynamic_linker_is_refused_as_a_target() {
+    let p = Project::new(Compiler::Gcc);
+    let ld_so = std::path::Path::new("/lib64/ld-linux-x86-64.so.2");
+    libpulp_rs_tests::require_tool(&ld_so.display().to_string());
+    let out = build_patch(&p, &common::fixtures().join("diffs/exported.patch"), ld_so, "out-ld");
+    assert_refused(
+        &out,
+        &["is the dynamic linker (ld.so, soname ld-linux-x86-64.so.2)", "before any patch can be loaded"],
+    );
+    assert!(!p.work.path().join("bp/before").exists(), "nothing was built");
+    assert!(!p.work.path().join("out-ld/exported.meta").exists());
 }

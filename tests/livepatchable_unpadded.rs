@@ -1,6 +1,6 @@
 //! What `pulp livepatchable` says of functions built without a pad: whether an entry jump
 //! could overwrite their first instructions, and why not. On a gcc-built fixture with one
-//! function of each verdict (tests/fixtures/unpadded_lib.c), with and without `endbr64`,
+//! function of each verdict (tests/fixtures/unpadded_verdicts.c), with and without `endbr64`,
 //! and on the system's own libz and libc.
 
 use std::collections::BTreeMap;
@@ -54,7 +54,7 @@ fn counts_agree(v: &Value) {
 fn fixture_functions_get_their_verdicts() {
     let work = Work::new();
     for (name, flag, kept) in [("unpadded", "-fcf-protection=none", 0), ("unpadded_ibt", "-fcf-protection", 4)] {
-        let lib = work.shared(name, &CSpec::plain(&["unpadded_lib.c"]).compiler("gcc").flag(flag));
+        let lib = work.shared(name, &CSpec::plain(&["unpadded_verdicts.c"]).compiler("gcc").flag(flag));
         let (out, v) = livepatchable_json(&lib);
         assert_eq!(out.code, Some(1), "no function has a prologue: the object does not pass: {out:#?}");
         assert_eq!(v["livepatchable"], false);
@@ -144,9 +144,17 @@ fn system_libc() {
     counts_agree(&v);
     let s = &v["summary"];
     let (n, planned) = (s["unpadded"].as_u64().unwrap(), s["entry_jump_plannable"].as_u64().unwrap());
-    assert!(n >= 2000 && planned * 100 >= n * 95, "{s}");
+    assert!(n >= 2000 && planned * 100 >= n * 90, "{s}");
     // A spin lock whose loop goes back to its first instruction; atoi is plain code.
     let spin = function(&v, "pthread_spin_lock");
     assert_eq!(spin["entry_jump"]["reason"], "branch-into-overwritten", "{spin}");
     assert_eq!(function(&v, "atoi")["entry_jump"]["plannable"], true);
+    // libc defines `__fentry__`; its functions that begin with another call (envz_get
+    // calls envz_entry, `.cold` parts call abort) are not fentry functions.
+    let envz = function(&v, "envz_get");
+    assert!(envz["prologue"].is_null() && envz["entry_jump"]["plannable"] == true, "{envz}");
+    assert_eq!(s["patchable"], 0, "{s}");
+    // strlen is an IFUNC: its address is the resolver, not worth an entry jump.
+    let strlen = function(&v, "strlen");
+    assert_eq!((&strlen["ifunc"], &strlen["entry_jump"]["reason"]), (&Value::Bool(true), &Value::from("ifunc")));
 }

@@ -43,9 +43,16 @@ fn comments_blank_lines_and_labels_may_come_before_the_patch_so() {
 fn the_dsc_syntax_is_in_the_help() {
     let out = pulp(&["pack", "--help"]);
     out.assert_ok("pulp pack --help");
-    for item in
-        ["#counter:ref_counter", "#%tls_var:ref_tls", "got-relative", "%replace", "%state", "# text", "--debug-file"]
-    {
+    for item in [
+        "#counter:ref_counter",
+        "#%tls_var:ref_tls",
+        "got-relative",
+        "%replace",
+        "%state",
+        "# text",
+        "--debug-file",
+        "memcpy@@GLIBC_2.14",
+    ] {
         assert!(out.stdout.contains(item), "`{item}` is not in pulp pack --help:\n{}", out.stdout);
     }
 }

@@ -27,6 +27,8 @@ pub struct FunctionInfo {
     pub dynamic: bool,
     /// How the function begins; `None` when it cannot be live-patched.
     pub prologue: Option<Prologue>,
+    /// An `STT_GNU_IFUNC` symbol: `offset` is its resolver, not the code callers reach.
+    pub ifunc: bool,
 }
 
 /// The object's GNU build-id (`NT_GNU_BUILD_ID`); an error if it has none.
@@ -74,6 +76,14 @@ fn uses_fentry(symbols: &[Symbol]) -> bool {
     symbols.iter().any(|s| s.name == "__fentry__")
 }
 
+/// Where the `call rel32` at the entry `addr` (`at`: its bytes) goes.
+fn call_target(addr: u64, at: &[u8]) -> Option<u64> {
+    let (off, len) = pulp_meta::prologue::fentry_call(at)?;
+    let rel = at.get(off as usize + 1..off as usize + 5)?;
+    let rel = i32::from_le_bytes(rel.try_into().ok()?);
+    Some(addr.wrapping_add(off + len).wrapping_add(rel as i64 as u64))
+}
+
 /// The defined functions among `symbols`, deduplicated by (name, offset) and sorted by
 /// name then offset, each with its prologue kind read from `file`'s bytes. `symbols` may
 /// come from a separate debug file; the bytes always come from the object itself.
@@ -81,8 +91,12 @@ pub(crate) fn collect(file: &object::File<'_>, symbols: &[Symbol], imports: &[St
     // A function that merely starts with a call looks like an fentry one: only believe
     // the fentry kinds in an object that was built with `-mfentry`.
     let fentry = uses_fentry(symbols) || imports.iter().any(|i| i == "__fentry__");
-    let classify = |before: &[u8], at: &[u8]| match classify(before, at) {
+    // An object that defines `__fentry__` (the C library) calls it directly: a `call rel32`
+    // elsewhere is an ordinary call (libc's `.cold` parts calling abort, `envz_get`).
+    let own_fentry = symbols.iter().find(|s| s.name == "__fentry__").map(|s| s.value);
+    let classify = |addr: u64, before: &[u8], at: &[u8]| match classify(before, at) {
         Some(Prologue::FentryCall | Prologue::FentryGotCall) if !fentry => None,
+        Some(Prologue::FentryCall) if own_fentry.is_some_and(|f| call_target(addr, at) != Some(f)) => None,
         k => k,
     };
     let mut by_key: BTreeMap<(String, u64), FunctionInfo> = BTreeMap::new();
@@ -93,8 +107,10 @@ pub(crate) fn collect(file: &object::File<'_>, symbols: &[Symbol], imports: &[St
             size: sym.size,
             global: false,
             dynamic: false,
-            prologue: locate(file, sym.value).and_then(|l| classify(l.before, l.at)),
+            prologue: locate(file, sym.value).and_then(|l| classify(sym.value, l.before, l.at)),
+            ifunc: false,
         });
+        entry.ifunc |= sym.ifunc;
         entry.global |= sym.global;
         entry.dynamic |= sym.dynamic;
         entry.size = entry.size.max(sym.size);

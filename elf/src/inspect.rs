@@ -76,6 +76,7 @@ fn merge(all: Vec<Symbol>) -> Vec<Symbol> {
                 e.hidden |= s.hidden;
                 e.dynamic |= s.dynamic;
                 e.writable |= s.writable;
+                e.ifunc |= s.ifunc;
                 if e.file.is_none() {
                     e.file = s.file;
                     e.file_group = s.file_group;

@@ -22,7 +22,7 @@ pub mod symbols;
 pub use debugfile::DebugSearch;
 pub use functions::{build_id, canonicalise_entries, functions, FunctionInfo};
 pub use inspect::{inspect, Inspected};
-pub use symbols::{ObjectInfo, Symbol, SymbolKind};
+pub use symbols::{ObjectInfo, Symbol, SymbolKind, SymbolVersion};
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -62,6 +62,27 @@ pub struct Symbol {
     pub file_group: u32,
     /// Lies in memory that stays writable after relocation (not in a RELRO range).
     pub writable: bool,
+    /// `STT_GNU_IFUNC`: the value is a resolver, run by the dynamic linker to choose the
+    /// implementation callers reach.
+    pub ifunc: bool,
+}
+
+/// One version of a symbol of `.dynsym` (`.gnu.version` and `.gnu.version_d`): `name@VERSION`
+/// or, the one a new link binds to, `name@@VERSION`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SymbolVersion {
+    pub name: String,
+    pub version: String,
+    /// The default version (`@@`): not hidden in `.gnu.version`.
+    pub default: bool,
+    pub value: u64,
+}
+
+impl SymbolVersion {
+    /// `name@VERSION` or `name@@VERSION`.
+    pub fn spelled(&self) -> String {
+        format!("{}{}{}", self.name, if self.default { "@@" } else { "@" }, self.version)
+    }
 }
 
 /// An undefined symbol of `.dynsym`: what the dynamic linker must find elsewhere.
@@ -108,6 +129,8 @@ pub struct ObjectInfo {
     pub tls: Option<(u64, u64)>,
     /// Address ranges `[start, end)` of writable `PT_LOAD` memory minus `PT_GNU_RELRO`.
     pub writable: Vec<(u64, u64)>,
+    /// The versions of the defined symbols of `.dynsym` that have one (beyond the base).
+    pub versions: Vec<SymbolVersion>,
 }
 
 impl ObjectInfo {
@@ -150,6 +173,8 @@ impl ObjectInfo {
         let in_writable = |value: u64| writable.iter().any(|&(s, e)| s <= value && value < e);
 
         let mut merged: BTreeMap<(String, u64, SymbolKind), Symbol> = BTreeMap::new();
+        let version_table = sections.versions(endian, data).ok().flatten();
+        let mut versions = Vec::new();
         let mut imports = Vec::new();
         let mut has_symtab = false;
         for (table_type, dynamic) in [(elf::SHT_SYMTAB, false), (elf::SHT_DYNSYM, true)] {
@@ -169,7 +194,7 @@ impl ObjectInfo {
                     total: table.len(),
                 });
             }
-            for sym in table.iter() {
+            for (index, sym) in table.iter().enumerate() {
                 let name = table.symbol_name(endian, sym).map(|n| String::from_utf8_lossy(n).into_owned());
                 let Ok(name) = name else { continue };
                 let st_type = sym.st_type();
@@ -216,7 +241,20 @@ impl ObjectInfo {
                     file: None,
                     file_group: 0,
                     writable,
+                    ifunc: false,
                 });
+                entry.ifunc |= st_type == elf::STT_GNU_IFUNC;
+                if let Some(table) = version_table.as_ref().filter(|_| dynamic) {
+                    let v = table.version_index(endian, object::SymbolIndex(index));
+                    if let Ok(Some(version)) = table.version(v) {
+                        versions.push(SymbolVersion {
+                            name: entry.name.clone(),
+                            version: String::from_utf8_lossy(version.name()).into_owned(),
+                            default: !v.is_hidden(),
+                            value,
+                        });
+                    }
+                }
                 entry.size = entry.size.max(sym.st_size(endian));
                 entry.global |= global;
                 entry.hidden |= hidden && !dynamic;
@@ -278,7 +316,21 @@ impl ObjectInfo {
             debuglink,
             tls,
             writable,
+            versions,
         })
+    }
+
+    /// The versions of the exported symbol `name` (none when it is not versioned).
+    pub fn versions_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a SymbolVersion> + 'a {
+        self.versions.iter().filter(move |v| v.name == name)
+    }
+
+    /// Whether this is the dynamic linker: its soname is `ld-linux*` or `ld.so*`
+    /// (`ld64.so*` too), or it defines `_rtld_global`.
+    pub fn is_dynamic_linker(&self) -> bool {
+        let soname = self.soname.as_deref().unwrap_or_default();
+        ["ld-linux", "ld.so", "ld64.so"].iter().any(|p| soname.starts_with(p))
+            || self.symbols.iter().any(|s| s.name == "_rtld_global")
     }
 
     /// Read and parse `path`.

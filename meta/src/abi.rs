@@ -13,7 +13,7 @@ pub const INFO_SYMBOL: &str = "pulp_rs_info";
 /// `RuntimeInfo::magic`.
 pub const INFO_MAGIC: u64 = u64::from_le_bytes(*b"PULPRS\0\x01");
 /// Bumped whenever this layout or the protocol changes.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 /// Offset from `call_stub` where the hijacked thread starts. The two bytes before it are
 /// NOPs, so a restarted system call, which moves `%rip` back by 2, is harmless.
 pub const CALL_STUB_ENTRY: u64 = 2;
@@ -93,8 +93,18 @@ pub struct RuntimeInfo {
     /// The runtime's own log of what it did ([`MessageRing`]) and its size in bytes.
     pub messages: u64,
     pub messages_len: u64,
+    /// Trampoline regions of unpadded functions: the address of a `u64` count and then
+    /// up to [`MAX_TRAMPOLINE_REGIONS`] `(start, end)` pairs. Code there counts as inside
+    /// the targets during a transition.
+    pub trampolines: u64,
+    /// Where a thread caught on the `int3` of an unpadded entry goes: the address of a
+    /// `u64` count, then per descriptor index `(int3 address, slot)`.
+    pub traps: u64,
 }
 }
+
+/// Most trampoline regions the runtime maps.
+pub const MAX_TRAMPOLINE_REGIONS: usize = 64;
 
 /// The signal the hijack stub raises when an entry returns (see `trm/asm/hijack.S`).
 pub const CALL_STUB_SIGNAL: i32 = 28; // SIGWINCH
@@ -431,7 +441,7 @@ pub enum EntryAction {
     Restore = 2,
 }
 
-/// One function in a reply: 24 bytes.
+/// One function in a reply: 64 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FuncReply {
     pub entry: u64,
@@ -441,9 +451,39 @@ pub struct FuncReply {
     pub original: [u8; 2],
     /// The function's prologue kind (how to redirect it).
     pub kind: crate::Prologue,
+    /// Unpadded functions: the trampoline slot the entry jumps to (0 otherwise).
+    pub slot: u64,
+    /// Unpadded functions: bytes kept at the entry (`endbr64`), and how many of
+    /// `displaced` the entry jump overwrites (their original values).
+    pub skip: u8,
+    pub len: u8,
+    pub displaced: [u8; crate::prologue::MAX_DISPLACED],
 }
 
-pub const FUNC_REPLY_SIZE: usize = 24;
+impl FuncReply {
+    /// A reply for a function with a pad (or fentry): no slot, nothing displaced.
+    pub fn new(entry: u64, desc: u64, action: EntryAction, original: [u8; 2], kind: crate::Prologue) -> Self {
+        Self {
+            entry,
+            desc,
+            action,
+            original,
+            kind,
+            slot: 0,
+            skip: 0,
+            len: 0,
+            displaced: [0; crate::prologue::MAX_DISPLACED],
+        }
+    }
+
+    /// The [`Displaced`](crate::prologue::Displaced) of an unpadded function's reply.
+    pub fn displaced(&self) -> crate::prologue::Displaced {
+        let len = usize::from(self.len).min(self.displaced.len());
+        crate::prologue::Displaced { skip: self.skip, original: self.displaced[..len].to_vec() }
+    }
+}
+
+pub const FUNC_REPLY_SIZE: usize = 64;
 
 /// The runtime's answer after a successful entry: `u32` count, then [`FuncReply`]s.
 pub fn encode_reply(funcs: &[FuncReply], out: &mut [u8]) -> Option<usize> {
@@ -459,7 +499,11 @@ pub fn encode_reply(funcs: &[FuncReply], out: &mut [u8]) -> Option<usize> {
         o[16] = f.action as u8;
         o[17..19].copy_from_slice(&f.original);
         o[19] = f.kind as u8;
-        o[20..].fill(0);
+        o[20..28].copy_from_slice(&f.slot.to_le_bytes());
+        o[28] = f.skip;
+        o[29] = f.len;
+        o[30..30 + f.displaced.len()].copy_from_slice(&f.displaced);
+        o[30 + f.displaced.len()..].fill(0);
     }
     Some(len)
 }
@@ -481,6 +525,10 @@ pub fn decode_reply(b: &[u8]) -> Option<Vec<FuncReply>> {
                 },
                 original: [o[17], o[18]],
                 kind: crate::Prologue::from_u8(o[19])?,
+                slot: u64::from_le_bytes(o[20..28].try_into().ok()?),
+                skip: o[28],
+                len: o[29],
+                displaced: o[30..30 + crate::prologue::MAX_DISPLACED].try_into().ok()?,
             })
         })
         .collect()

@@ -2,26 +2,22 @@ use super::*;
 
 #[test]
 fn reply_round_trips() {
+    let mut unpadded = FuncReply::new(0x5000, 0x6000, EntryAction::Redirect, [0x55, 0x48], crate::Prologue::Unpadded);
+    unpadded.slot = 0x7000;
+    unpadded.skip = 4;
+    unpadded.len = 6;
+    unpadded.displaced[..6].copy_from_slice(&[0x55, 0x48, 0x89, 0xe5, 0x31, 0xc0]);
     let funcs = vec![
-        FuncReply {
-            entry: 0x1000,
-            desc: 0x2000,
-            action: EntryAction::Redirect,
-            original: [0x66, 0x90],
-            kind: crate::Prologue::NopPad66,
-        },
-        FuncReply {
-            entry: 0x3000,
-            desc: 0x4000,
-            action: EntryAction::Restore,
-            original: [0x90, 0x90],
-            kind: crate::Prologue::EndbrNopPad,
-        },
+        FuncReply::new(0x1000, 0x2000, EntryAction::Redirect, [0x66, 0x90], crate::Prologue::NopPad66),
+        FuncReply::new(0x3000, 0x4000, EntryAction::Restore, [0x90, 0x90], crate::Prologue::EndbrNopPad),
+        unpadded,
     ];
-    let mut buf = [0u8; 128];
+    let mut buf = [0u8; 256];
     let n = encode_reply(&funcs, &mut buf).unwrap();
     assert_eq!(decode_reply(&buf[..n]).unwrap(), funcs);
     assert!(decode_reply(&buf[..n - 1]).is_none());
+    let d = decode_reply(&buf[..n]).unwrap()[2].displaced();
+    assert_eq!((d.skip, d.original), (4, vec![0x55, 0x48, 0x89, 0xe5, 0x31, 0xc0]));
 }
 
 #[test]
@@ -49,7 +45,7 @@ fn request_and_thread_log_round_trip() {
 fn runtime_info_decodes_every_word() {
     let words: Vec<u8> = (0..RuntimeInfo::SIZE as u64 / 8).flat_map(|i| i.to_le_bytes()).collect();
     let info = RuntimeInfo::from_bytes(&words).unwrap();
-    assert_eq!((info.magic, info.messages_len), (0, RuntimeInfo::SIZE as u64 / 8 - 1));
+    assert_eq!((info.magic, info.traps), (0, RuntimeInfo::SIZE as u64 / 8 - 1));
 }
 
 #[test]

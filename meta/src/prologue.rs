@@ -43,6 +43,55 @@ pub enum Prologue {
     FentryGotCall = 4,
     /// `call __fentry__` (`e8 rel32`): clang, and gcc's non-PIE executables.
     FentryCall = 5,
+    /// No pad: the first whole instructions (at least 5 bytes, after a kept `endbr64`)
+    /// are overwritten with a `jmp rel32` to a slot in a trampoline region of the
+    /// runtime, which holds them relocated ([`Displaced`]; see docs/prologues.md).
+    Unpadded = 6,
+}
+
+/// What the entry jump of an [`Prologue::Unpadded`] function overwrites, as `pulp pack`
+/// planned it (`pulp_unpadded::plan`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Displaced {
+    /// Bytes kept at the entry: 4 for a leading `endbr64`, else 0.
+    pub skip: u8,
+    /// The original bytes overwritten from entry+skip: whole instructions, at least
+    /// [`UNPADDED_JUMP`] bytes, at most [`MAX_DISPLACED`].
+    pub original: Vec<u8>,
+}
+
+/// Length of the entry jump of an unpadded function (`e9 rel32`).
+pub const UNPADDED_JUMP: usize = 5;
+/// Most bytes the entry jump of an unpadded function overwrites (4 bytes of earlier
+/// instructions, then one of at most 15).
+pub const MAX_DISPLACED: usize = 19;
+/// Bytes of a trampoline slot: the jump through the descriptor (16) and the relocated
+/// copy (at most `pulp_unpadded::MAX_COPY`, 112).
+pub const SLOT_SIZE: u64 = 128;
+/// Offset of the relocated copy (the original body) in a slot.
+pub const SLOT_COPY: u64 = 16;
+/// `int3`.
+pub const INT3: u8 = 0xcc;
+
+/// The 16 bytes at the start of a slot: `movabs $desc, %r11; jmp *(%r11)`, int3 fill.
+pub fn slot_head(desc: u64) -> [u8; SLOT_COPY as usize] {
+    let mut b = [INT3; SLOT_COPY as usize];
+    b[0] = 0x49;
+    b[1] = 0xbb;
+    b[2..10].copy_from_slice(&desc.to_le_bytes());
+    b[10..13].copy_from_slice(&[0x41, 0xff, 0x23]);
+    b
+}
+
+/// The bytes an unpadded function's overwritten range holds when redirected to `slot`:
+/// `jmp rel32` (from `start`, the first overwritten byte), then int3 for the rest of
+/// `len`. `None` when the slot is beyond a 32-bit displacement.
+pub fn unpadded_jump(start: u64, len: usize, slot: u64) -> Option<Vec<u8>> {
+    let disp = i32::try_from(slot as i128 - (start as i128 + UNPADDED_JUMP as i128)).ok()?;
+    let mut b = vec![INT3; len.max(UNPADDED_JUMP)];
+    b[0] = 0xe9;
+    b[1..5].copy_from_slice(&disp.to_le_bytes());
+    Some(b)
 }
 
 /// Number of NOP bytes a NOP-pad function has before its symbol.
@@ -63,6 +112,7 @@ impl Prologue {
             3 => Self::EndbrNopPad,
             4 => Self::FentryGotCall,
             5 => Self::FentryCall,
+            6 => Self::Unpadded,
             _ => return None,
         })
     }
@@ -75,6 +125,7 @@ impl Prologue {
             Self::EndbrNopPad => "endbr64 + nop-pad",
             Self::FentryGotCall => "fentry (call *GOT)",
             Self::FentryCall => "fentry (call rel32)",
+            Self::Unpadded => "unpadded (entry jump to a trampoline)",
         }
     }
 
@@ -97,7 +148,7 @@ impl Prologue {
         match self {
             Self::NopPad66 | Self::NopPad90 => Some(0),
             Self::EndbrNopPad => Some(4),
-            Self::FentryGotCall | Self::FentryCall => None,
+            Self::FentryGotCall | Self::FentryCall | Self::Unpadded => None,
         }
     }
 
@@ -168,7 +219,7 @@ impl Layout {
                     None
                 }
             }
-            Prologue::FentryGotCall | Prologue::FentryCall => None,
+            Prologue::FentryGotCall | Prologue::FentryCall | Prologue::Unpadded => None,
         }
     }
 
@@ -305,7 +356,9 @@ pub fn code_writes(
             .ok_or_else(|| format!("function at {:#x} ({}) cannot be redirected from this distance", r.entry, r.kind))
     };
     let mut out = CodeWrites::default();
-    for r in replies.iter().filter(|r| !r.kind.is_fentry()) {
+    // fentry functions need no write; unpadded ones are written by the tool alone
+    // (`pulp-trigger`, text_poke_bp style, see docs/prologues.md).
+    for r in replies.iter().filter(|r| !r.kind.is_fentry() && r.kind != Prologue::Unpadded) {
         let l = layout(r)?;
         let to = match r.action {
             EntryAction::Redirect => {

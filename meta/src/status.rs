@@ -144,6 +144,7 @@ mod tests {
                     old: "f".into(),
                     offset: 0x10,
                     prologue: Prologue::NopPad66,
+                    displaced: None,
                     new: "g".into(),
                 }],
                 references: vec![],

@@ -6,6 +6,7 @@
 
 use crate::loader;
 use pulp_meta::abi::{Descriptor, EntryAction, FuncReply};
+use pulp_meta::prologue::{Displaced, SLOT_COPY};
 use pulp_meta::{prologue, Prologue};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -21,6 +22,9 @@ pub struct DescState {
     pub original: [u8; 2],
     /// Applied versions, oldest first: (patch id, address of the new function).
     pub versions: Vec<(String, u64)>,
+    /// Unpadded functions: the trampoline slot and what the entry jump overwrites.
+    pub slot: u64,
+    pub displaced: Option<Displaced>,
 }
 
 impl DescState {
@@ -40,6 +44,8 @@ pub struct Planned {
     pub entry: u64,
     pub kind: Prologue,
     pub known: Option<usize>,
+    /// Unpadded functions: what the entry jump overwrites (from `patch.meta`).
+    pub displaced: Option<Displaced>,
 }
 
 pub struct Descriptors {
@@ -104,7 +110,14 @@ impl Descriptors {
 
     pub fn reply(&self, index: usize, action: EntryAction) -> FuncReply {
         let d = &self.states[index];
-        FuncReply { entry: d.entry, desc: desc_addr(index), action, original: d.original, kind: d.kind }
+        let mut r = FuncReply::new(d.entry, desc_addr(index), action, d.original, d.kind);
+        if let Some(x) = &d.displaced {
+            r.slot = d.slot;
+            r.skip = x.skip;
+            r.len = x.original.len() as u8;
+            r.displaced[..x.original.len()].copy_from_slice(&x.original);
+        }
+        r
     }
 
     /// The descriptor of the function entry at `entry`, if it has one.
@@ -140,6 +153,41 @@ impl Descriptors {
         kind: Option<Prologue>,
         what: &str,
     ) -> Result<Planned, String> {
+        self.check_entry_displaced(obj, entry, kind, None, what)
+    }
+
+    /// [`Descriptors::check_entry`], with what the entry jump of an unpadded function
+    /// overwrites: untouched, its bytes are `displaced` (after a kept `endbr64`); once it
+    /// has a descriptor, any state is ours (the tool recognises and repairs it).
+    pub fn check_entry_displaced(
+        &self,
+        obj: &loader::Loaded,
+        entry: u64,
+        kind: Option<Prologue>,
+        displaced: Option<&Displaced>,
+        what: &str,
+    ) -> Result<Planned, String> {
+        if kind == Some(Prologue::Unpadded) {
+            let d = displaced.ok_or_else(|| format!("{what}: no displaced bytes recorded"))?;
+            let len = usize::from(d.skip) + d.original.len();
+            if !obj.is_code(entry, entry + len as u64) {
+                return Err(format!("{what}: address {entry:#x} is not inside the object's code"));
+            }
+            let known = self.of_entry(entry);
+            if known.is_none() {
+                // SAFETY: is_code checked that [entry, entry + len) is mapped code; len <= 23.
+                let at = unsafe { read_code::<{ 4 + prologue::MAX_DISPLACED }>(entry) };
+                let endbr_ok = d.skip == 0 || at[..4] == [0xf3, 0x0f, 0x1e, 0xfa];
+                if !endbr_ok || at[usize::from(d.skip)..len] != d.original[..] {
+                    let bytes: Vec<String> = at[..len].iter().map(|b| format!("{b:02x}")).collect();
+                    return Err(format!(
+                        "{what} at {entry:#x}: its first instructions are not the ones recorded (found {})",
+                        bytes.join(" ")
+                    ));
+                }
+            }
+            return Ok(Planned { entry, kind: Prologue::Unpadded, known, displaced: Some(d.clone()) });
+        }
         if entry < prologue::PAD_BEFORE as u64 || !obj.is_code(entry - prologue::PAD_BEFORE as u64, entry + 10) {
             return Err(format!("{what}: address {entry:#x} is not inside the object's code"));
         }
@@ -166,7 +214,7 @@ impl Descriptors {
         };
         match found {
             Some(k) if kind.is_none_or(|want| want == k || (want == Prologue::NopPad90 && k == Prologue::NopPad66)) => {
-                Ok(Planned { entry, kind: kind.unwrap_or(k), known })
+                Ok(Planned { entry, kind: kind.unwrap_or(k), known, displaced: None })
             }
             _ => {
                 let want = kind.map(|k| k.to_string()).unwrap_or_else(|| "a patchable prologue".into());
@@ -191,7 +239,18 @@ impl Descriptors {
             return Ok(d);
         }
         let d = self.states.len();
+        let (mut slot, mut displaced) = (0, None);
         let (body, original) = match p.kind.jump_offset() {
+            _ if p.kind == Prologue::Unpadded => {
+                let x = p.displaced.clone().ok_or("an unpadded function without its displaced bytes")?;
+                crate::trampoline::install()?;
+                slot = crate::trampoline::alloc_slot(p.entry)?;
+                crate::trampoline::set_trap(d, p.entry + u64::from(x.skip), slot);
+                let original = [x.original[0], x.original[1]];
+                displaced = Some(x);
+                // The copy, which the tool writes before the entry can jump to the slot.
+                (slot + SLOT_COPY, original)
+            }
             // SAFETY: checked mapped; the entry is untouched, so these are the original bytes.
             Some(off) => (p.entry + off + 2, unsafe { read_code::<2>(p.entry + off) }),
             None => {
@@ -209,7 +268,15 @@ impl Descriptors {
         };
         table(d).target.store(body, Ordering::Relaxed);
         table(d).entry.store(p.entry, Ordering::Release);
-        self.states.push(DescState { entry: p.entry, kind: p.kind, body, original, versions: Vec::new() });
+        self.states.push(DescState {
+            entry: p.entry,
+            kind: p.kind,
+            body,
+            original,
+            versions: Vec::new(),
+            slot,
+            displaced,
+        });
         self.by_entry.insert(p.entry, d);
         Ok(d)
     }

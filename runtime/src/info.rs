@@ -36,6 +36,8 @@ pub struct Info {
     guard_depth: *const AtomicU64,
     messages: *const MessageArea,
     messages_len: u64,
+    trampolines: *const crate::trampoline::Regions,
+    traps: *const crate::trampoline::Traps,
 }
 
 // SAFETY: `Info` is immutable after relocation; its pointers are only addresses for the
@@ -75,7 +77,9 @@ const _: () = {
         recover,
         guard_depth,
         messages,
-        messages_len
+        messages_len,
+        trampolines,
+        traps
     );
     assert!(core::mem::size_of::<ThreadLog>() == abi::ThreadLog::size(LOG_CAP));
     assert!(core::mem::size_of::<MessageArea>() == abi::MessageRing::HEADER + RING_LEN);
@@ -111,4 +115,6 @@ pub static pulp_rs_info: Info = Info {
     guard_depth: core::ptr::addr_of!(pulp_trm::pulp_rs_guard_depth),
     messages: &MESSAGES,
     messages_len: (abi::MessageRing::HEADER + RING_LEN) as u64,
+    trampolines: &crate::trampoline::REGIONS,
+    traps: &crate::trampoline::TRAPS,
 };

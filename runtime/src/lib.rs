@@ -55,4 +55,5 @@ pub mod request;
 pub mod shadow;
 pub mod startscan;
 pub mod status;
+pub mod trampoline;
 pub mod transition;

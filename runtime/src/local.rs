@@ -8,9 +8,19 @@
 use crate::code::CodeWriter;
 use crate::registry::{self, Object, Registry};
 use pulp_meta::abi::{self, EntryStatus};
+use pulp_meta::Prologue;
 
 /// Apply `meta_bytes` (a `patch.meta`) with `object`, immediately.
 pub fn apply(reg: &mut Registry, meta_bytes: &[u8], object: Object<'_>) -> Result<EntryStatus, String> {
+    if let Ok(meta) = pulp_meta::PatchMeta::decode(meta_bytes) {
+        if let Some(f) = meta.targets.iter().flat_map(|t| &t.functions).find(|f| f.prologue == Prologue::Unpadded) {
+            return Err(format!(
+                "function `{}` has no pad: its entry is rewritten only with threads watched one by one, so apply it \
+                 with pulp-trigger",
+                f.old
+            ));
+        }
+    }
     let writer = CodeWriter::require()?;
     // Room for a reply naming every descriptor the runtime has.
     let mut buf = vec![0u8; 4 + pulp_trm::DESC_COUNT * abi::FUNC_REPLY_SIZE];

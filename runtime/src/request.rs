@@ -49,6 +49,10 @@ fn write_own_code(reg: &mut Registry, status: EntryStatus, buf: &mut [u8]) -> En
     if status != EntryStatus::Transition {
         return status;
     }
+    // Unpadded entries are written by the tool alone: until it has, nobody may move.
+    if abi::decode_reply(buf).is_some_and(|r| r.iter().any(|f| f.kind == pulp_meta::Prologue::Unpadded)) {
+        return status;
+    }
     if reg.immediate_running() {
         if registry::finish(reg, true, buf).is_err() || writer.write_reply(buf).is_err() {
             return status;

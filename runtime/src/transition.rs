@@ -60,6 +60,11 @@ pub static CLEARED_OFFSETS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(
 /// Set what counts as inside, and empty the logs, before a transition starts
 /// (`immediate`: one that switches every thread at once, with no gate).
 pub fn prepare(ranges: &[(u64, u64)], immediate: bool) -> Result<(), String> {
+    // The trampolines of unpadded functions count as inside too: their copies are the
+    // original code of target functions.
+    let mut ranges = ranges.to_vec();
+    ranges.extend(crate::trampoline::regions());
+    let ranges = &ranges[..];
     if ranges.len() > MAX_RANGES {
         return Err(format!(
             "the targets and patch objects have {} code ranges, the runtime tracks {MAX_RANGES}",

@@ -10,10 +10,11 @@
 //! checksum   u32      CRC-32 (IEEE) of the payload
 //! ```
 //!
-//! Payload (version 2): `flags u32`, `level u32`, `patch_so str`, `patch_build_id bytes`,
+//! Payload (version 3): `flags u32`, `level u32`, `patch_so str`, `patch_build_id bytes`,
 //! `patch_sha256 bytes` (32), `labels: u32 count, str…`, `states: u32 count, (id u64,
 //! version u32)…`, `targets: u32 count`, each `path str`, `build_id bytes`, `u32 function
-//! count`, each `old str`, `offset u64`, `prologue u8`, `new str`, then `u32 reference
+//! count`, each `old str`, `offset u64`, `prologue u8` (for an unpadded one, 6, then `skip u8`
+//! and the overwritten bytes as `bytes`), `new str`, then `u32 reference
 //! count`, each `symbol str`, `offset u64`, `kind u8`, `var str`. A `str` / `bytes` is a
 //! `u32` length followed by that many bytes (UTF-8 for a `str`).
 //!
@@ -44,7 +45,7 @@ pub const KNOWN_FLAGS: u32 = FLAG_IMMEDIATE | FLAG_REPLACE;
 /// First bytes of every `patch.meta` file.
 pub const MAGIC: [u8; 8] = *b"PULPMETA";
 /// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Longest string or byte field accepted.
 pub const MAX_FIELD_LEN: usize = 4096;
 /// Largest element count accepted (labels, states, targets, functions and references of a target).
@@ -97,6 +98,8 @@ pub struct Function {
     /// Address of `old` relative to the object's load base (its symbol value).
     pub offset: u64,
     pub prologue: crate::Prologue,
+    /// For [`Prologue::Unpadded`]: what the entry jump overwrites; `None` otherwise.
+    pub displaced: Option<crate::prologue::Displaced>,
     pub new: String,
 }
 
@@ -212,6 +215,10 @@ impl PatchMeta {
                 put_bytes(p, func.old.as_bytes());
                 p.extend_from_slice(&func.offset.to_le_bytes());
                 p.push(func.prologue as u8);
+                if let Some(d) = &func.displaced {
+                    p.push(d.skip);
+                    put_bytes(p, &d.original);
+                }
                 put_bytes(p, func.new.as_bytes());
             }
             put_u32(p, t.references.len() as u32);
@@ -318,8 +325,25 @@ impl PatchMeta {
                 let kind = r.u8(&field("prologue"))?;
                 let prologue = Prologue::from_u8(kind)
                     .ok_or_else(|| MetaError::UnknownPrologue { field: field("prologue"), value: kind })?;
+                let displaced = if prologue == Prologue::Unpadded {
+                    let skip = r.u8(&field("skip"))?;
+                    if skip != 0 && skip != 4 {
+                        return Err(MetaError::UnknownValue { field: field("skip"), value: skip });
+                    }
+                    let original = r.bytes(&field("displaced"))?.to_vec();
+                    if !(crate::prologue::UNPADDED_JUMP..=crate::prologue::MAX_DISPLACED).contains(&original.len()) {
+                        return Err(MetaError::BadLength {
+                            field: field("displaced"),
+                            len: original.len(),
+                            expected: crate::prologue::UNPADDED_JUMP,
+                        });
+                    }
+                    Some(crate::prologue::Displaced { skip, original })
+                } else {
+                    None
+                };
                 let new = r.string(&field("new"))?;
-                functions.push(Function { old, offset, prologue, new });
+                functions.push(Function { old, offset, prologue, displaced, new });
             }
             let nr = r.count(&format!("targets[{t}].references"))?;
             let mut references = Vec::with_capacity(nr.min(1024));

@@ -51,10 +51,11 @@ pub fn apply(
     let mut planned: Vec<(Planned, &str)> = Vec::new();
     for (t, obj) in meta.targets.iter().zip(&objs) {
         for f in &t.functions {
-            let p = reg.descs.check_entry(
+            let p = reg.descs.check_entry_displaced(
                 obj,
                 obj.base as u64 + f.offset,
                 Some(f.prologue),
+                f.displaced.as_ref(),
                 &format!("function `{}` of {}", f.old, t.path),
             )?;
             if planned.iter().any(|(q, _)| q.entry == p.entry) {

@@ -7,7 +7,7 @@ use crate::error::{Result, TriggerError};
 use crate::inject::process::{MappedObject, Process};
 use pulp_meta::abi::RuntimeInfo;
 use pulp_meta::format::hex;
-use pulp_meta::prologue::{self, Layout, PAD_BEFORE};
+use pulp_meta::prologue::{self, Layout, INT3, PAD_BEFORE, UNPADDED_JUMP};
 use pulp_meta::{PatchMeta, Prologue};
 use std::collections::HashSet;
 
@@ -91,6 +91,20 @@ pub(super) fn check_functions(
                 expected: f.prologue.to_string(),
                 found,
             };
+            if let Some(d) = f.displaced.as_ref().filter(|_| f.prologue == Prologue::Unpadded) {
+                let len = usize::from(d.skip) + d.original.len();
+                let at = proc.read(entry, len).map_err(|_| mismatch("unreadable memory".into()))?;
+                let (kept, over) = at.split_at(usize::from(d.skip));
+                let endbr = kept.is_empty() || kept == pulp_unpadded::ENDBR64;
+                let untouched = endbr && over == d.original;
+                // Ours: the first byte is the original, int3 or the jump (a killed tool
+                // may have left any of them; the next write takes it on).
+                let ours = endbr && known.contains(entry) && [d.original[0], INT3, 0xe9].contains(&over[0]);
+                if !(untouched || ours) {
+                    return Err(mismatch(at.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")));
+                }
+                continue;
+            }
             let code = proc
                 .read(entry - PAD_BEFORE as u64, PAD_BEFORE + 10)
                 .map_err(|_| mismatch("unreadable memory".into()))?;
@@ -126,6 +140,13 @@ pub(super) fn entries_intact(proc: &Process, objects: &[MappedObject], info: &Ru
     meta.targets.iter().all(|t| {
         let Some(obj) = objects.iter().find(|o| o.build_id == t.build_id) else { return false };
         t.functions.iter().all(|f| {
+            if let Some(d) = &f.displaced {
+                // Redirected: the jump, and int3 after it.
+                let start = obj.base + f.offset + u64::from(d.skip);
+                return proc
+                    .read(start, d.original.len())
+                    .is_ok_and(|b| b[0] == 0xe9 && b[UNPADDED_JUMP..].iter().all(|&x| x == INT3));
+            }
             let Some(off) = f.prologue.jump_offset() else { return true };
             let entry = obj.base + f.offset;
             let Ok(now) = proc.read_array::<2>(entry + off) else { return false };

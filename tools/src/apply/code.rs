@@ -2,7 +2,7 @@
 //! buffer and entry point (`call`), its reply, and each entry's bytes written in an order
 //! where every intermediate state is harmless.
 
-use crate::apply::phases;
+use crate::apply::{phases, unpadded};
 use crate::error::{Result, TriggerError};
 use crate::inject::hijack::Hijacked;
 use crate::inject::process::Process;
@@ -81,7 +81,7 @@ pub(super) fn write_code(
     proc: &Process,
     info: &RuntimeInfo,
     replies: &[FuncReply],
-    held: Option<&mut Hijacked>,
+    mut held: Option<&mut Hijacked>,
 ) -> Result<()> {
     let tables = prologue::Tables { descs: info.descs, desc_size: info.desc_size(), far_stubs: info.far_stubs };
     let writes = prologue::code_writes(replies, tables, |addr, len| proc.read(addr, len).ok())
@@ -96,7 +96,7 @@ pub(super) fn write_code(
         // coherent instruction fetch still holds.
         let sync = Request::new(Op::SyncCore).encode();
         phases::mark("write");
-        match held {
+        match held.as_deref_mut() {
             Some(thread) => {
                 call(proc, thread, info, &sync)?;
             }
@@ -112,6 +112,24 @@ pub(super) fn write_code(
         for (offset, byte) in plan {
             proc.write(at + offset, &[*byte])?;
         }
+    }
+    if unpadded::any(replies) {
+        let mut sync = || -> Result<()> {
+            if proc.under_seccomp() {
+                return Ok(());
+            }
+            let sync = Request::new(Op::SyncCore).encode();
+            match held.as_deref_mut() {
+                Some(thread) => call(proc, thread, info, &sync).map(drop),
+                None => {
+                    let mut thread = Hijacked::attach(proc, *info, Duration::from_secs(10))?;
+                    call(proc, &mut thread, info, &sync)?;
+                    thread.release()
+                }
+            }
+        };
+        unpadded::write(proc, replies, &mut sync)?;
+        phases::mark("unpadded");
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! (or force it, or turn it around), and the report of threads that would not move.
 
 use super::code::{call, read_reply, write_code};
-use super::{Ended, Options};
+use super::{unpadded, Ended, Options};
 use crate::apply::phases;
 use crate::apply::transition::{self, Driven, Holder};
 use crate::error::{Result, TriggerError};
@@ -26,20 +26,25 @@ pub(super) fn take_up(
     opts: Options,
     live: &Cell<bool>,
 ) -> Result<Ended> {
+    if unpadded::any(replies) {
+        // Unpadded entries are written while threads are looked at one at a time: the
+        // borrowed thread is let go first, so that it is never stopped with another.
+        let code = runtime_code_in(&thread.maps);
+        thread.release()?;
+        write_code(proc, info, replies, None)?;
+        phases::mark("write");
+        if immediate {
+            let thread = Hijacked::attach(proc, *info, opts.call_limit())?;
+            return finish_immediate(proc, info, thread, live);
+        }
+        proc.write(info.armed, &1u64.to_le_bytes())?;
+        live.set(true);
+        return complete(proc, info, &code, opts, false);
+    }
     write_code(proc, info, replies, Some(&mut thread))?;
     phases::mark("write");
     if immediate {
-        let status = call(proc, &mut thread, info, &finish_request(true))?;
-        live.set(true);
-        let replies = read_reply(proc, info)?;
-        phases::mark("finish");
-        thread.release()?;
-        phases::mark("release");
-        if status == EntryStatus::Done {
-            write_code(proc, info, &replies, None)?;
-            phases::mark("write");
-        }
-        return Ok(Ended::Immediate);
+        return finish_immediate(proc, info, thread, live);
     }
     // Every entry is redirected: only now may a thread move.
     proc.write(info.armed, &1u64.to_le_bytes())?;
@@ -50,6 +55,33 @@ pub(super) fn take_up(
     thread.release()?;
     phases::mark("release");
     complete(proc, info, &code, opts, held_moved)
+}
+
+/// Finish an immediate patch with `thread`, then write what the finish asks.
+fn finish_immediate(proc: &Process, info: &RuntimeInfo, mut thread: Hijacked, live: &Cell<bool>) -> Result<Ended> {
+    {
+        let status = call(proc, &mut thread, info, &finish_request(true))?;
+        live.set(true);
+        let replies = read_reply(proc, info)?;
+        phases::mark("finish");
+        thread.release()?;
+        phases::mark("release");
+        if status == EntryStatus::Done {
+            write_code(proc, info, &replies, None)?;
+            phases::mark("write");
+        }
+        Ok(Ended::Immediate)
+    }
+}
+
+/// The trampoline regions the runtime mapped (`RuntimeInfo::trampolines`).
+fn trampolines(proc: &Process, info: &RuntimeInfo) -> Result<Vec<(u64, u64)>> {
+    let n = (proc.read_u64(info.trampolines)? as usize).min(pulp_meta::abi::MAX_TRAMPOLINE_REGIONS);
+    let bytes = proc.read(info.trampolines + 8, n * 16)?;
+    Ok(bytes
+        .chunks_exact(16)
+        .map(|c| (u64::from_le_bytes(c[..8].try_into().unwrap()), u64::from_le_bytes(c[8..].try_into().unwrap())))
+        .collect())
 }
 
 pub(super) fn finish_request(force: bool) -> Vec<u8> {
@@ -66,6 +98,10 @@ pub(super) fn complete(
     opts: Options,
     held_moved: bool,
 ) -> Result<Ended> {
+    // The trampolines of unpadded functions hold original code of the targets: inside.
+    let mut code = code.to_vec();
+    code.extend(trampolines(proc, info)?);
+    let code = &code[..];
     let step = |proc: &Process| -> Result<(transition::Running, Driven)> {
         let run = transition::running(proc, info, code)?
             .ok_or_else(|| TriggerError::Target { pid: proc.pid, what: "the transition ended under us".into() })?;

@@ -38,6 +38,7 @@ mod resume;
 mod revert_all;
 mod scope;
 pub mod transition;
+mod unpadded;
 
 pub use check::KnownEntries;
 pub(crate) use code::call;

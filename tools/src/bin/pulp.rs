@@ -50,6 +50,8 @@ enum Cmd {
     ///   @/usr/lib/libfoo.so          a target object; the lines below are about it
     ///   foo:foo_fixed                replace function foo by the patch's foo_fixed
     ///   twin@1130:twin_fixed         one of several functions of that name, by offset (hex)
+    ///   memcpy@@GLIBC_2.14:new       the default version of a versioned symbol
+    ///   memcpy@GLIBC_2.2.5:new       a version by name (anything after `@` that is not hex)
     ///   #counter:ref_counter         the patch's variable ref_counter receives the address of
     ///                                the target's counter (any symbol: exported, hidden,
     ///                                static, `lenfix.1`); for a function this patch
@@ -58,6 +60,9 @@ enum Cmd {
     ///   #%tls_var:ref_tls            a thread-local variable: its 16-byte tls_index
     ///   #%tls_var:ref tp-offset      ... its offset from the thread pointer (static TLS)
     ///   #helper:ref got-relative     its address minus the patch's GOT (pulp build-patch)
+    ///
+    /// A bare name with several versions, an IFUNC or its resolver, a second name for an
+    /// entry already replaced (a `__GI_` alias) and the dynamic linker are refused.
     ///
     /// Relative paths are resolved against the .dsc's folder. Static symbols of a stripped
     /// target come from its debug file (--debug-file, DIR/.build-id/xx/yyyy.debug, or

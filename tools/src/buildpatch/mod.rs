@@ -25,6 +25,8 @@ pub mod asm;
 pub mod generate;
 pub mod incremental;
 mod operand;
+pub mod partial;
+pub mod rtld;
 pub mod target;
 pub mod tu;
 mod units;
@@ -169,8 +171,8 @@ pub enum BuildPatchError {
     NoTarget { target: String, built: String },
     #[error("cannot live-patch this change:\n{}", .0.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
     Refused(Vec<String>),
-    #[error("the fix changes no function of {target}")]
-    NothingChanged { target: String },
+    #[error("the fix changes no function of {target}{}", .elsewhere.iter().map(|w| format!("\n  - {w}")).collect::<String>())]
+    NothingChanged { target: String, elsewhere: Vec<String> },
     #[error("{0}")]
     Output(String),
 }
@@ -204,6 +206,9 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
     let diff = canonical(&opts.diff, "--diff")?;
     let target = canonical(&opts.target, "--target")?;
     let target_info = ObjectInfo::read(&target).map_err(|e| BuildPatchError::Input(format!("--target: {e}")))?;
+    if let Some(why) = rtld::dynamic_linker(&target, &target_info) {
+        return Err(BuildPatchError::Refused(vec![why]));
+    }
     if target_info.build_id.is_none() {
         return Err(BuildPatchError::Input(format!(
             "--target {} has no GNU build-id (link it with -Wl,--build-id=sha1)",
@@ -277,6 +282,8 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
         work_dir: work.clone(),
         ..Default::default()
     };
+    // The units behind partial links (glibc's libc_pic.os) are the target's too.
+    let link = partial::through_partial_links(&before, &link);
     let lto: Vec<String> = before
         .units_of(&link)
         .iter()
@@ -294,7 +301,9 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
     refuse_changed_other_objects(&before, &after, &link, &diff)?;
     let units = compare_units(&before, &after, &link)?;
     if units.iter().all(|u| u.diff.is_empty()) {
-        return Err(BuildPatchError::NothingChanged { target: target.display().to_string() });
+        let files = rtld::changed_files(&std::fs::read_to_string(&diff).unwrap_or_default());
+        let elsewhere = rtld::where_changes_went(&after, &files);
+        return Err(BuildPatchError::NothingChanged { target: target.display().to_string(), elsewhere });
     }
     refuse_data_and_layout_changes(&units, &work)?;
 
@@ -394,7 +403,7 @@ pub fn run(opts: &Options) -> Result<Report, BuildPatchError> {
         return Err(BuildPatchError::Refused(problems));
     }
     if replaced.is_empty() {
-        return Err(BuildPatchError::NothingChanged { target: target.display().to_string() });
+        return Err(BuildPatchError::NothingChanged { target: target.display().to_string(), elsewhere: Vec::new() });
     }
 
     // Assemble and link.

@@ -51,6 +51,12 @@ const WAITING_SYSCALLS: &[i64] = &[
 /// System calls an allocator makes while holding its arena lock.
 const ALLOCATOR_SYSCALLS: &[i64] = &[9, 10, 11, 12, 25, 28]; // mmap mprotect munmap brk mremap madvise
 
+/// The mask a borrowed thread runs the runtime with: every signal blocked but the stub's
+/// own SIGWINCH and SIGTRAP (an `int3` of an unpadded entry being written, which the
+/// kernel would otherwise deliver by resetting the process's SIGTRAP action to the
+/// default: see `send_to_slot`).
+const RUN_MASK: u64 = !((1u64 << (abi::CALL_STUB_SIGNAL - 1)) | (1u64 << (libc::SIGTRAP - 1)));
+
 /// Signals that mean the thread's code faulted (or aborted).
 const FAULT_SIGNALS: &[i32] =
     &[libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGABRT, libc::SIGTRAP, libc::SIGSYS];
@@ -204,7 +210,7 @@ impl Hijacked {
         t.set_regs(&regs)?;
         // Signals arriving meanwhile stay pending and are delivered after we restore the
         // thread's own mask; only the stub's own SIGWINCH gets through.
-        t.set_sigmask(!(1u64 << (abi::CALL_STUB_SIGNAL - 1)))?;
+        t.set_sigmask(RUN_MASK)?;
         t.resume()?;
         self.abandoned.clear();
         loop {
@@ -231,6 +237,7 @@ impl Hijacked {
                     self.tracee.defer_signal(libc::SIGWINCH);
                     self.tracee.resume()?;
                 }
+                Stop::Signal(libc::SIGTRAP) if self.send_to_slot(proc)? => self.tracee.resume()?,
                 Stop::Signal(sig) if FAULT_SIGNALS.contains(&sig) => {
                     if !self.recover(proc, sig)? {
                         let at = self.tracee.regs().map(|r| r.rip).unwrap_or(0);
@@ -269,9 +276,29 @@ impl Hijacked {
         regs.orig_rax = u64::MAX;
         t.set_regs(&regs)?;
         // The abandoned code may have changed the mask (abort() unblocks SIGABRT).
-        t.set_sigmask(!(1u64 << (abi::CALL_STUB_SIGNAL - 1)))?;
+        t.set_sigmask(RUN_MASK)?;
         t.resume()?;
         Ok(true)
+    }
+
+    /// The thread stopped on SIGTRAP: if it ran the `int3` at the entry of an unpadded
+    /// function being written (the runtime's trap table says where), send it on to that
+    /// function's slot, as the runtime's handler would, and say so.
+    fn send_to_slot(&mut self, proc: &Process) -> Result<bool> {
+        let mut regs = self.tracee.regs()?;
+        let at = regs.rip.wrapping_sub(1);
+        let n = proc.read_u64(self.info.traps)?.min(self.info.desc_count) as usize;
+        let table = proc.read(self.info.traps + 8, n * 16)?;
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        let slot = table.chunks_exact(16).find(|e| word(&e[..8]) == at).map(|e| word(&e[8..]));
+        match slot {
+            Some(slot) if slot != 0 => {
+                regs.rip = slot;
+                self.tracee.set_regs(&regs)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn exited(&self) -> TriggerError {

@@ -248,6 +248,16 @@ impl Tracee {
         ptrace::getregs(Pid::from_raw(self.tid)).map_err(|e| self.err("PTRACE_GETREGS", e))
     }
 
+    /// Move a stopped thread to `rip` for good: its saved registers say so too, and a
+    /// thread only inspected (nothing else changed) is not restored at release.
+    pub fn move_to(&mut self, rip: u64) -> Result<()> {
+        let mut now = self.regs()?;
+        now.rip = rip;
+        ptrace::setregs(Pid::from_raw(self.tid), now).map_err(|e| self.err("PTRACE_SETREGS", e))?;
+        self.saved_regs.rip = rip;
+        Ok(())
+    }
+
     pub fn set_regs(&self, regs: &Regs) -> Result<()> {
         self.modified.set(true);
         ptrace::setregs(Pid::from_raw(self.tid), *regs).map_err(|e| self.err("PTRACE_SETREGS", e))
@@ -432,6 +442,16 @@ pub fn may_suspend_seccomp() -> bool {
 /// A hexadecimal field of a `/proc/.../status` file (`SigBlk:`, `CapEff:`, ...).
 fn hex_field(status: &str, name: &str) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// Whether SIGTRAP is pending for the thread (it has just run an `int3` and is stopped
+/// before its handler runs).
+pub fn sigtrap_pending(pid: i32, tid: i32) -> bool {
+    let Ok(status) = crate::inject::process::read_proc_file(format!("/proc/{pid}/task/{tid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (libc::SIGTRAP - 1);
+    hex_field(&status, "SigPnd:").unwrap_or(0) & bit != 0
 }
 
 /// Whether a signal the thread does not block is pending for it (or for its process).

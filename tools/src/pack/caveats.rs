@@ -24,7 +24,9 @@ pub(super) fn clones_of(object: &Object, name: &str) -> Vec<String> {
 pub(super) fn caveats(target: &PendingTarget, func: &Function) -> Vec<String> {
     let mut out = Vec::new();
     let me = target.object.functions().iter().find(|f| f.offset == func.offset && f.name == func.old);
-    if me.is_some_and(|f| !f.global) {
+    // A local alias of a global function (glibc's hidden `__GI_` names) is that function.
+    let global_alias = target.object.functions().iter().any(|f| f.offset == func.offset && f.global);
+    if me.is_some_and(|f| !f.global) && !global_alias {
         out.push(format!(
             "`{}` is a local (static) function: calls the compiler inlined into its callers are not redirected; \
              if it may have been inlined, replace its callers too",

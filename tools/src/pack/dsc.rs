@@ -13,6 +13,8 @@
 //! @/usr/lib/libfoo.so            starts a target object
 //! foo_parse:foo_parse_fixed      old:new, replaces a function of the current target
 //! twin@1130:twin_fixed           old@OFFSET (hex): one of several symbols of that name
+//! memcpy@@GLIBC_2.14:memcpy_new   old@@VERSION: the default version of a versioned symbol
+//! memcpy@GLIBC_2.2.5:memcpy_old   old@VERSION (not hex): that version, default or not
 //! #counter:ref_counter           reference: ref_counter receives the address of counter
 //! #lenfix.1@2a40+8:ref           ... of a symbol picked by offset, plus (or minus) an addend
 //! #%tls_var:ref_tls              thread-local: ref_tls receives its 16-byte tls_index
@@ -26,19 +28,38 @@
 
 use std::fmt;
 
-/// A symbol of a target named in a `.dsc`: `name` or `name@OFFSET`.
+/// A symbol of a target named in a `.dsc`: `name`, `name@OFFSET`, `name@VERSION` or
+/// `name@@VERSION`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SymbolName {
     pub name: String,
     /// `@OFFSET`: the symbol's value, to pick one of several of the same name.
     pub at: Option<u64>,
+    /// `@VERSION` / `@@VERSION`: one version of a versioned (exported) symbol.
+    pub version: Option<VersionName>,
+}
+
+/// The version part of `name@VERSION` (`default` false) or `name@@VERSION` (true).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionName {
+    pub name: String,
+    /// Written with `@@`: it must be the default version.
+    pub default: bool,
+}
+
+impl SymbolName {
+    /// A plain name, without offset or version.
+    pub fn plain(name: &str) -> Self {
+        SymbolName { name: name.to_owned(), at: None, version: None }
+    }
 }
 
 impl fmt::Display for SymbolName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.at {
-            Some(at) => write!(f, "{}@{at:#x}", self.name),
-            None => f.write_str(&self.name),
+        match (&self.version, self.at) {
+            (Some(v), _) => write!(f, "{}{}{}", self.name, if v.default { "@@" } else { "@" }, v.name),
+            (None, Some(at)) => write!(f, "{}@{at:#x}", self.name),
+            (None, None) => f.write_str(&self.name),
         }
     }
 }
@@ -161,19 +182,31 @@ fn bad_name(s: &str) -> bool {
     s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == ':')
 }
 
-/// `name` or `name@HEX`.
+/// `name`, `name@HEX` (an offset: hex digits, `0x` allowed), `name@VERSION` (anything
+/// else) or `name@@VERSION`.
 fn symbol_name(s: &str, line: &str) -> Result<SymbolName, ParseErrorKind> {
-    match s.split_once('@') {
-        Some((name, off)) => {
-            let hex = off.strip_prefix("0x").unwrap_or(off);
-            let at = u64::from_str_radix(hex, 16)
-                .map_err(|_| malformed(line, "`@` must be followed by the symbol's offset in hex"))?;
-            if bad_name(name) {
-                return Err(malformed(line, "empty symbol name before `@`"));
-            }
-            Ok(SymbolName { name: name.to_owned(), at: Some(at) })
-        }
-        None => Ok(SymbolName { name: s.to_owned(), at: None }),
+    let Some((name, rest)) = s.split_once('@') else { return Ok(SymbolName::plain(s)) };
+    if bad_name(name) {
+        return Err(malformed(line, "empty symbol name before `@`"));
+    }
+    let (default, after) = match rest.strip_prefix('@') {
+        Some(v) => (true, v),
+        None => (false, rest),
+    };
+    if after.is_empty() || after.contains('@') {
+        return Err(malformed(
+            line,
+            "`@` must be followed by the symbol's offset in hex or a version (`name@VERSION`, `name@@VERSION`)",
+        ));
+    }
+    let hex = after.strip_prefix("0x").unwrap_or(after);
+    match u64::from_str_radix(hex, 16) {
+        Ok(at) if !default => Ok(SymbolName { name: name.to_owned(), at: Some(at), version: None }),
+        _ => Ok(SymbolName {
+            name: name.to_owned(),
+            at: None,
+            version: Some(VersionName { name: after.to_owned(), default }),
+        }),
     }
 }
 
@@ -337,7 +370,33 @@ mod tests {
     }
 
     fn sym(name: &str, at: Option<u64>) -> SymbolName {
-        SymbolName { name: name.into(), at }
+        SymbolName { name: name.into(), at, version: None }
+    }
+
+    fn versioned(name: &str, version: &str, default: bool) -> SymbolName {
+        SymbolName { name: name.into(), at: None, version: Some(VersionName { name: version.into(), default }) }
+    }
+
+    #[test]
+    fn versions_and_offsets_after_at() {
+        let text = "fix.so\n@libc.so.6\nmemcpy@@GLIBC_2.14:a\nmemcpy@GLIBC_2.2.5:b\nf@0x1a:c\nf@1b:d\n\
+                    #memcpy@GLIBC_2.2.5+4:v\ng@@ABC:e\n";
+        let old = |i: usize| match &items(text)[i].1 {
+            Item::Replace { old, .. } => old.clone(),
+            Item::Reference { symbol, .. } => symbol.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(old(2), versioned("memcpy", "GLIBC_2.14", true));
+        assert_eq!(old(2).to_string(), "memcpy@@GLIBC_2.14");
+        assert_eq!(old(3), versioned("memcpy", "GLIBC_2.2.5", false));
+        assert_eq!(old(4), sym("f", Some(0x1a)));
+        assert_eq!(old(5), sym("f", Some(0x1b)));
+        assert_eq!(old(6).to_string(), "memcpy@GLIBC_2.2.5");
+        // After `@@` even hex digits are a version.
+        assert_eq!(old(7), versioned("g", "ABC", true));
+        for bad in ["f@:x", "f@@:x", "f@a@b:x"] {
+            assert!(err(&format!("fix.so\n@t.so\n{bad}\n")).contains("line 3: malformed line"), "{bad}");
+        }
     }
 
     #[test]
@@ -422,7 +481,7 @@ mod tests {
         assert!(err("fix.so\n@t.so\n#x\n").contains("expected `#symbol:variable`"));
         assert!(err("fix.so\n@t.so\n#x:y z\n").contains("unknown modifier"));
         assert!(err("fix.so\n@t.so\n#%x:y got-relative\n").contains("known: `tp-offset`"));
-        assert!(err("fix.so\n@t.so\n#x@zz:y\n").contains("offset in hex"));
+        assert!(err("fix.so\n@t.so\n#x@:y\n").contains("offset in hex or a version"));
         assert!(err("fix.so\n@t.so\n#x+q:y\n").contains("`+`/`-` must be followed by a number"));
         assert!(matches!(items("fix.so\n@t.so\n#x-4:y\n")[2].1, Item::Reference { addend: -4, .. }));
         assert!(err("fix.so\n%level\n").contains("`%level` takes one number"));

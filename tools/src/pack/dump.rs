@@ -76,6 +76,9 @@ pub fn to_text(meta: &PatchMeta) -> String {
         let _ = writeln!(s, "    build-id:   {}", hex(&t.build_id));
         for f in &t.functions {
             let _ = writeln!(s, "    {}@{:#x} {} -> {}", printable(&f.old), f.offset, f.prologue, printable(&f.new));
+            if let Some(d) = &f.displaced {
+                let _ = writeln!(s, "      overwrites {} bytes at +{}: {}", d.original.len(), d.skip, hex(&d.original));
+            }
         }
         for r in &t.references {
             let _ = writeln!(
@@ -110,6 +113,7 @@ pub fn to_json(meta: &PatchMeta) -> Value {
                 "offset": f.offset,
                 "prologue": f.prologue as u8,
                 "prologue_name": f.prologue.name(),
+                "displaced": f.displaced.as_ref().map(|d| json!({ "skip": d.skip, "original": hex(&d.original) })),
                 "new": f.new,
             })).collect::<Vec<_>>(),
             "references": t.references.iter().map(|r| json!({
@@ -144,6 +148,7 @@ mod tests {
                     old: "foo_parse".into(),
                     offset: 0x1130,
                     prologue: Prologue::NopPad66,
+                    displaced: None,
                     new: "foo_parse_fixed".into(),
                 }],
                 references: vec![Reference {
@@ -191,6 +196,10 @@ mod tests {
                             old: s(&f["old"]),
                             offset: f["offset"].as_u64().unwrap(),
                             prologue: Prologue::from_u8(f["prologue"].as_u64().unwrap() as u8).unwrap(),
+                            displaced: f["displaced"].as_object().map(|d| pulp_meta::prologue::Displaced {
+                                skip: d["skip"].as_u64().unwrap() as u8,
+                                original: unhex(d["original"].as_str().unwrap()),
+                            }),
                             new: s(&f["new"]),
                         })
                         .collect(),
@@ -225,7 +234,7 @@ mod tests {
     fn text_shows_every_field() {
         let t = to_text(&sample());
         for needle in [
-            "format version: 2",
+            "format version: 3",
             &format!("patch id:       {}", sample().id()),
             "flags:          immediate (0x1)",
             "patch level:    4",

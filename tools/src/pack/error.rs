@@ -57,10 +57,55 @@ pub enum PackErrorKind {
         "function `{func}` in {target} has no patchable prologue (build it with -fpatchable-function-entry=16,14)"
     )]
     NotPatchable { func: String, target: String },
+    #[error("function `{func}` in {target} has no pad and its entry cannot be redirected: {reason}")]
+    Unpadded { func: String, target: String, reason: String },
     #[error("function `{func}` in {target} has a {kind} prologue, which is not supported yet")]
     UnsupportedPrologue { func: String, target: String, kind: Prologue },
     #[error("function `{func}` already replaced in {target} at line {first_line}")]
     DuplicateFunction { func: String, target: String, first_line: usize },
+    #[error(
+        "function `{func}` in {target} is at {offset:#x}, the entry of `{other}`, which line {first_line} already \
+         replaces: they are one function under two names (an alias, like glibc's hidden `__GI_` names), and calls \
+         through either name reach that replacement; remove this line"
+    )]
+    SameEntry { func: String, other: String, offset: u64, target: String, first_line: usize },
+    #[error(
+        "`{func}` has {} versions in {target}: {}; name one (`{func}@@VERSION` for the default, \
+         `{func}@VERSION` for another)",
+        versions.len(),
+        versions.join(", ")
+    )]
+    SeveralVersions { func: String, target: String, versions: Vec<String> },
+    #[error("`{func}` is not in {target}: {}", known_versions(known))]
+    VersionNotFound { func: String, target: String, known: Vec<String> },
+    #[error(
+        "`{func}` in {target}: that version is not the default one ({}); write `{}` for it",
+        default.as_deref().map_or("there is none".to_string(), |d| format!("the default is `{d}`")),
+        func.replacen("@@", "@", 1)
+    )]
+    NotDefaultVersion { func: String, target: String, default: Option<String> },
+    #[error(
+        "function `{func}` in {target} is an IFUNC: its address is a resolver the dynamic linker ran once at load \
+         to choose the code callers reach; replace the implementation instead ({})",
+        chosen(implementations)
+    )]
+    Ifunc { func: String, target: String, implementations: Vec<String> },
+    #[error(
+        "function `{func}` in {target} is the resolver of the IFUNC `{ifunc}`: it ran once, at load; replacing it \
+         changes nothing in a running process; replace the implementation it chose instead ({})",
+        chosen(implementations)
+    )]
+    IfuncResolver { func: String, ifunc: String, target: String, implementations: Vec<String> },
+    #[error(
+        "reference to `{symbol}`: it is an IFUNC of {target}, whose address is its resolver, not code to call; \
+         refer to the implementation it chooses"
+    )]
+    IfuncReference { symbol: String, target: String },
+    #[error(
+        "target {target} is the dynamic linker ({why}): its code runs before the runtime is loaded and while \
+         objects are loaded, under its own locks, and it is not patched"
+    )]
+    DynamicLinker { target: String, why: String },
     #[error("new function `{func}` not found in {patch_so}")]
     NewNotFound { func: String, patch_so: String },
     #[error("new function `{func}` in {patch_so} is not exported (it must be a global, non-hidden function)")]
@@ -101,6 +146,21 @@ pub enum PackErrorKind {
 
 pub(super) fn hex_list(offsets: &[u64]) -> String {
     offsets.iter().map(|o| format!("{o:#x}")).collect::<Vec<_>>().join(" and ")
+}
+
+fn known_versions(known: &[String]) -> String {
+    match known {
+        [] => "that symbol has no versions there".into(),
+        _ => format!("its versions are {}", known.join(", ")),
+    }
+}
+
+fn chosen(names: &[String]) -> String {
+    match names {
+        [] => "the code it chooses is not named by a symbol: look at the resolver's code".into(),
+        [one] => format!("the one its resolver can choose: `{one}`"),
+        _ => format!("those its resolver can choose: {}", list(names)),
+    }
 }
 
 pub(super) fn list(names: &[String]) -> String {

@@ -41,6 +41,9 @@ pub struct Report {
     /// For each of `functions` (same index): `None` when it has a patchable prologue, else
     /// the plan of an entry jump over its first instructions or why there can be none.
     pub entry_jumps: Vec<Option<EntryJump>>,
+    /// The addresses of IFUNC symbols, sorted: there an IFUNC's resolver begins, code the
+    /// dynamic linker ran once at load, not what callers reach.
+    pub ifunc_entries: Vec<u64>,
 }
 
 /// Whether an entry jump could overwrite the first instructions of a function without a
@@ -54,6 +57,8 @@ pub enum EntryJump {
     /// The symbol has no size (assembly without `.size`): where the function ends, and so
     /// which jumps are its own, is unknown.
     Unsized,
+    /// An IFUNC symbol or its resolver: patching it changes nothing in a running process.
+    Ifunc,
 }
 
 impl EntryJump {
@@ -66,6 +71,7 @@ impl EntryJump {
         Some(match self {
             EntryJump::Plannable(_) => return None,
             EntryJump::Unsized => "unsized",
+            EntryJump::Ifunc => "ifunc",
             EntryJump::Refused(Reason::TooShort { .. }) => "too-short",
             EntryJump::Refused(Reason::BranchIntoDisplaced { .. }) => "branch-into-overwritten",
             EntryJump::Refused(Reason::ReferenceIntoDisplaced { .. }) => "reference-into-overwritten",
@@ -81,6 +87,10 @@ impl EntryJump {
             EntryJump::Plannable(_) => None,
             EntryJump::Refused(r) => Some(r.to_string()),
             EntryJump::Unsized => Some("its symbol has no size, so where its code ends is unknown".into()),
+            EntryJump::Ifunc => Some(
+                "an IFUNC or its resolver: it ran once, at load, to choose the code callers reach; patch that code"
+                    .into(),
+            ),
         }
     }
 }
@@ -90,9 +100,15 @@ impl Report {
         self.functions.iter().filter(|f| f.prologue.is_some())
     }
 
-    /// Functions this release can redirect: a supported prologue.
+    /// Functions this release can redirect: a supported prologue, and not an IFUNC or
+    /// its resolver (`pulp pack` refuses those).
     pub fn can_patch(&self, f: &FunctionInfo) -> bool {
-        f.prologue.is_some_and(|k| k.is_supported())
+        f.prologue.is_some_and(|k| k.is_supported()) && !self.is_ifunc(f)
+    }
+
+    /// An IFUNC symbol, or a function at the address of one (its resolver).
+    pub fn is_ifunc(&self, f: &FunctionInfo) -> bool {
+        f.ifunc || self.ifunc_entries.binary_search(&f.offset).is_ok()
     }
 
     pub fn exported(&self) -> impl Iterator<Item = &FunctionInfo> {
@@ -205,8 +221,11 @@ pub fn check_with(path: &Path, search: &DebugSearch) -> Result<Report, Livepatch
         object::ObjectKind::Dynamic => ObjectKind::SharedObject,
         _ => return Err(LivepatchableError::NotLinked { path: path.into() }),
     };
-    let entry_jumps = entry_jumps(&file, &functions, &inspected.symbols);
-    Ok(Report { file: path.into(), kind, functions, source, entry_jumps })
+    let mut ifunc_entries: Vec<u64> = functions.iter().filter(|f| f.ifunc).map(|f| f.offset).collect();
+    ifunc_entries.sort_unstable();
+    ifunc_entries.dedup();
+    let entry_jumps = entry_jumps(&file, &functions, &inspected.symbols, &ifunc_entries);
+    Ok(Report { file: path.into(), kind, functions, source, entry_jumps, ifunc_entries })
 }
 
 /// The entry-jump verdict of every function without a patchable prologue. Inbound
@@ -216,6 +235,7 @@ fn entry_jumps(
     file: &object::File<'_>,
     functions: &[FunctionInfo],
     symbols: &[pulp_elf::Symbol],
+    ifunc_entries: &[u64],
 ) -> Vec<Option<EntryJump>> {
     if functions.iter().all(|f| f.prologue.is_some()) {
         return vec![None; functions.len()];
@@ -228,6 +248,9 @@ fn entry_jumps(
         .iter()
         .map(|f| {
             f.prologue.is_none().then(|| {
+                if ifunc_entries.binary_search(&f.offset).is_ok() {
+                    return EntryJump::Ifunc;
+                }
                 if f.size == 0 {
                     return EntryJump::Unsized;
                 }
@@ -381,6 +404,7 @@ pub fn to_json(r: &Report) -> Value {
             "prologue": f.prologue.map(|k| k.name()),
             "patchable": f.prologue.is_some(),
             "supported": r.can_patch(f),
+            "ifunc": r.is_ifunc(f),
             "entry_jump": entry_json(entry),
         })).collect::<Vec<_>>(),
         "summary": {

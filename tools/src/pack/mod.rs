@@ -23,6 +23,7 @@ pub mod livepatchable;
 mod object;
 mod references;
 mod replacements;
+mod unpadded;
 
 use caveats::caveats;
 pub use error::{PackError, PackErrorKind};
@@ -74,6 +75,8 @@ struct PendingTarget {
     line: usize,
     functions: Vec<Function>,
     lines: HashMap<String, usize>,
+    /// Each replaced entry: its offset, the name as the `.dsc` wrote it, and the line.
+    entries: Vec<(u64, String, usize)>,
     refs: Vec<PendingRef>,
 }
 
@@ -144,6 +147,9 @@ pub fn pack_text(dsc_path: &Path, text: &str, opts: &PackOptions) -> Result<(Pat
             Item::PatchSo(raw) => patch = Some(Object::open(&base, &raw, "patch .so", opts).map_err(at(n))?),
             Item::Target(raw) => {
                 let object = Object::open(&base, &raw, "target", opts).map_err(at(n))?;
+                if let Some(why) = object.dynamic_linker() {
+                    return Err(at(n)(PackErrorKind::DynamicLinker { target: object.path, why }));
+                }
                 let seen = done.iter().map(|(t, _)| t).chain(&current).find(|t| t.object.path == object.path);
                 if let Some(first) = seen {
                     let kind = PackErrorKind::DuplicateTarget { target: object.path, first_line: first.line };
@@ -158,6 +164,7 @@ pub fn pack_text(dsc_path: &Path, text: &str, opts: &PackOptions) -> Result<(Pat
                     line: n,
                     functions: Vec::new(),
                     lines: HashMap::new(),
+                    entries: Vec::new(),
                     refs: Vec::new(),
                 });
             }
@@ -170,6 +177,7 @@ pub fn pack_text(dsc_path: &Path, text: &str, opts: &PackOptions) -> Result<(Pat
                     warnings.push(PackWarning { file: dsc_path.to_path_buf(), line: n, message });
                 }
                 target.lines.insert(func.old.clone(), n);
+                target.entries.push((func.offset, old.to_string(), n));
                 target.functions.push(func);
             }
             Item::Reference { symbol, addend, form, var } => {

@@ -10,6 +10,8 @@ use pulp_elf::{DebugSearch, FunctionInfo, Inspected};
 pub(super) struct Object {
     pub(super) path: String,
     pub(super) elf: Inspected,
+    /// Addresses other code or data may branch to (for unpadded functions), found once.
+    inbound: std::cell::OnceCell<Vec<u64>>,
 }
 
 impl Object {
@@ -36,7 +38,7 @@ impl Object {
                 elf
             }
         };
-        Ok(Self { elf, path: path_str })
+        Ok(Self { elf, path: path_str, inbound: std::cell::OnceCell::new() })
     }
 
     /// The object's build-id ([`Object::open`] refuses an object without one).
@@ -44,8 +46,26 @@ impl Object {
         self.elf.info.build_id.as_deref().expect("Object::open checked the build-id")
     }
 
+    /// `pulp_unpadded::inbound_addresses` of the object (`file`: its parsed bytes).
+    pub(super) fn inbound(&self, file: &object::File) -> &[u64] {
+        self.inbound.get_or_init(|| pulp_unpadded::inbound_addresses(file))
+    }
+
     pub(super) fn functions(&self) -> &[FunctionInfo] {
         &self.elf.functions
+    }
+
+    /// Why this is the dynamic linker (`ld.so`), if it is: its soname or file name, or its
+    /// `_rtld_global`.
+    pub(super) fn dynamic_linker(&self) -> Option<String> {
+        let file = Path::new(&self.path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let soname = self.elf.info.soname.as_deref();
+        match soname {
+            _ if !self.elf.info.is_dynamic_linker() && !is_ld_name(file) => None,
+            Some(s) if is_ld_name(s) => Some(format!("its soname is {s}")),
+            _ if is_ld_name(file) => Some(format!("its file is {file}")),
+            _ => Some("it defines `_rtld_global`".into()),
+        }
     }
 
     /// " (the target is stripped ...)" when static symbols may be unknown.
@@ -58,4 +78,9 @@ impl Object {
             _ => String::new(),
         }
     }
+}
+
+/// `ld-linux*`, `ld.so*`, `ld64.so*`: the names the dynamic linker goes by.
+fn is_ld_name(name: &str) -> bool {
+    ["ld-linux", "ld.so", "ld64.so"].iter().any(|p| name.starts_with(p))
 }

@@ -3,7 +3,7 @@
 
 use super::caveats::not_found_hint;
 use super::error::hex_list;
-use super::replacements::not_cold_part;
+use super::replacements::{address_of, not_cold_part};
 use super::{Object, PackError, PackErrorKind, PackWarning, PendingRef, PendingTarget};
 use std::collections::HashMap;
 use std::path::Path;
@@ -72,13 +72,13 @@ pub(super) fn reference(
 ) -> Result<(Reference, Option<String>), PackErrorKind> {
     let tpath = &target.object.path;
     let name = &r.symbol.name;
-    let all: Vec<&Symbol> =
-        target.object.elf.named(name).filter(|s| r.symbol.at.is_none_or(|o| s.value == o)).collect();
+    let at = address_of(&target.object, &r.symbol)?;
+    let all: Vec<&Symbol> = target.object.elf.named(name).filter(|s| at.is_none_or(|o| s.value == o)).collect();
     if all.is_empty() {
         if let Some(callers) = target.object.elf.only_inlined(name) {
             return Err(PackErrorKind::OnlyInlined { func: name.clone(), target: tpath.clone(), callers });
         }
-        let hint = match r.symbol.at {
+        let hint = match at {
             Some(at) if target.object.elf.named(name).next().is_some() => {
                 let offsets: Vec<u64> = target.object.elf.named(name).map(|s| s.value).collect();
                 format!(" at {at:#x} (it is at {})", hex_list(&offsets))
@@ -110,6 +110,9 @@ pub(super) fn reference(
         }
     };
     not_cold_part(name, tpath)?;
+    if sym.ifunc {
+        return Err(PackErrorKind::IfuncReference { symbol: r.symbol.to_string(), target: tpath.clone() });
+    }
     let replaced = sym.kind == SymbolKind::Function && target.functions.iter().any(|f| f.offset == sym.value);
     let kind = match r.form {
         RefForm::Tls => RefKind::TlsIndex,

@@ -83,12 +83,14 @@ fn packs_a_valid_description() {
                 old: "foo_parse".into(),
                 offset: off("foo_parse"),
                 prologue: Prologue::NopPad66,
+                displaced: None,
                 new: "foo_parse_fixed".into()
             },
             Function {
                 old: "foo_len".into(),
                 offset: off("foo_len"),
                 prologue: Prologue::NopPad66,
+                displaced: None,
                 new: "foo_len_fixed".into()
             },
         ]
@@ -162,13 +164,12 @@ fn line_errors() {
         fx.err("libfix.so\n@libfoo.so\nfoo_len:foo_len_fixed\n@libfoo.so\n"),
         format!("4: target {t} is already given at line 2")
     );
-    assert_eq!(
-        fx.err("libfix.so\n@libplain.so\nfoo_len:foo_len_fixed\n"),
-        format!(
-            "3: function `foo_len` in {} has no patchable prologue (build it with -fpatchable-function-entry=16,14)",
-            fx.plain
-        )
-    );
+    // Without a pad, the entry's first instructions are what the jump overwrites.
+    let plain = fx.pack("libfix.so\n@libplain.so\nfoo_len:foo_len_fixed\n").unwrap();
+    let f = &plain.targets[0].functions[0];
+    assert_eq!(f.prologue, Prologue::Unpadded);
+    assert!(f.displaced.as_ref().is_some_and(|d| d.original.len() >= 5), "{f:?}");
+    assert_eq!(plain.targets[0].path, fx.plain);
     let patch = fx.dir.path().join("libfix.so").canonicalize().unwrap();
     assert_eq!(
         fx.err("libfix.so\n@libfoo.so\nfoo_len:foo_len_v2\n"),

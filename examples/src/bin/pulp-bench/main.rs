@@ -34,6 +34,7 @@ mod prologues;
 mod shadow;
 mod startup;
 mod universes;
+mod unpadded;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -153,10 +154,18 @@ pub(crate) fn stats(mut v: Vec<f64>) -> Stats {
 
 /// Per-call ns of f without pad, with pad, with pad patched.
 fn percall(tools: &Tools, meta: &Path) -> Result<(f64, f64, f64)> {
-    let mut t = Target::start(tools, PERCALL, &[F_PLAIN, F_PAD, F_PATCHED])?;
-    tools.trigger(t.pid(), meta, false)?.check("pulp-trigger (percall)")?;
+    percall_of(tools, [F_PLAIN, F_PAD, F_PATCHED], &[meta], 2.0)
+}
+
+/// `percall` over `objects`, after `metas` were applied; the third object's f(1) must be
+/// `expected`. Min ns per call of each object.
+pub(crate) fn percall_of(tools: &Tools, objects: [&str; 3], metas: &[&Path], expected: f64) -> Result<(f64, f64, f64)> {
+    let mut t = Target::start(tools, PERCALL, &objects)?;
+    for meta in metas {
+        tools.trigger(t.pid(), meta, false)?.check("pulp-trigger (percall)")?;
+    }
     let line = t.ask("go", Duration::from_secs(300))?;
-    if field(&line, "f")? != 2.0 {
+    if field(&line, "f")? != expected {
         bail!("the patched f computes something else: {line}");
     }
     Ok((field(&line, "plain")?, field(&line, "pad")?, field(&line, "patched")?))
@@ -173,18 +182,30 @@ fn redirects() -> Result<Vec<f64>> {
 }
 
 /// Wall time (ms) of apply and revert, and the spinner's longest gap (µs) during each.
-struct Cycle {
-    apply_ms: Vec<f64>,
-    revert_ms: Vec<f64>,
-    apply_gap_us: Vec<f64>,
-    revert_gap_us: Vec<f64>,
+pub(crate) struct Cycle {
+    pub(crate) apply_ms: Vec<f64>,
+    pub(crate) revert_ms: Vec<f64>,
+    pub(crate) apply_gap_us: Vec<f64>,
+    pub(crate) revert_gap_us: Vec<f64>,
     /// The longest gap over a quiet 3 ms, no patching: the machine's noise floor.
-    idle_gap_us: Vec<f64>,
+    pub(crate) idle_gap_us: Vec<f64>,
 }
 
 fn cycles(tools: &Tools, threads: usize, meta: &Path, runs: usize) -> Result<Cycle> {
+    cycles_of(tools, STALL, threads, meta, runs, "f=2")
+}
+
+/// [`cycles`] with the stall target `exe`, whose `call` answers `expected` at the end.
+pub(crate) fn cycles_of(
+    tools: &Tools,
+    exe: &str,
+    threads: usize,
+    meta: &Path,
+    runs: usize,
+    expected: &str,
+) -> Result<Cycle> {
     let n = threads.to_string();
-    let mut t = Target::start(tools, STALL, &[&n])?;
+    let mut t = Target::start(tools, exe, &[&n])?;
     let second = Duration::from_secs(10);
     let mut c =
         Cycle { apply_ms: vec![], revert_ms: vec![], apply_gap_us: vec![], revert_gap_us: vec![], idle_gap_us: vec![] };
@@ -208,7 +229,7 @@ fn cycles(tools: &Tools, threads: usize, meta: &Path, runs: usize) -> Result<Cyc
         }
     }
     let line = t.ask("call", second)?;
-    if line != "f=2" {
+    if line != expected {
         bail!("stall target: f(1) after the runs: {line}");
     }
     Ok(c)
@@ -276,7 +297,7 @@ fn bench(tools: &Tools, runs: usize) -> Result<()> {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some(m @ ("universes" | "prologues" | "shadow" | "fleet" | "startup")) => {
+        Some(m @ ("universes" | "prologues" | "shadow" | "fleet" | "startup" | "unpadded")) => {
             let m = m.to_string();
             args.remove(0);
             m
@@ -307,6 +328,7 @@ fn main() {
         "prologues" => prologues::run(&t, runs),
         "shadow" => shadow::run(&t, runs),
         "startup" => startup::run(&t, runs, &others),
+        "unpadded" => unpadded::run(&t, runs),
         _ => bench(&t, runs),
     });
     if let Err(e) = result {
