@@ -86,16 +86,24 @@ pub(super) fn write(proc: &Process, replies: &[FuncReply], sync: &mut dyn FnMut(
     if todo.is_empty() {
         return Ok(());
     }
-    if let Some((tid, mask)) = blocking_sigtrap(proc)? {
-        // That thread meeting the int3 would have the kernel reset SIGTRAP to its default
-        // action and kill the process.
-        return Err(TriggerError::Target {
-            pid,
-            what: format!(
-                "thread {tid} blocks SIGTRAP (signal mask {mask:#x}), which the entry of an unpadded function \
-                 needs while it is written; nothing was written"
-            ),
-        });
+    // A thread blocking SIGTRAP that met the int3 would have the kernel reset SIGTRAP to
+    // its default action and kill the process. glibc blocks every signal for a moment
+    // (creating a thread, fork, posix_spawn), so a thread is given SIGTRAP_WAIT to
+    // unblock it before the write is refused.
+    let waited = std::time::Instant::now();
+    let mut nap = std::time::Duration::from_millis(1);
+    while let Some((tid, mask)) = blocking_sigtrap(proc)? {
+        if waited.elapsed() >= SIGTRAP_WAIT {
+            return Err(TriggerError::Target {
+                pid,
+                what: format!(
+                    "thread {tid} blocks SIGTRAP (signal mask {mask:#x}), which the entry of an unpadded function \
+                     needs while it is written; nothing was written"
+                ),
+            });
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(std::time::Duration::from_millis(50));
     }
     for w in todo.iter().filter(|w| w.first != INT3) {
         proc.write(w.start, &[INT3])?;
@@ -114,6 +122,9 @@ pub(super) fn write(proc: &Process, replies: &[FuncReply], sync: &mut dyn FnMut(
     }
     Ok(())
 }
+
+/// How long a thread may keep SIGTRAP blocked before an unpadded write is refused.
+const SIGTRAP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A thread whose signal mask blocks SIGTRAP (read from `/proc`, without stopping it).
 fn blocking_sigtrap(proc: &Process) -> Result<Option<(i32, u64)>> {
