@@ -21,7 +21,11 @@ struct Fixture {
 /// share one small object (`small`), one has a 4 MiB object (`big`).
 fn fixture() -> Fixture {
     let work = Work::new();
-    let tag = format!("{}{}", std::process::id(), line!());
+    // A build-id of its own for each fixture: `pulp install` also applies to the running
+    // processes of the other tests of this file, which would then be busy or patched.
+    static FIXTURES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FIXTURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tag = format!("{}{n}", std::process::id());
     let lib = work.shared("calc", &CSpec::patchable(&["calc.c"]).define("CALC_VERSION", Some(&tag)));
     let small = work.shared("small_fix", &CSpec::plain(&["marked_fix.c"]).define("MARK_NAME", Some("\"small\"")));
     let big = work.shared(

@@ -99,7 +99,10 @@ fn fixture_functions_get_their_verdicts() {
         assert!(out.stdout.contains(&summary), "{summary}\n{out:#?}");
         if no_size > 0 {
             // gcc's crt code (_init, frame_dummy, ...) is assembly without sizes.
-            assert!(out.stdout.contains(&format!(", {no_size} unsized (planned only")), "{out:#?}");
+            assert!(
+                out.stdout.contains(&format!(", {no_size} unsized (pulp pack and pulp-trigger patch those")),
+                "{out:#?}"
+            );
         }
         assert!(out.stdout.trim_end().ends_with("(build it with pulp-cc or -fpatchable-function-entry=16,14)"));
     }
@@ -133,7 +136,7 @@ fn system_libz() {
     }
     let out = pulp(&["livepatchable", LIBZ]);
     assert!(line(&out, "zlibVersion").contains("not patchable") && line(&out, "zlibVersion").contains("overwrites"));
-    assert!(out.stdout.contains("(planned only: this release does not apply entry jumps)"), "{out:#?}");
+    assert!(out.stdout.contains("(pulp pack and pulp-trigger patch those by overwriting their entry)"), "{out:#?}");
     assert!(out.stdout.contains("live-patchable: no:"), "{out:#?}");
 }
 

@@ -2,7 +2,9 @@
 //! `name@VERSION`) pack and apply to a running process, changing only the version named; a
 //! bare name with several versions, an IFUNC, its resolver, an alias of a function already
 //! replaced and the dynamic linker are refused, each with its reason, and nothing is
-//! written. Fixtures: tests/fixtures/glibc_symbols.c (+ .map, _fix.c, _app.c).
+//! written. The same on the system's libc, whose fmemopen@@GLIBC_2.22 is patched in a
+//! running process (an entry jump: Debian's libc has no pad) while fmemopen@GLIBC_2.2.5
+//! keeps its code. Fixtures: tests/fixtures/glibc_symbols.c (+ .map, _fix.c, _app.c).
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,12 @@ impl Gs {
         let lib = work.shared("glibc_symbols", &CSpec::patchable(&["glibc_symbols.c"]).flag(&map));
         let fix = work.shared("glibc_symbols_fix", &CSpec::plain(&["glibc_symbols_fix.c"]));
         Gs { work, lib, fix }
+    }
+
+    /// The application, linked to the library, started with the runtime.
+    fn app(&self) -> App {
+        let spec = CSpec::plain(&["glibc_symbols_app.c"]).link("glibc_symbols");
+        App::start(&self.work.executable("glibc_symbols_app", &spec))
     }
 
     /// Pack a `.dsc` of `lines` (old:new) against `target`.
@@ -52,9 +60,7 @@ impl Gs {
 #[test]
 fn a_versioned_name_packs_and_replaces_only_that_version() {
     let gs = Gs::new();
-    let app_exe =
-        gs.work.executable("glibc_symbols_app", &CSpec::plain(&["glibc_symbols_app.c"]).link("glibc_symbols"));
-    let mut app = App::start(&app_exe);
+    let mut app = gs.app();
     let (new, old) = (app.ask("new 1"), app.ask("old 1"));
     assert_eq!((new.as_str(), old.as_str()), ("gs_value(1)=3", "gs_value@GS_1.0(1)=2"));
 
@@ -105,6 +111,23 @@ fn a_versioned_reference_gets_that_versions_address() {
         "gs_name:gs_name_fixed\n#gs_value:gs_ref_v1\n",
         &[":4: `gs_value` has 2 versions in", "`gs_value@GS_1.0` (0x"],
     );
+}
+
+#[test]
+fn the_c_librarys_default_version_is_patched_in_a_running_process() {
+    let gs = Gs::new();
+    let mut app = gs.app();
+    let both = |app: &mut App| (app.ask("fmem"), app.ask("fmemold"));
+    assert_eq!(both(&mut app), ("fmemopen=FILE".into(), "fmemopen@GLIBC_2.2.5=FILE".into()));
+    // libc has frames in every thread (main is called from it): %immediate.
+    let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    let (out, meta) = gs.pack_lines(libc, "%immediate\nfmemopen@@GLIBC_2.22:fmemopen_fixed\n");
+    out.assert_ok("pulp pack fmemopen@@GLIBC_2.22");
+    apply(app.pid(), &meta).assert_ok("apply fmemopen@@GLIBC_2.22");
+    assert_eq!(both(&mut app), ("fmemopen=NULL".into(), "fmemopen@GLIBC_2.2.5=FILE".into()), "only the default");
+    revert(app.pid(), &meta).assert_ok("revert fmemopen@@GLIBC_2.22");
+    assert_eq!(both(&mut app), ("fmemopen=FILE".into(), "fmemopen@GLIBC_2.2.5=FILE".into()));
+    app.assert_alive();
 }
 
 #[test]

@@ -162,6 +162,50 @@ fn a_function_the_runtime_itself_calls_is_patched_and_reverted() {
     app.assert_alive();
 }
 
+/// A thread that blocks SIGTRAP would be killed by the int3 (the kernel resets the
+/// action to the default): the apply stops before the first write, the process runs
+/// on unpatched, and applies once the thread unblocks it.
+#[test]
+fn a_thread_blocking_sigtrap_holds_the_write_back() {
+    let work = Work::new();
+    let (app_path, fix) = build(&work);
+    let meta = work.patch("libz", &fix, &[(Path::new(LIBZ), &[("zlibVersion", "zlibVersion_pulp")])]);
+    let mut app = libpulp_rs_tests::App::start(&app_path);
+    let pid = app.pid();
+    let version = app.ask("version");
+    assert_eq!(app.ask("block"), "ok");
+    apply(pid, &meta).assert_refused(&["blocks SIGTRAP"]);
+    assert_eq!(app.ask("version"), version);
+    assert_as_in_file(pid, LIBZ, &["zlibVersion"]);
+    assert_eq!(app.ask("unblock"), "ok");
+    apply(pid, &meta).assert_ok("pulp-trigger once SIGTRAP is unblocked");
+    assert_eq!(app.ask("version"), "1.2.13-pulp");
+    assert_workers_call(&mut app);
+    app.assert_alive();
+}
+
+/// A new version that calls the original function through a reference gets the
+/// relocated copy, not the entry (which now leads to the new version itself).
+#[test]
+fn a_new_version_calls_the_original_unpadded_function() {
+    let work = Work::new();
+    let (app_path, _) = build(&work);
+    let wrap = work.shared("unpadded_wrap", &CSpec::plain(&["unpadded_wrap.c"]));
+    let dsc = work.path().join("wrap.dsc");
+    let text = format!("{}\n@{LIBZ}\nzlibVersion:zlibVersion_wrap\n#zlibVersion:zlib_orig\n", wrap.display());
+    std::fs::write(&dsc, text).unwrap();
+    let meta = work.path().join("wrap.meta");
+    pack(&dsc, &meta).assert_ok("pulp pack");
+    let mut app = libpulp_rs_tests::App::start(&app_path);
+    let pid = app.pid();
+    let version = app.ask("version");
+    apply(pid, &meta).assert_ok("pulp-trigger");
+    assert_eq!(app.ask("version"), format!("{version}+wrap"));
+    revert(pid, &meta).assert_ok("pulp-trigger --revert");
+    assert_eq!(app.ask("version"), version);
+    app.assert_alive();
+}
+
 /// Two patches stacked on one unpadded function, reverted in either order.
 #[test]
 fn patches_stack_on_an_unpadded_function() {
@@ -184,6 +228,13 @@ fn patches_stack_on_an_unpadded_function() {
         assert_eq!(app.ask("version"), version);
         assert_as_in_file(pid, LIBZ, &["zlibVersion"]);
     }
+    // Both at once, with --revert-all.
+    apply(pid, &one).assert_ok("apply one");
+    apply(pid, &two).assert_ok("apply two");
+    let out = libpulp_rs_tests::trigger(&["--revert-all", LIBZ, "-p", &pid.to_string()]);
+    out.assert_ok("pulp-trigger --revert-all");
+    assert_eq!(app.ask("version"), version);
+    assert_as_in_file(pid, LIBZ, &["zlibVersion"]);
     app.assert_alive();
 }
 

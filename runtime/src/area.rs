@@ -8,6 +8,7 @@
 //! The tools find the buffer's address and capacity in two words ([`BUFFER`]) named by
 //! `pulp_rs_info`, and the stack's top in `pulp_rs_entry_stack_top` (`trm`).
 
+use pulp_meta::abi;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The buffer's address (0: not mapped yet) and capacity in bytes.
@@ -22,8 +23,9 @@ pub static BUFFER: BufferWords = BufferWords { addr: AtomicU64::new(0), len: Ato
 /// Bytes of the stack entries run on (plus a guard page below it).
 const ENTRY_STACK_LEN: usize = 1 << 20;
 const PAGE: usize = 4096;
-/// Smallest buffer: room for the largest reply (every descriptor) and a small request.
-const MIN_BUFFER: usize = 256 << 10;
+/// Smallest buffer: room for the largest reply (one entry per descriptor, 512 KiB: a
+/// patch of libcrypto gates thousands of its functions) and a small request.
+const MIN_BUFFER: usize = (4 + pulp_trm::DESC_COUNT * abi::FUNC_REPLY_SIZE).next_multiple_of(KEEP);
 /// Pages of the buffer kept after a request; the rest is given back.
 const KEEP: usize = 64 << 10;
 

@@ -26,6 +26,11 @@ pub fn serve(reg: &mut Registry, req: &Request<'_>, buf: &mut [u8]) -> Result<En
         Op::SetPatchable => reg.set_patchable(req.arg != 0, buf),
     }?;
     if matches!(req.op, Op::Apply | Op::Revert | Op::RevertAll | Op::Resume | Op::Finish) {
+        // The tool is about to put int3s on unpadded entries: our SIGTRAP handler must
+        // be the process's (the program may have installed its own since).
+        if abi::decode_reply(buf).is_some_and(|r| r.iter().any(|f| f.kind == pulp_meta::Prologue::Unpadded)) {
+            crate::trampoline::install()?;
+        }
         return Ok(write_own_code(reg, status, buf));
     }
     Ok(status)

@@ -152,7 +152,10 @@ pub fn install() -> Result<(), String> {
     unsafe { *PREVIOUS.0.get() = now };
     let mut ours = unsafe_zeroed();
     ours.sa_sigaction = on_trap as *const () as usize;
-    ours.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+    // SA_NODEFER: SIGTRAP stays unblocked while ours runs, so that a thread inside it is
+    // never mistaken by the tool for one that blocks SIGTRAP (which an int3 would kill);
+    // the program's handler gets its own mask when we chain to it.
+    ours.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART | libc::SA_NODEFER;
     // SAFETY: installs a handler that is async-signal-safe (atomics and the ucontext).
     if unsafe { libc::sigaction(libc::SIGTRAP, &ours, std::ptr::null_mut()) } != 0 {
         return Err("cannot install the SIGTRAP handler".into());
@@ -179,6 +182,25 @@ extern "C" fn on_trap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: PREVIOUS was set before our handler was installed and is not changed while
     // it is.
     let prev = unsafe { &*PREVIOUS.0.get() };
+    // The mask the kernel would have given the program's handler: its sa_mask, and
+    // SIGTRAP itself unless it asked for SA_NODEFER.
+    let mut mask = prev.sa_mask;
+    let mut old = unsafe_zeroed().sa_mask;
+    // SAFETY: sigaddset and pthread_sigmask on local sets; both async-signal-safe.
+    unsafe {
+        if prev.sa_flags & libc::SA_NODEFER == 0 {
+            libc::sigaddset(&mut mask, libc::SIGTRAP);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &mask, &mut old);
+    }
+    chain(prev, sig, info, ctx);
+    // SAFETY: back to the mask this handler started with (sigreturn restores the
+    // interrupted code's own anyway).
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+}
+
+/// Hand a SIGTRAP that is not ours to the program's action `prev`.
+fn chain(prev: &libc::sigaction, sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     match prev.sa_sigaction {
         libc::SIG_IGN => {}
         libc::SIG_DFL => {

@@ -9,6 +9,7 @@ use crate::{messages, status};
 use pulp_meta::abi::{EntryAction, EntryStatus, FuncReply};
 use pulp_meta::format::{short_id, FLAG_IMMEDIATE, FLAG_REPLACE};
 use pulp_meta::status::PatchState;
+use pulp_meta::Prologue;
 
 /// Where the patch object of an apply comes from.
 pub enum Object<'a> {
@@ -98,6 +99,11 @@ pub fn apply(
     };
     let news: Vec<u64> =
         planned.iter().map(|(_, new)| object.symbol(new).map(|a| a as u64)).collect::<Result<_, _>>()?;
+    // The original code of an unpadded function is the copy in its slot: give it its
+    // descriptor (and slot) now, so that a reference to it gets that, not the entry.
+    for (p, _) in planned.iter().filter(|(p, _)| p.kind == Prologue::Unpadded && p.known.is_none()) {
+        reg.descs.desc_for(p)?;
+    }
     crate::references::write_references(&meta, &objs, &object, &|obj, entry| reg.descs.original_code(obj, entry))?;
 
     // The patch is loaded and can be called: its pre-patch callback may still refuse it.

@@ -86,6 +86,25 @@ pub(super) fn write(proc: &Process, replies: &[FuncReply], sync: &mut dyn FnMut(
     if todo.is_empty() {
         return Ok(());
     }
+    // A thread blocking SIGTRAP that met the int3 would have the kernel reset SIGTRAP to
+    // its default action and kill the process. glibc blocks every signal for a moment
+    // (creating a thread, fork, posix_spawn), so a thread is given SIGTRAP_WAIT to
+    // unblock it before the write is refused.
+    let waited = std::time::Instant::now();
+    let mut nap = std::time::Duration::from_millis(1);
+    while let Some((tid, mask)) = blocking_sigtrap(proc)? {
+        if waited.elapsed() >= SIGTRAP_WAIT {
+            return Err(TriggerError::Target {
+                pid,
+                what: format!(
+                    "thread {tid} blocks SIGTRAP (signal mask {mask:#x}), which the entry of an unpadded function \
+                     needs while it is written; nothing was written"
+                ),
+            });
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(std::time::Duration::from_millis(50));
+    }
     for w in todo.iter().filter(|w| w.first != INT3) {
         proc.write(w.start, &[INT3])?;
     }
@@ -102,6 +121,24 @@ pub(super) fn write(proc: &Process, replies: &[FuncReply], sync: &mut dyn FnMut(
         proc.write(w.start, &w.want[..1])?;
     }
     Ok(())
+}
+
+/// How long a thread may keep SIGTRAP blocked before an unpadded write is refused.
+const SIGTRAP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A thread whose signal mask blocks SIGTRAP (read from `/proc`, without stopping it).
+fn blocking_sigtrap(proc: &Process) -> Result<Option<(i32, u64)>> {
+    let bit = 1u64 << (libc::SIGTRAP - 1);
+    for tid in proc.threads()? {
+        let path = format!("/proc/{}/task/{tid}/status", proc.pid);
+        let Ok(status) = crate::inject::process::read_proc_file(&path) else { continue };
+        let blocked =
+            status.lines().find_map(|l| l.strip_prefix("SigBlk:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+        if let Some(b) = blocked.filter(|b| b & bit != 0) {
+            return Ok(Some((tid, b)));
+        }
+    }
+    Ok(None)
 }
 
 /// Look at each thread alone; one whose rip is inside bytes about to be overwritten

@@ -104,7 +104,7 @@ enum Cmd {
     /// exported function has a patchable prologue, 1 otherwise. Static functions of a
     /// stripped object come from its debug file (see `pulp pack --help`). For functions
     /// without a pad it also says whether an entry jump could overwrite their first
-    /// instructions, or why not (a plan only: this release does not apply entry jumps).
+    /// instructions (how `pulp pack` and `pulp-trigger` patch them), or why not.
     Livepatchable {
         /// The shared object (or executable) to inspect.
         file: PathBuf,

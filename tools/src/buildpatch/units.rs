@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::tu::Tu;
-use super::workspace::{self, Built, LinkRecord};
+use super::workspace::{Built, LinkRecord};
 use super::{driver, tu, BuildPatchError};
 
 /// One unit on both sides.
@@ -118,11 +118,14 @@ pub(super) fn refuse_changed_other_objects(
     let Some(after_link) = after.links.iter().rev().find(|l| l.output == after.root.join(&out_key)) else {
         return Ok(());
     };
+    // What partial links made stands for its inputs; shared objects and linker scripts
+    // among the inputs are other objects.
+    let after_link = super::partial::through_partial_links(after, after_link);
     let mut problems = Vec::new();
     for input in &after_link.inputs {
         let Ok(rel) = input.strip_prefix(&after.root) else { continue };
         let key = rel.to_string_lossy();
-        if after.tu(&key).is_some() || workspace::archive_members(input).is_some() {
+        if after.tu(&key).is_some() || !super::partial::is_relocatable(input) {
             continue;
         }
         let (Ok(new), Ok(old)) = (std::fs::read(input), std::fs::read(before.root.join(rel))) else { continue };
@@ -205,5 +208,52 @@ pub(super) fn refuse_data_and_layout_changes(units: &[Unit], work: &Path) -> Res
         Ok(())
     } else {
         Err(BuildPatchError::Refused(problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::partial::{link_record, write_elf_header};
+    use super::*;
+    use crate::buildpatch::workspace::TuRecord;
+
+    #[test]
+    fn only_changed_objects_not_compiled_from_c_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, a) = (dir.path().join("before"), dir.path().join("after"));
+        for root in [&b, &a] {
+            std::fs::create_dir_all(root).unwrap();
+            // c.o compiled from C; asm.o assembled; p.os a partial link of c.o; libx.so shared.
+            write_elf_header(&root.join("c.o"), 1);
+            write_elf_header(&root.join("asm.o"), 1);
+            write_elf_header(&root.join("same.o"), 1);
+            write_elf_header(&root.join("p.os"), 1);
+            write_elf_header(&root.join("libx.so"), 3);
+        }
+        for f in ["c.o", "asm.o", "p.os", "libx.so"] {
+            let mut bytes = std::fs::read(a.join(f)).unwrap();
+            bytes.push(1);
+            std::fs::write(a.join(f), bytes).unwrap();
+        }
+        let built = |root: &Path| Built {
+            root: root.to_path_buf(),
+            tus: vec![TuRecord { key: "c.o".into(), ..Default::default() }],
+            links: vec![
+                link_record(root, "p.os", &["c.o"]),
+                link_record(root, "libt.so", &["p.os", "asm.o", "same.o", "libx.so"]),
+            ],
+            took: Default::default(),
+        };
+        let (before, after) = (built(&b), built(&a));
+        let diff = dir.path().join("fix.patch");
+        std::fs::write(&diff, "--- a/x/asm.pl\n+++ b/x/asm.pl\n@@ -1 +1 @@\n-a\n+b\n--- a/c.c\n+++ b/c.c\n").unwrap();
+        match refuse_changed_other_objects(&before, &after, &before.links[1], &diff) {
+            Err(BuildPatchError::Refused(p)) => {
+                assert_eq!(p.len(), 1, "{p:?}");
+                assert!(p[0].starts_with("asm.o changes, but it is not compiled from C"), "{}", p[0]);
+                assert!(p[0].ends_with("; the diff changes x/asm.pl"), "{}", p[0]);
+            }
+            other => panic!("expected a refusal: {other:?}"),
+        }
     }
 }

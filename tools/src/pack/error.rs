@@ -155,11 +155,12 @@ fn known_versions(known: &[String]) -> String {
     }
 }
 
+/// The implementations an IFUNC's resolver can choose, each already quoted.
 fn chosen(names: &[String]) -> String {
     match names {
         [] => "the code it chooses is not named by a symbol: look at the resolver's code".into(),
-        [one] => format!("the one its resolver can choose: `{one}`"),
-        _ => format!("those its resolver can choose: {}", list(names)),
+        [one] => format!("the one its resolver can choose: {one}"),
+        _ => format!("those its resolver can choose: {}", names.join(", ")),
     }
 }
 

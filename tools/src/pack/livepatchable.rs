@@ -7,8 +7,9 @@
 //!
 //! For each function without a patchable prologue it also says whether its first
 //! instructions could be overwritten by an entry jump (`pulp_unpadded::plan`: how many
-//! bytes, or the reason it is refused), with the counts by reason in the summary. Those
-//! verdicts do not change the object's: this release does not apply entry jumps.
+//! bytes, or the reason it is refused), with the counts by reason in the summary: what
+//! `pulp pack` plans for such a function and `pulp-trigger` writes. Those verdicts do not
+//! change the object's, which speaks of patchable prologues only.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -177,7 +178,7 @@ impl Report {
             let counts: Vec<String> = by.iter().map(|(k, c)| format!("{c} {k}")).collect();
             let _ = write!(s, ", refused {}: {}", n - planned, counts.join(", "));
         }
-        s.push_str(" (planned only: this release does not apply entry jumps)");
+        s.push_str(" (pulp pack and pulp-trigger patch those by overwriting their entry)");
         Some(s)
     }
 

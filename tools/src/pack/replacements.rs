@@ -150,7 +150,7 @@ fn refuse_ifunc(object: &Object, f: &FunctionInfo) -> Result<(), PackErrorKind> 
 }
 
 /// The functions an IFUNC resolver can return: those whose address its code loads
-/// rip-relative (`lea impl(%rip), %rax`), by name (every name at that address).
+/// rip-relative (`lea impl(%rip), %rax`), one entry per address, its aliases after it.
 fn chosen_by(object: &Object, resolver: &FunctionInfo) -> Vec<String> {
     use iced_x86::{Decoder, DecoderOptions, Mnemonic};
     use object::{Object as _, ObjectSection as _};
@@ -163,16 +163,25 @@ fn chosen_by(object: &Object, resolver: &FunctionInfo) -> Vec<String> {
         let to = from.saturating_add(usize::try_from(resolver.size).ok()?).min(bytes.len());
         bytes.get(from..to)
     });
+    let mut seen: Vec<u64> = Vec::new();
     let mut out: Vec<String> = Vec::new();
     for i in Decoder::with_ip(64, code.unwrap_or_default(), resolver.offset, DecoderOptions::NONE) {
-        if i.mnemonic() != Mnemonic::Lea || !i.is_ip_rel_memory_operand() {
+        let to = i.ip_rel_memory_address();
+        if i.mnemonic() != Mnemonic::Lea || !i.is_ip_rel_memory_operand() || seen.contains(&to) {
             continue;
         }
-        let to = i.ip_rel_memory_address();
-        for g in object.functions().iter().filter(|g| g.offset == to && !g.ifunc && g.offset != resolver.offset) {
-            if !out.contains(&g.name) {
-                out.push(g.name.clone());
-            }
+        let names: Vec<String> = object
+            .functions()
+            .iter()
+            .filter(|g| g.offset == to && !g.ifunc && g.offset != resolver.offset)
+            .map(|g| format!("`{}`", g.name))
+            .collect();
+        if let Some((first, aliases)) = names.split_first() {
+            seen.push(to);
+            out.push(match aliases {
+                [] => first.clone(),
+                _ => format!("{first} (also {})", aliases.join(", ")),
+            });
         }
     }
     out
