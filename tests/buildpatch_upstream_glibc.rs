@@ -63,7 +63,7 @@ fn glibc() -> PathBuf {
             run(tool("tar").args(["xf"]).arg(&tarball).arg("-C").arg(dir).arg("--strip-components=1"))
                 .assert_ok("unpacking glibc");
             std::fs::create_dir_all(dir.join("build")).unwrap();
-            let mut configure = Command::new("../configure");
+            let mut configure = Command::new(dir.join("configure"));
             configure
                 .args(["--prefix=/usr", "--disable-werror"])
                 .current_dir(dir.join("build"))
