@@ -12,7 +12,8 @@ cd "$(dirname "$0")"
 # setpriv (processes of another user), strace (the hostile tests kill and slow the tools
 # with its fault injection), unshare and mount (targets in other namespaces or a chroot),
 # readelf (build-ids), patch (pulp build-patch applies diffs with it), python3 with venv
-# (tests/ansible.rs runs ansible-core from PyPI).
+# (tests/ansible.rs runs ansible-core from PyPI), gawk and bison (glibc's configure, for
+# tests/buildpatch_upstream_glibc.rs), curl and xz (its source tarball from deb.debian.org).
 need=()
 want() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
 want cc gcc
@@ -28,6 +29,10 @@ want mount mount
 want strace strace
 want readelf binutils
 want python3 python3
+want gawk gawk
+want bison bison
+want curl curl
+want xz xz-utils
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     need+=(python3-venv)
 fi

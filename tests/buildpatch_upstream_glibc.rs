@@ -63,8 +63,13 @@ fn glibc() -> PathBuf {
             run(tool("tar").args(["xf"]).arg(&tarball).arg("-C").arg(dir).arg("--strip-components=1"))
                 .assert_ok("unpacking glibc");
             std::fs::create_dir_all(dir.join("build")).unwrap();
-            let mut configure = Command::new(dir.join("configure"));
+            // `../configure`, relative, so that the build tree names its sources `..`: the
+            // fixed copy build-patch makes must build its own sources, not the kept ones.
+            // (Run by `sh`: a relative program of a Command with current_dir is resolved
+            // in a platform-specific way.)
+            let mut configure = Command::new("sh");
             configure
+                .arg("../configure")
                 .args(["--prefix=/usr", "--disable-werror"])
                 .current_dir(dir.join("build"))
                 .env("CC", artifacts().dir.join("pulp-cc"))

@@ -119,8 +119,14 @@ fn the_c_librarys_default_version_is_patched_in_a_running_process() {
     let mut app = gs.app();
     let both = |app: &mut App| (app.ask("fmem"), app.ask("fmemold"));
     assert_eq!(both(&mut app), ("fmemopen=FILE".into(), "fmemopen@GLIBC_2.2.5=FILE".into()));
-    // libc has frames in every thread (main is called from it): %immediate.
+    // libc has frames in every thread (main is called from it): %immediate, and without
+    // it the pack is refused, naming the target's line.
     let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    gs.refused_for(
+        libc,
+        "fmemopen@@GLIBC_2.22:fmemopen_fixed\n",
+        &[":2: target ", "libc.so.6 is the C library (its soname is libc.so.6)", "add `%immediate`"],
+    );
     let (out, meta) = gs.pack_lines(libc, "%immediate\nfmemopen@@GLIBC_2.22:fmemopen_fixed\n");
     out.assert_ok("pulp pack fmemopen@@GLIBC_2.22");
     apply(app.pid(), &meta).assert_ok("apply fmemopen@@GLIBC_2.22");

@@ -106,6 +106,12 @@ pub enum PackErrorKind {
          objects are loaded, under its own locks, and it is not patched"
     )]
     DynamicLinker { target: String, why: String },
+    #[error(
+        "target {target} is the C library ({why}): every thread always has frames in it and the runtime's gates \
+         call it, so a transition over it could neither finish nor be gated; add `%immediate` (every thread \
+         switches at once)"
+    )]
+    CLibraryTransition { target: String, why: String },
     #[error("new function `{func}` not found in {patch_so}")]
     NewNotFound { func: String, patch_so: String },
     #[error("new function `{func}` in {patch_so} is not exported (it must be a global, non-hidden function)")]

@@ -196,6 +196,11 @@ pub fn pack_text(dsc_path: &Path, text: &str, opts: &PackOptions) -> Result<(Pat
     if done.is_empty() {
         return Err(whole(PackErrorKind::NoTargets));
     }
+    if flags & FLAG_IMMEDIATE == 0 {
+        if let Some((t, why)) = done.iter().find_map(|(t, _)| t.object.c_library().map(|why| (t, why))) {
+            return Err(at(t.line)(PackErrorKind::CLibraryTransition { target: t.object.path.clone(), why }));
+        }
+    }
     for f in &opts.debug.files {
         let used = done.iter().any(|(t, _)| matches!(&t.object.elf.source, SymbolSource::DebugFile(p) if p == f));
         if !used {

@@ -68,6 +68,17 @@ impl Object {
         }
     }
 
+    /// Why this is the C library, if it is: its soname (`libc.so.N`) or file name.
+    pub(super) fn c_library(&self) -> Option<String> {
+        let file = Path::new(&self.path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let is_libc = |n: &str| n == "libc.so" || n.starts_with("libc.so.");
+        match self.elf.info.soname.as_deref() {
+            Some(s) if is_libc(s) => Some(format!("its soname is {s}")),
+            _ if is_libc(file) => Some(format!("its file is {file}")),
+            _ => None,
+        }
+    }
+
     /// " (the target is stripped ...)" when static symbols may be unknown.
     pub(super) fn stripped_hint(&self) -> String {
         match &self.elf.source {
