@@ -438,7 +438,7 @@ impl App {
     /// `name` is for messages.
     pub fn start_command(mut cmd: Command, name: &str) -> App {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut child = spawn_retrying(&mut cmd).unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
@@ -800,4 +800,20 @@ pub fn crate_sources(package: &str, subdir: &str) -> PathBuf {
     let dir = Path::new(pkg["manifest_path"].as_str().unwrap()).parent().unwrap().join(subdir);
     assert!(dir.is_dir(), "no sources in {}", dir.display());
     dir
+}
+
+/// `cmd.spawn()`, again for up to a second while the program is "text file busy": a test
+/// that has just written an executable races another test thread's fork, whose child holds
+/// the still-open file until it execs (the classic ETXTBSY of parallel tests).
+pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
