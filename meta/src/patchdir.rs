@@ -38,20 +38,30 @@ pub fn targets_in_name(file_name: &str) -> Option<Vec<Vec<u8>>> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || !s.len().is_multiple_of(2) {
+    let mut out = vec![0u8; s.len() / 2];
+    let len = unhex_into(s.as_bytes(), &mut out)?;
+    out.truncate(len);
+    Some(out)
+}
+
+/// Decode `hex`, a build-id as installed names spell it (lower-case, an even number of
+/// digits, not empty), into the start of `out`; its length, or `None` if it is not in
+/// that form or longer than `out`. No allocation: the runtime's start path uses it
+/// (`runtime/src/startscan.rs`, in its start section).
+#[link_section = ".text.pulp_start"]
+pub fn unhex_into(hex: &[u8], out: &mut [u8]) -> Option<usize> {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || hex.len() / 2 > out.len() {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            let byte = s.get(i..i + 2)?;
-            if byte.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-                u8::from_str_radix(byte, 16).ok()
-            } else {
-                None
-            }
-        })
-        .collect()
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *o = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(hex.len() / 2)
 }
 
 #[cfg(test)]

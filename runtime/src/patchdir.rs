@@ -72,43 +72,15 @@ fn directory() -> &'static CStr {
     environ::var(DIR_ENV_C).unwrap_or(DEFAULT_DIR_C)
 }
 
-/// The `*.meta` names in `dir`, read with `getdents64` into a buffer on the stack: a
-/// process whose patch directory is absent or holds no `.meta` pays one `open` (and one
-/// `getdents64`, one `close`) and allocates nothing.
-#[link_section = ".text.pulp_start"]
+/// The `*.meta` names in `dir` (those that are UTF-8), for the full reading.
 fn list_metas(dir: &CStr) -> Vec<String> {
-    // SAFETY: a valid C string; the descriptor is closed below.
-    let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Vec::new();
-    }
     let mut names = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
-        if n <= 0 {
-            break;
+    startscan::each_meta_name(dir, |name| {
+        if let Ok(name) = std::str::from_utf8(name) {
+            names.push(name.to_string());
         }
-        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
-        let mut at = 0usize;
-        while at + 19 <= n as usize {
-            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
-            if reclen < 19 || at + reclen > n as usize {
-                break;
-            }
-            let name = &buf[at + 19..at + reclen];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            if name.len() > 5 && name.ends_with(b".meta") {
-                if let Ok(name) = std::str::from_utf8(name) {
-                    names.push(name.to_string());
-                }
-            }
-            at += reclen;
-        }
-    }
-    // SAFETY: `fd` was opened above and is not used afterwards.
-    unsafe { libc::close(fd) };
+        true
+    });
     names
 }
 

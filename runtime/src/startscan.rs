@@ -51,24 +51,13 @@ impl Ids {
     /// One build-id in lower-case hex, as `pulp_meta::patchdir` writes it.
     #[link_section = ".text.pulp_start"]
     fn add_hex(&mut self, hex: &[u8]) -> bool {
-        if hex.is_empty() || !hex.len().is_multiple_of(2) || hex.len() > 2 * MAX_ID_LEN || self.count == MAX_IDS {
-            return false;
-        }
-        let nibble = |b: u8| match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            _ => None,
-        };
         let Some(slot) = self.bytes.get_mut(self.count) else {
             return false;
         };
-        for (out, pair) in slot.iter_mut().zip(hex.chunks_exact(2)) {
-            let (Some(hi), Some(lo)) = (nibble(pair[0]), nibble(pair[1])) else {
-                return false;
-            };
-            *out = hi << 4 | lo;
-        }
-        self.lens[self.count] = (hex.len() / 2) as u8;
+        let Some(len) = pulp_meta::patchdir::unhex_into(hex, slot) else {
+            return false;
+        };
+        self.lens[self.count] = len as u8;
         self.count += 1;
         true
     }
@@ -79,17 +68,16 @@ impl Ids {
     }
 }
 
-/// Look at `dir`'s names (see the module comment).
+/// Call `each` with the name of every `*.meta` in `dir` (read with `getdents64` into a
+/// buffer on the stack, nothing allocated) until it returns `false`; `false` when `dir`
+/// cannot be opened.
 #[link_section = ".text.pulp_start"]
-pub fn look(dir: &CStr) -> Look {
+pub fn each_meta_name(dir: &CStr, mut each: impl FnMut(&[u8]) -> bool) -> bool {
     // SAFETY: a valid C string; the descriptor is closed below.
     let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
     if fd < 0 {
-        return Look::Nothing;
+        return false;
     }
-    let mut ids = Ids { count: 0, lens: [0; MAX_IDS], bytes: [[0; MAX_ID_LEN]; MAX_IDS] };
-    let mut metas = 0usize;
-    let mut in_full = false;
     let mut buf = [0u8; 4096];
     'read: loop {
         // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
@@ -106,18 +94,28 @@ pub fn look(dir: &CStr) -> Look {
                 break;
             };
             let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            if let Some(stem) = name.strip_suffix(b".meta").filter(|s| !s.is_empty()) {
-                metas += 1;
-                if !ids.add_from_stem(stem) {
-                    in_full = true;
-                    break 'read;
-                }
+            if name.len() > 5 && name.ends_with(b".meta") && !each(name) {
+                break 'read;
             }
             at += reclen;
         }
     }
     // SAFETY: `fd` was opened above and is not used afterwards.
     unsafe { libc::close(fd) };
+    true
+}
+
+/// Look at `dir`'s names (see the module comment).
+#[link_section = ".text.pulp_start"]
+pub fn look(dir: &CStr) -> Look {
+    let mut ids = Ids { count: 0, lens: [0; MAX_IDS], bytes: [[0; MAX_ID_LEN]; MAX_IDS] };
+    let mut metas = 0usize;
+    let mut in_full = false;
+    each_meta_name(dir, |name| {
+        metas += 1;
+        in_full = !ids.add_from_stem(&name[..name.len() - b".meta".len()]);
+        !in_full
+    });
     if metas == 0 {
         Look::Nothing
     } else if in_full || any_loaded(&ids) {
