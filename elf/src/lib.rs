@@ -22,7 +22,7 @@ pub mod symbols;
 pub use debugfile::DebugSearch;
 pub use functions::{build_id, canonicalise_entries, functions, FunctionInfo};
 pub use inspect::{inspect, Inspected};
-pub use symbols::{ObjectInfo, Symbol, SymbolKind, SymbolVersion};
+pub use symbols::{is_c_library_name, is_dynamic_linker_name, ObjectInfo, Symbol, SymbolKind, SymbolVersion};
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -325,11 +325,10 @@ impl ObjectInfo {
         self.versions.iter().filter(move |v| v.name == name)
     }
 
-    /// Whether this is the dynamic linker: its soname is `ld-linux*` or `ld.so*`
-    /// (`ld64.so*` too), or it defines `_rtld_global`.
+    /// Whether this is the dynamic linker: its soname is one of its names
+    /// ([`is_dynamic_linker_name`]), or it defines `_rtld_global`.
     pub fn is_dynamic_linker(&self) -> bool {
-        let soname = self.soname.as_deref().unwrap_or_default();
-        ["ld-linux", "ld.so", "ld64.so"].iter().any(|p| soname.starts_with(p))
+        is_dynamic_linker_name(self.soname.as_deref().unwrap_or_default())
             || self.symbols.iter().any(|s| s.name == "_rtld_global")
     }
 
@@ -417,4 +416,15 @@ mod tests {
             assert_eq!(is_cold_part(name), name.split('.').skip(1).any(|part| part == "cold"), "{name}");
         }
     }
+}
+
+/// `ld-linux*`, `ld.so*`, `ld64.so*`: the names (soname or file name) the dynamic linker
+/// goes by.
+pub fn is_dynamic_linker_name(name: &str) -> bool {
+    ["ld-linux", "ld.so", "ld64.so"].iter().any(|p| name.starts_with(p))
+}
+
+/// `libc.so*`: the soname (or file name) of the C library.
+pub fn is_c_library_name(name: &str) -> bool {
+    name.starts_with("libc.so")
 }

@@ -19,8 +19,8 @@ use super::workspace::Built;
 /// The reason `info` (read from `path`) is the dynamic linker, if it is.
 pub fn dynamic_linker(path: &Path, info: &ObjectInfo) -> Option<String> {
     let soname = info.soname.as_deref().unwrap_or_default();
-    let is_rtld = ["ld-linux", "ld64.so", "ld.so"].iter().any(|p| soname.starts_with(p))
-        || info.symbols.iter().any(|s| s.name == "_rtld_global" && s.global);
+    let is_rtld =
+        pulp_elf::is_dynamic_linker_name(soname) || info.symbols.iter().any(|s| s.name == "_rtld_global" && s.global);
     is_rtld.then(|| {
         format!(
             "{} is the dynamic linker (ld.so{}): its code runs at start-up, before any patch can be loaded \
@@ -39,7 +39,7 @@ pub fn dynamic_linker(path: &Path, info: &ObjectInfo) -> Option<String> {
 /// it would enter a gate again, recursively, until its stack overflows.
 pub fn immediate_only(info: &ObjectInfo) -> Option<String> {
     let soname = info.soname.as_deref()?;
-    soname.starts_with("libc.so").then(|| {
+    pulp_elf::is_c_library_name(soname).then(|| {
         format!(
             "the patch is packed %immediate (every thread switches at once; a thread inside a replaced \
              function finishes the old code): {soname} is the C library, which the runtime's transition \

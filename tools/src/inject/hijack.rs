@@ -371,9 +371,7 @@ fn has_room(maps: &[crate::inject::process::Mapping], rsp: u64, need: u64) -> bo
 }
 
 fn is_dynamic_linker(path: &str) -> bool {
-    path.rsplit('/')
-        .next()
-        .is_some_and(|name| name.starts_with("ld-linux") || name.starts_with("ld64.so") || name.starts_with("ld.so"))
+    path.rsplit('/').next().is_some_and(pulp_elf::is_dynamic_linker_name)
 }
 
 fn is_c_library(path: &str) -> bool {

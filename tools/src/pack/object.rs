@@ -61,9 +61,9 @@ impl Object {
         let file = Path::new(&self.path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let soname = self.elf.info.soname.as_deref();
         match soname {
-            _ if !self.elf.info.is_dynamic_linker() && !is_ld_name(file) => None,
-            Some(s) if is_ld_name(s) => Some(format!("its soname is {s}")),
-            _ if is_ld_name(file) => Some(format!("its file is {file}")),
+            _ if !self.elf.info.is_dynamic_linker() && !pulp_elf::is_dynamic_linker_name(file) => None,
+            Some(s) if pulp_elf::is_dynamic_linker_name(s) => Some(format!("its soname is {s}")),
+            _ if pulp_elf::is_dynamic_linker_name(file) => Some(format!("its file is {file}")),
             _ => Some("it defines `_rtld_global`".into()),
         }
     }
@@ -71,10 +71,9 @@ impl Object {
     /// Why this is the C library, if it is: its soname (`libc.so.N`) or file name.
     pub(super) fn c_library(&self) -> Option<String> {
         let file = Path::new(&self.path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let is_libc = |n: &str| n == "libc.so" || n.starts_with("libc.so.");
         match self.elf.info.soname.as_deref() {
-            Some(s) if is_libc(s) => Some(format!("its soname is {s}")),
-            _ if is_libc(file) => Some(format!("its file is {file}")),
+            Some(s) if pulp_elf::is_c_library_name(s) => Some(format!("its soname is {s}")),
+            _ if pulp_elf::is_c_library_name(file) => Some(format!("its file is {file}")),
             _ => None,
         }
     }
@@ -89,9 +88,4 @@ impl Object {
             _ => String::new(),
         }
     }
-}
-
-/// `ld-linux*`, `ld.so*`, `ld64.so*`: the names the dynamic linker goes by.
-fn is_ld_name(name: &str) -> bool {
-    ["ld-linux", "ld.so", "ld64.so"].iter().any(|p| name.starts_with(p))
 }
