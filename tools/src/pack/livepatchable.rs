@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection};
 use pulp_elf::inspect::SymbolSource;
-use pulp_elf::{DebugSearch, FunctionInfo, InspectError, SymbolKind};
+use pulp_elf::{DebugSearch, FunctionInfo, InspectError};
 use pulp_unpadded::{Plan, Reason};
 use serde_json::{json, Value};
 
@@ -230,8 +230,7 @@ pub fn check_with(path: &Path, search: &DebugSearch) -> Result<Report, Livepatch
 }
 
 /// The entry-jump verdict of every function without a patchable prologue. Inbound
-/// addresses are the object's own ([`pulp_unpadded::inbound_addresses`]) and every
-/// symbol of its debug file, so that an alternate entry named only there is seen.
+/// addresses are those of [`super::unpadded::inbound_of`].
 fn entry_jumps(
     file: &object::File<'_>,
     functions: &[FunctionInfo],
@@ -241,10 +240,7 @@ fn entry_jumps(
     if functions.iter().all(|f| f.prologue.is_some()) {
         return vec![None; functions.len()];
     }
-    let mut inbound = pulp_unpadded::inbound_addresses(file);
-    inbound.extend(symbols.iter().filter(|s| s.kind != SymbolKind::Tls).map(|s| s.value));
-    inbound.sort_unstable();
-    inbound.dedup();
+    let inbound = super::unpadded::inbound_of(file, symbols);
     functions
         .iter()
         .map(|f| {
@@ -255,7 +251,7 @@ fn entry_jumps(
                 if f.size == 0 {
                     return EntryJump::Unsized;
                 }
-                let code = function_bytes(file, f.offset, f.size);
+                let code = super::unpadded::function_bytes(file, f.offset, f.size).unwrap_or_default();
                 // Only the inbound addresses within the function matter to its plan.
                 let from = inbound.partition_point(|&a| a < f.offset);
                 let to = inbound.partition_point(|&a| a < f.offset.saturating_add(f.size));
@@ -266,20 +262,6 @@ fn entry_jumps(
             })
         })
         .collect()
-}
-
-/// The `size` bytes of the file at `addr`, cut at the end of their section (empty when no
-/// section with contents holds `addr`).
-fn function_bytes<'a>(file: &object::File<'a>, addr: u64, size: u64) -> &'a [u8] {
-    file.sections()
-        .find(|s| addr >= s.address() && addr - s.address() < s.size())
-        .and_then(|s| {
-            let data = s.data().ok()?;
-            let from = usize::try_from(addr - s.address()).ok()?;
-            let to = usize::try_from(size).ok().and_then(|n| from.checked_add(n))?.min(data.len());
-            data.get(from..to)
-        })
-        .unwrap_or_default()
 }
 
 /// A position-independent executable: `DF_1_PIE` in `DT_FLAGS_1`.

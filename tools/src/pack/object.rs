@@ -12,6 +12,8 @@ pub(super) struct Object {
     pub(super) elf: Inspected,
     /// Addresses other code or data may branch to (for unpadded functions), found once.
     inbound: std::cell::OnceCell<Vec<u64>>,
+    /// The file's bytes, read once when a function without a pad needs them.
+    bytes: std::cell::OnceCell<Vec<u8>>,
 }
 
 impl Object {
@@ -38,7 +40,7 @@ impl Object {
                 elf
             }
         };
-        Ok(Self { elf, path: path_str, inbound: std::cell::OnceCell::new() })
+        Ok(Self { elf, path: path_str, inbound: std::cell::OnceCell::new(), bytes: std::cell::OnceCell::new() })
     }
 
     /// The object's build-id ([`Object::open`] refuses an object without one).
@@ -46,9 +48,19 @@ impl Object {
         self.elf.info.build_id.as_deref().expect("Object::open checked the build-id")
     }
 
-    /// `pulp_unpadded::inbound_addresses` of the object (`file`: its parsed bytes).
+    /// The addresses other code or data of the object may branch to
+    /// ([`super::unpadded::inbound_of`]; `file`: its parsed [`Object::bytes`]).
     pub(super) fn inbound(&self, file: &object::File) -> &[u64] {
-        self.inbound.get_or_init(|| pulp_unpadded::inbound_addresses(file))
+        self.inbound.get_or_init(|| super::unpadded::inbound_of(file, &self.elf.symbols))
+    }
+
+    /// The object's file, read once.
+    pub(super) fn bytes(&self) -> std::io::Result<&[u8]> {
+        if let Some(b) = self.bytes.get() {
+            return Ok(b);
+        }
+        let data = std::fs::read(&self.path)?;
+        Ok(self.bytes.get_or_init(|| data))
     }
 
     pub(super) fn functions(&self) -> &[FunctionInfo] {
