@@ -393,6 +393,17 @@ pub fn cold_parent(name: &str) -> Option<&str> {
         .map(|i| &name[..i])
 }
 
+/// `ld-linux*`, `ld.so*`, `ld64.so*`: the names (soname or file name) the dynamic linker
+/// goes by.
+pub fn is_dynamic_linker_name(name: &str) -> bool {
+    ["ld-linux", "ld.so", "ld64.so"].iter().any(|p| name.starts_with(p))
+}
+
+/// `libc.so*`: the soname (or file name) of the C library.
+pub fn is_c_library_name(name: &str) -> bool {
+    name.starts_with("libc.so")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,15 +427,4 @@ mod tests {
             assert_eq!(is_cold_part(name), name.split('.').skip(1).any(|part| part == "cold"), "{name}");
         }
     }
-}
-
-/// `ld-linux*`, `ld.so*`, `ld64.so*`: the names (soname or file name) the dynamic linker
-/// goes by.
-pub fn is_dynamic_linker_name(name: &str) -> bool {
-    ["ld-linux", "ld.so", "ld64.so"].iter().any(|p| name.starts_with(p))
-}
-
-/// `libc.so*`: the soname (or file name) of the C library.
-pub fn is_c_library_name(name: &str) -> bool {
-    name.starts_with("libc.so")
 }
