@@ -536,6 +536,20 @@ impl App {
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// Its stderr once it holds `needle` (or after [`REPLY_TIMEOUT`]): stderr is read by a
+    /// thread of its own, so what the program wrote there before answering on stdout may
+    /// not have been read yet.
+    pub fn stderr_with(&self, needle: &str) -> String {
+        let until = std::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let now = self.stderr();
+            if now.contains(needle) || std::time::Instant::now() >= until {
+                return now;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for App {
